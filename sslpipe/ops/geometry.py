@@ -1,0 +1,181 @@
+"""Batched geometric ops on uint8 images: crop boxes, resized crops, flips, rot90.
+
+Boxes are float ``B x 4`` tensors ``(x0, y0, x1, y1)`` in the pixel coordinates of each source
+image (x1, y1 exclusive). Random box samplers take a CPU ``torch.Generator``: parameters are
+drawn on the CPU (they are tiny), so a seed gives the same batch on every device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from sslpipe.ops.images import ImageList
+
+
+def center_square_boxes(sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """The largest centred square of each image, as ``B x 4`` boxes.
+
+    This is sslpipe's policy for non-square inputs of tasks that need square images
+    (rotation, jigsaw, ...): keep the centre square on the shorter side, then resize.
+    """
+    boxes = []
+    for h, w in sizes:
+        side = min(h, w)
+        x0, y0 = (w - side) // 2, (h - side) // 2
+        boxes.append((x0, y0, x0 + side, y0 + side))
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+def random_square_boxes(sizes: list[tuple[int, int]], generator: torch.Generator) -> torch.Tensor:
+    """A random square of the shorter side in each image (random crop along the longer side)."""
+    u = torch.rand(len(sizes), generator=generator)
+    boxes = []
+    for (h, w), r in zip(sizes, u.tolist()):
+        side = min(h, w)
+        x0 = int(round(r * (w - side)))
+        y0 = int(round(r * (h - side)))
+        boxes.append((x0, y0, x0 + side, y0 + side))
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+def random_resized_crop_boxes(
+    sizes: list[tuple[int, int]],
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    attempts: int = 10,
+) -> torch.Tensor:
+    """Boxes as torchvision's RandomResizedCrop samples them, vectorised over the batch.
+
+    Each box covers a fraction of the image area drawn uniformly from ``scale`` with a
+    log-uniform aspect ratio from ``ratio``; after ``attempts`` misses a centre crop clipped to
+    ``ratio`` is used, as torchvision does.
+    """
+    n = len(sizes)
+    hw = torch.tensor(sizes, dtype=torch.float32).reshape(n, 2)
+    h, w = hw[:, 0], hw[:, 1]
+    area = h * w
+    target = area[:, None] * torch.empty(n, attempts).uniform_(*scale, generator=generator)
+    log_r = torch.empty(n, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    aspect = torch.exp(log_r)
+    cw = torch.round(torch.sqrt(target * aspect))
+    ch = torch.round(torch.sqrt(target / aspect))
+    ok = (cw > 0) & (ch > 0) & (cw <= w[:, None]) & (ch <= h[:, None])
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))
+    ux = torch.rand(n, generator=generator)
+    uy = torch.rand(n, generator=generator)
+    boxes = torch.empty(n, 4)
+    for i in range(n):
+        if first[i] >= 0:
+            bw, bh = cw[i, first[i]], ch[i, first[i]]
+        else:  # fallback: centre crop with the closest allowed ratio
+            in_ratio = w[i] / h[i]
+            if in_ratio < ratio[0]:
+                bw, bh = w[i], torch.round(w[i] / ratio[0])
+            elif in_ratio > ratio[1]:
+                bh, bw = h[i], torch.round(h[i] * ratio[1])
+            else:
+                bw, bh = w[i], h[i]
+            ux[i] = uy[i] = 0.5
+        x0 = torch.floor(ux[i] * (w[i] - bw + 1)).clamp(max=w[i] - bw)
+        y0 = torch.floor(uy[i] * (h[i] - bh + 1)).clamp(max=h[i] - bh)
+        boxes[i] = torch.stack([x0, y0, x0 + bw, y0 + bh])
+    return boxes
+
+
+def resized_crop(
+    images: ImageList, boxes: torch.Tensor, size: int | tuple[int, int], method: str = "auto"
+) -> torch.Tensor:
+    """Crop each image to its box and resize to ``size``; uint8 in, uint8 out.
+
+    Args:
+        images: uint8 ``B x 3 x H x W`` tensor or list of ``3 x H_i x W_i`` tensors.
+        boxes: float ``B x 4`` ``(x0, y0, x1, y1)``.
+        size: output side, or ``(h, w)``.
+        method: ``"interpolate"`` (per image, uint8 bilinear with antialias: the fast path on
+            CPU), ``"roi_align"`` (one batched float op with adaptive sampling, which averages
+            the source pixels of each output pixel: the fast path on GPUs, ragged batches are
+            padded into one tensor), or ``"auto"`` (interpolate on CPU, roi_align elsewhere).
+
+    Returns:
+        uint8 ``B x 3 x h x w`` on the images' device.
+    """
+    out_hw = (size, size) if isinstance(size, int) else tuple(size)
+    device = images.device if isinstance(images, torch.Tensor) else images[0].device
+    if boxes.shape != (len(images), 4):
+        raise ValueError(f"boxes must be B x 4 with B={len(images)}. Got {tuple(boxes.shape)}")
+    if method == "auto":
+        method = "interpolate" if device.type == "cpu" else "roi_align"
+    if method == "interpolate":
+        return _crop_interpolate(images, boxes, out_hw)
+    if method == "roi_align":
+        return _crop_roi_align(images, boxes, out_hw)
+    raise ValueError(f"method must be 'auto', 'interpolate' or 'roi_align'. Got {method!r}")
+
+
+def hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images ``x[i]`` (``B x C x H x W``) where ``flip[i]`` is True."""
+    if not bool(flip.any()):
+        return x
+    flip = flip.to(x.device)
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def rot90(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Rotate each square image ``x[i]`` by ``k[i] * 90`` degrees counter-clockwise.
+
+    Args:
+        x: ``B x C x S x S`` (any dtype).
+        k: int ``B`` in 0..3 (other values are taken modulo 4).
+    """
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"rot90 needs square images. Got {x.shape[-2]}x{x.shape[-1]}")
+    k = (k.to(x.device) % 4).view(-1, 1, 1, 1)
+    r1 = x.transpose(-1, -2).flip(-2)  # 90 degrees counter-clockwise
+    r2 = x.flip(-1).flip(-2)
+    r3 = x.transpose(-1, -2).flip(-1)
+    out = torch.where(k == 1, r1, x)
+    out = torch.where(k == 2, r2, out)
+    return torch.where(k == 3, r3, out)
+
+
+def _crop_interpolate(images: ImageList, boxes: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    out = []
+    int_boxes = boxes.round().long().tolist()
+    for i, (x0, y0, x1, y1) in enumerate(int_boxes):
+        crop = images[i][:, y0:y1, x0:x1]
+        if crop.shape[-2] == 0 or crop.shape[-1] == 0:
+            raise ValueError(f"boxes[{i}] is empty after rounding: {boxes[i].tolist()}")
+        if tuple(crop.shape[-2:]) == out_hw:
+            out.append(crop.contiguous())
+            continue
+        src = crop[None]
+        if src.device.type != "cpu":  # uint8 interpolate is a CPU kernel
+            src = src.float()
+        res = F.interpolate(src, size=out_hw, mode="bilinear", antialias=True, align_corners=False)
+        if res.dtype != torch.uint8:
+            res = res.round_().clamp_(0, 255).to(torch.uint8)
+        out.append(res[0])
+    return torch.stack(out)
+
+
+def _crop_roi_align(images: ImageList, boxes: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    from torchvision.ops import roi_align
+
+    if isinstance(images, torch.Tensor):
+        stacked = images.float()
+    else:
+        h = max(im.shape[-2] for im in images)
+        w = max(im.shape[-1] for im in images)
+        stacked = images[0].new_zeros((len(images), 3, h, w), dtype=torch.float32)
+        for i, im in enumerate(images):
+            stacked[i, :, : im.shape[-2], : im.shape[-1]] = im
+    idx = torch.arange(len(images), dtype=torch.float32)[:, None]
+    rois = torch.cat([idx, boxes.float()], 1).to(stacked.device)
+    # aligned=False: box edges are pixel edges; sampling_ratio=0 averages ceil(box/out)
+    # samples per output pixel, which is what keeps a large downscale from aliasing.
+    out = roi_align(stacked, rois, out_hw, spatial_scale=1.0, sampling_ratio=0, aligned=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)

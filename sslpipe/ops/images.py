@@ -1,0 +1,227 @@
+"""Turning what a DataLoader hands a collator into uint8 image tensors.
+
+A collator accepts (DESIGN.md, "Collator"):
+
+* a ``B x C x H x W`` uint8 tensor on any device, or
+* a list of samples, each ``image`` or ``(image, label)`` (also ``{"image"|"jpg"|"png": ...,
+  "cls"|"label": ...}`` as webdataset gives them), where ``image`` is a PIL image, an
+  ``H x W x C`` or ``H x W`` uint8 numpy array, a ``C x H x W`` uint8 tensor, or encoded
+  JPEG/PNG bytes. Sizes may differ within a batch.
+
+:func:`collect` returns :class:`Images`: a uint8 ``B x 3 x H x W`` tensor when every image has
+the same size, else a list of ``3 x H_i x W_i`` uint8 tensors ("ragged"), plus labels.
+Grayscale becomes 3 channels, alpha is dropped.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+ImageList = Union[torch.Tensor, list[torch.Tensor]]
+
+_IMAGE_KEYS = ("image", "jpg", "jpeg", "png", "webp", "img")
+_LABEL_KEYS = ("cls", "label", "target")
+
+
+@dataclass
+class Images:
+    """uint8 images of one batch and their dataset labels (None when no sample had one)."""
+
+    images: ImageList
+    labels: torch.Tensor | None
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device if isinstance(self.images, torch.Tensor) else (
+            self.images[0].device
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sizes(self) -> list[tuple[int, int]]:
+        """``(H, W)`` of each image."""
+        if isinstance(self.images, torch.Tensor):
+            h, w = self.images.shape[-2:]
+            return [(int(h), int(w))] * self.images.shape[0]
+        return [(int(im.shape[-2]), int(im.shape[-1])) for im in self.images]
+
+
+def collect(samples: Any, *, min_size: int | tuple[int, int] = 1) -> Images:
+    """Convert a collator's input to :class:`Images` (see module docstring).
+
+    Args:
+        samples: a uint8 ``B x C x H x W`` tensor or a sequence of samples.
+        min_size: smallest ``(H, W)`` (or side) the caller can work with; a smaller image
+            raises ValueError naming the sample.
+
+    Raises:
+        ValueError: empty input, an unsupported type or dtype, or an image that is too small.
+    """
+    min_hw = (min_size, min_size) if isinstance(min_size, int) else tuple(min_size)
+    if isinstance(samples, torch.Tensor):
+        images, labels = _from_tensor(samples), None
+        if images.shape[-2] < min_hw[0] or images.shape[-1] < min_hw[1]:
+            raise ValueError(
+                f"samples: images must be at least {min_hw[0]}x{min_hw[1]} (H x W) for this "
+                f"task. Got a batch of {images.shape[-2]}x{images.shape[-1]}"
+            )
+        return Images(images, labels)
+    if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence):
+        raise ValueError(
+            "samples: expected a uint8 B x C x H x W tensor or a list of samples "
+            f"(image or (image, label)). Got {type(samples).__name__}"
+        )
+    if len(samples) == 0:
+        raise ValueError("samples: expected at least one sample. Got an empty list")
+    images: list[torch.Tensor] = []
+    labels: list[int] = []
+    for i, sample in enumerate(samples):
+        image, label = _split_sample(sample, i)
+        tensor = to_chw_uint8(image, where=f"samples[{i}]")
+        if tensor.shape[-2] < min_hw[0] or tensor.shape[-1] < min_hw[1]:
+            raise ValueError(
+                f"samples[{i}]: image is {tensor.shape[-2]}x{tensor.shape[-1]} (H x W), smaller "
+                f"than the {min_hw[0]}x{min_hw[1]} this task needs; resize it or lower `size`"
+            )
+        images.append(tensor)
+        if label is not None:
+            labels.append(int(label))
+    if labels and len(labels) != len(images):
+        raise ValueError(
+            f"samples: either every sample has a label or none does. Got {len(labels)} labels "
+            f"for {len(images)} images"
+        )
+    devices = {im.device for im in images}
+    if len(devices) > 1:
+        raise ValueError(f"samples: all images must be on one device. Got {sorted(map(str, devices))}")
+    label_tensor = torch.tensor(labels, dtype=torch.int64) if labels else None
+    shapes = {tuple(im.shape) for im in images}
+    batch: ImageList = torch.stack(images) if len(shapes) == 1 else images
+    return Images(batch, label_tensor)
+
+
+def to_chw_uint8(image: Any, where: str = "image") -> torch.Tensor:
+    """One image (PIL, numpy HWC/HW, tensor CHW/HW, or encoded bytes) as ``3 x H x W`` uint8."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode(bytes(image), where=where)
+    if isinstance(image, Image.Image):
+        return pil_to_tensor(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ValueError(f"{where}: numpy images must be uint8. Got {image.dtype}")
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+            raise ValueError(
+                f"{where}: numpy images must be H x W or H x W x C with C in 1, 3, 4. "
+                f"Got shape {image.shape}"
+            )
+        return _to_rgb(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), where)
+    if isinstance(image, torch.Tensor):
+        if image.dtype != torch.uint8:
+            raise ValueError(f"{where}: image tensors must be uint8 (0-255). Got {image.dtype}")
+        if image.ndim == 2:
+            image = image[None]
+        if image.ndim != 3:
+            raise ValueError(f"{where}: image tensors must be C x H x W. Got shape {tuple(image.shape)}")
+        return _to_rgb(image, where)
+    raise ValueError(
+        f"{where}: expected a PIL image, a uint8 numpy array, a uint8 tensor or encoded "
+        f"JPEG/PNG bytes. Got {type(image).__name__}"
+    )
+
+
+def decode(data: bytes, where: str = "image", *, min_side: int | None = None) -> torch.Tensor:
+    """Decode JPEG/PNG/... bytes to ``3 x H x W`` uint8 RGB.
+
+    With ``min_side``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose
+    shorter side is still at least ``min_side``: much cheaper than a full decode and a resize.
+    """
+    if len(data) == 0:
+        raise ValueError(f"{where}: encoded image is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as pil:
+            if min_side is not None and pil.format == "JPEG":
+                w, h = pil.size
+                scale = max(1, min(w, h) // max(1, min_side))
+                if scale >= 2:
+                    pil.draft("RGB", (max(1, w // scale), max(1, h // scale)))
+            pil.load()
+            return pil_to_tensor(pil)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{where}: cannot decode image ({len(data)} bytes): {err}") from err
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL image (any mode) as ``3 x H x W`` uint8 RGB; alpha is dropped, palettes expanded."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    array = np.asarray(image)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def _from_tensor(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype != torch.uint8:
+        raise ValueError(f"samples: a batch tensor must be uint8 (0-255). Got {x.dtype}")
+    if x.ndim != 4 or x.shape[1] not in (1, 3, 4):
+        raise ValueError(
+            f"samples: a batch tensor must be B x C x H x W with C in 1, 3, 4. Got shape "
+            f"{tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError("samples: expected at least one image. Got a batch of 0")
+    if x.shape[1] == 1:
+        return x.expand(-1, 3, -1, -1)
+    return x[:, :3]
+
+
+def _to_rgb(x: torch.Tensor, where: str) -> torch.Tensor:
+    c = x.shape[0]
+    if c == 1:
+        return x.expand(3, -1, -1)
+    if c in (3, 4):
+        return x[:3]
+    raise ValueError(f"{where}: image must have 1, 3 or 4 channels. Got {c}")
+
+
+def _split_sample(sample: Any, index: int) -> tuple[Any, Any]:
+    if isinstance(sample, dict):
+        image = next((sample[k] for k in _IMAGE_KEYS if k in sample), None)
+        if image is None:
+            raise ValueError(
+                f"samples[{index}]: a dict sample needs one of the keys {list(_IMAGE_KEYS)}. "
+                f"Got keys {sorted(sample)}"
+            )
+        label = next((sample[k] for k in _LABEL_KEYS if k in sample), None)
+        return image, _as_label(label, index)
+    if isinstance(sample, (tuple, list)):
+        if len(sample) == 2:
+            return sample[0], _as_label(sample[1], index)
+        if len(sample) == 1:
+            return sample[0], None
+        raise ValueError(
+            f"samples[{index}]: expected image or (image, label). Got a {type(sample).__name__} "
+            f"of length {len(sample)}"
+        )
+    return sample, None
+
+
+def _as_label(label: Any, index: int) -> int | None:
+    if label is None:
+        return None
+    if isinstance(label, (bytes, bytearray)):
+        label = label.decode().strip()
+    try:
+        return int(label)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"samples[{index}]: label must be an integer class index. Got {label!r}"
+        ) from err

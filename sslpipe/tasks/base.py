@@ -1,0 +1,180 @@
+"""Base classes of the task contract (DESIGN.md, "Collator" and "Task").
+
+A task is declared in one file of ``sslpipe/tasks/``::
+
+    @dataclass(frozen=True)
+    class RotationOptions(CollatorOptions):
+        size: int = 224                 # every option has its default here, once
+
+    class RotationCollator(Collator):
+        def make(self, images: Images, generator) -> Batch: ...
+
+    @register_task("rotation")
+    class Rotation(Task):
+        Options = RotationOptions
+        Collator = RotationCollator
+        def build(self, backbone) -> nn.Module: ...
+        def loss(self, outputs, batch) -> Tensor: ...
+
+``Task(**options)`` validates the options against the dataclass (an unknown name is a
+ValueError listing the valid ones) and builds ``self.collator`` from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from sslpipe.batch import Batch
+from sslpipe.ops.color import IMAGENET_MEAN, IMAGENET_STD
+from sslpipe.ops.images import Images, collect
+
+
+@dataclass(frozen=True)
+class CollatorOptions:
+    """Options every collator takes.
+
+    Attributes:
+        seed: makes the collator reproducible: the same seed and input give the same Batch.
+            In DataLoader workers the worker id is mixed in, so workers draw different (but
+            still reproducible) parameters. None uses torch's global RNG.
+        generator: a CPU ``torch.Generator`` to draw every random parameter from (overrides
+            ``seed``). Parameters are drawn on the CPU and moved to the images' device, so a
+            seed gives the same batch on every device.
+        mean, std: per-channel normalisation of the float output (RGB in [0, 1]).
+    """
+
+    seed: int | None = None
+    generator: torch.Generator | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+class Collator:
+    """Batch-level pretext-task work: samples in, :class:`~sslpipe.Batch` out.
+
+    Subclasses implement :meth:`make` and may override :meth:`min_input_size`.
+    """
+
+    def __init__(self, options: CollatorOptions) -> None:
+        self.options = options
+        gen = options.generator
+        if gen is not None and (not isinstance(gen, torch.Generator) or gen.device.type != "cpu"):
+            raise ValueError(
+                f"generator must be a CPU torch.Generator (parameters are drawn on the CPU). "
+                f"Got {gen!r}"
+            )
+        self._gen_key: tuple[int, int] | None = None
+        self._gen: torch.Generator | None = None
+
+    def __call__(self, samples: Any, generator: torch.Generator | None = None) -> Batch:
+        """Make a Batch from a list of samples or a uint8 ``B x C x H x W`` tensor.
+
+        The Batch is computed on the device of the input images.
+        """
+        images = collect(samples, min_size=self.min_input_size())
+        return self.make(images, generator if generator is not None else self.generator())
+
+    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+        """Build the Batch from collected uint8 images (override in each task)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement make()")
+
+    def min_input_size(self) -> int | tuple[int, int]:
+        """Smallest ``(H, W)`` the task accepts; smaller images raise ValueError."""
+        return 1
+
+    def generator(self) -> torch.Generator | None:
+        """The generator to draw this call's parameters from (None: torch's global RNG)."""
+        if self.options.generator is not None:
+            return self.options.generator
+        if self.options.seed is None:
+            return None
+        info = torch.utils.data.get_worker_info()
+        key = (os.getpid(), info.id if info is not None else -1)
+        if self._gen is None or self._gen_key != key:
+            # A forked worker must not continue the parent's stream: re-seed per process.
+            self._gen = torch.Generator().manual_seed(self.options.seed + 7919 * (key[1] + 1))
+            self._gen_key = key
+        return self._gen
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_gen"], state["_gen_key"] = None, None
+        return state
+
+
+class Task:
+    """A pretext task: its collator, the model wiring (``build``) and the loss.
+
+    The trainer only ever does ``task.loss(model(batch.inputs), batch)``.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = CollatorOptions
+    Collator: ClassVar[type] = Collator
+
+    def __init__(self, **options: Any) -> None:
+        self.options = make_options(self.Options, options, owner=f"task {self.name!r}")
+        self.collator = self.Collator(self.options)
+
+    def build(self, backbone: nn.Module) -> nn.Module:
+        """Wire a timm backbone (``num_classes=0``) to this task's head(s)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build()")
+
+    def loss(self, outputs: Any, batch: Batch) -> torch.Tensor:
+        """The pretext loss of ``outputs = model(batch.inputs)`` (a pure function)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement loss()")
+
+    def metrics(self, outputs: Any, batch: Batch) -> dict[str, float]:
+        """Extra per-step numbers for the log (e.g. pretext accuracy); none by default."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options})"
+
+
+def make_options(cls: type, options: dict[str, Any], owner: str) -> Any:
+    """Instantiate the options dataclass ``cls``; unknown names give a ValueError listing
+    the valid ones, and wrong values the dataclass' own ``__post_init__`` errors."""
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(
+            f"{owner}: unknown option(s) {', '.join(unknown)}. Valid options: "
+            f"{', '.join(sorted(valid))}"
+        )
+    return cls(**options)
+
+
+def option_docs(cls: type) -> list[tuple[str, Any]]:
+    """``(name, default)`` of every option of an options dataclass, for `sslpipe tasks`."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in ("generator",):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        out.append((f.name, default))
+    return out
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}. Got {value!r}")
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """Raise ValueError unless ``value`` > 0 (or >= 0)."""
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}. Got {value!r}")
+
+
+def check_probability(name: str, value: float) -> None:
+    """Raise ValueError unless 0 <= ``value`` <= 1."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1]. Got {value!r}")

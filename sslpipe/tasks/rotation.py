@@ -1,0 +1,128 @@
+"""Rotation prediction (Gidaris et al., "Unsupervised Representation Learning by Predicting
+Image Rotations", ICLR 2018).
+
+Each image is rotated by 0, 90, 180 or 270 degrees and the network predicts which. Following
+RotNet, the default puts all four rotations of every image in the batch (``4B`` inputs, target
+``k`` means ``k * 90`` degrees counter-clockwise); ``mode="random"`` draws one rotation per image.
+
+Non-square images: the centre square on the shorter side is kept (``crop="center"``) or a random
+square along the longer side (``crop="random"``), then resized to ``size``. Rotating a square
+loses no pixels, so the rotation cannot be read off the image's outline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslpipe.batch import Batch
+from sslpipe.ops.color import normalize
+from sslpipe.ops.geometry import center_square_boxes, hflip, random_square_boxes, resized_crop, rot90
+from sslpipe.ops.images import Images
+from sslpipe.registry import register_task
+from sslpipe.tasks.base import (
+    Collator,
+    CollatorOptions,
+    Task,
+    check_choice,
+    check_positive,
+    check_probability,
+)
+from sslpipe.tasks.heads import BackboneWithHead, classifier_head, feature_dim
+
+NUM_ROTATIONS = 4
+
+
+@dataclass(frozen=True)
+class RotationOptions(CollatorOptions):
+    """Options of the rotation task.
+
+    Attributes:
+        size: output side in pixels (images are square).
+        mode: ``"all"`` (all four rotations of each image, 4B inputs, RotNet) or
+            ``"random"`` (one random rotation per image, B inputs).
+        crop: square-crop policy for non-square images: ``"center"`` or ``"random"``.
+        flip: probability of a horizontal flip before rotating (a flip keeps the
+            rotation label valid).
+        head: ``"linear"`` or ``"mlp"`` on the pooled backbone features.
+        hidden_dim: width of the MLP head.
+    """
+
+    size: int = 224
+    mode: str = "all"
+    crop: str = "center"
+    flip: float = 0.0
+    head: str = "linear"
+    hidden_dim: int = 512
+
+    def __post_init__(self) -> None:
+        check_positive("size", self.size)
+        check_choice("mode", self.mode, ("all", "random"))
+        check_choice("crop", self.crop, ("center", "random"))
+        check_probability("flip", self.flip)
+        check_choice("head", self.head, ("linear", "mlp"))
+
+
+class RotationCollator(Collator):
+    """Square crop, resize, optional flip, rotate; targets are the rotation classes 0..3.
+
+    Returns a Batch with ``inputs`` float ``N x 3 x size x size`` (N = 4B for ``mode="all"``,
+    B otherwise), ``targets`` int64 ``N`` in 0..3, ``labels`` int64 ``B`` or None, and ``meta``:
+    ``boxes`` (``B x 4`` crop boxes), ``flip`` (bool ``B``), ``rotation`` (int64 ``N``, the same
+    as targets) and ``source`` (int64 ``N``, the index of each input's source image).
+    """
+
+    options: RotationOptions
+
+    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+        opt = self.options
+        n = len(images)
+        sizes = images.sizes()
+        boxes = (
+            center_square_boxes(sizes) if opt.crop == "center" else random_square_boxes(sizes, generator)
+        )
+        x = resized_crop(images.images, boxes, opt.size)
+        flip = torch.rand(n, generator=generator) < opt.flip
+        x = hflip(x, flip)
+        if opt.mode == "all":
+            source = torch.arange(n).repeat_interleave(NUM_ROTATIONS)
+            k = torch.arange(NUM_ROTATIONS).repeat(n)
+            x = x.repeat_interleave(NUM_ROTATIONS, dim=0)
+        else:
+            source = torch.arange(n)
+            k = torch.randint(NUM_ROTATIONS, (n,), generator=generator)
+        x = rot90(x, k)
+        inputs = normalize(x, opt.mean, opt.std)
+        device = inputs.device
+        labels = images.labels.to(device) if images.labels is not None else None
+        meta = {"boxes": boxes, "flip": flip, "rotation": k, "source": source}
+        return Batch(inputs, k.to(device), labels, {key: v.to(device) for key, v in meta.items()})
+
+
+@register_task("rotation", "predict which of 4 rotations (0/90/180/270) was applied (Gidaris et al. 2018)")
+class Rotation(Task):
+    """Rotation prediction: 4-way classification of the applied rotation."""
+
+    Options = RotationOptions
+    Collator = RotationCollator
+    options: RotationOptions
+
+    def build(self, backbone: nn.Module) -> nn.Module:
+        head = classifier_head(feature_dim(backbone), NUM_ROTATIONS, self.options.head,
+                               self.options.hidden_dim)
+        return BackboneWithHead(backbone, head)
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return rotation_loss(outputs, batch.targets)  # type: ignore[arg-type]
+
+    def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
+        acc = (outputs.argmax(1) == batch.targets).float().mean()
+        return {"pretext_acc": float(acc)}
+
+
+def rotation_loss(logits: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the ``N x 4`` rotation logits."""
+    return F.cross_entropy(logits, rotation)
