@@ -134,6 +134,21 @@ class Task:
         """Extra per-step numbers for the log (e.g. pretext accuracy); none by default."""
         return {}
 
+    def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
+        """Pictures for ``sslpipe show``: rows of ``(caption, N x 3 x H x W float in [0, 1])``.
+
+        The default shows the first inputs with their targets; tasks override it to draw
+        what their pseudo-labels mean (tiles in shuffled order, patch pairs, L and ab, ...).
+        """
+        from sslpipe.ops.color import denormalize
+
+        x = batch.inputs[0] if isinstance(batch.inputs, tuple) else batch.inputs
+        x = x[:max_images]
+        caption = "inputs"
+        if isinstance(batch.targets, torch.Tensor) and batch.targets.ndim == 1:
+            caption += " (targets " + " ".join(str(int(t)) for t in batch.targets[:max_images]) + ")"
+        return [(caption, denormalize(x.float().cpu(), self.options.mean, self.options.std))]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options})"
 
