@@ -57,8 +57,11 @@ def _available() -> list[str]:
     names = []
     for name, target in _COMMANDS.items():
         module = target.split(":")[0]
-        if importlib.util.find_spec(module) is not None:
-            names.append(name)
+        try:
+            if importlib.util.find_spec(module) is not None:
+                names.append(name)
+        except ModuleNotFoundError:
+            pass
     return names
 
 
