@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 
-Tensors = Union[torch.Tensor, tuple[torch.Tensor, ...]]
-Targets = Union[torch.Tensor, dict[str, torch.Tensor], None]
+Tensors = torch.Tensor | tuple[torch.Tensor, ...]
+Targets = torch.Tensor | dict[str, torch.Tensor] | None
 
 
 @dataclass

@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 _TASKS: dict[str, type] = {}
 _DESCRIPTIONS: dict[str, str] = {}
@@ -100,9 +101,7 @@ def _resolve(name: str) -> str:
         return name
     close = difflib.get_close_matches(name, list(_TASKS), n=3, cutoff=0.4)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ValueError(
-        f"unknown task {name!r}.{hint} Registered tasks: {', '.join(sorted(_TASKS))}."
-    )
+    raise ValueError(f"unknown task {name!r}.{hint} Registered tasks: {', '.join(sorted(_TASKS))}.")
 
 
 def _load_builtins() -> None:

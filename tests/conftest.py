@@ -17,4 +17,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if no_gpu and "gpu" in item.keywords:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
         if no_dali and "dali" in item.keywords:
-            item.add_marker(pytest.mark.skip(reason="needs NVIDIA DALI (pip install sslpipe[dali])"))
+            item.add_marker(
+                pytest.mark.skip(reason="needs NVIDIA DALI (pip install sslpipe[dali])")
+            )

@@ -59,7 +59,9 @@ def random_resized_crop_boxes(
     h, w = hw[:, 0], hw[:, 1]
     area = h * w
     target = area[:, None] * torch.empty(n, attempts).uniform_(*scale, generator=generator)
-    log_r = torch.empty(n, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    log_r = torch.empty(n, attempts).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
     aspect = torch.exp(log_r)
     cw = torch.round(torch.sqrt(target * aspect))
     ch = torch.round(torch.sqrt(target / aspect))
@@ -142,7 +144,9 @@ def rot90(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.where(k == 3, r3, out)
 
 
-def _crop_interpolate(images: ImageList, boxes: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+def _crop_interpolate(
+    images: ImageList, boxes: torch.Tensor, out_hw: tuple[int, int]
+) -> torch.Tensor:
     out = []
     int_boxes = boxes.round().long().tolist()
     for i, (x0, y0, x1, y1) in enumerate(int_boxes):
@@ -162,7 +166,9 @@ def _crop_interpolate(images: ImageList, boxes: torch.Tensor, out_hw: tuple[int,
     return torch.stack(out)
 
 
-def _crop_roi_align(images: ImageList, boxes: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+def _crop_roi_align(
+    images: ImageList, boxes: torch.Tensor, out_hw: tuple[int, int]
+) -> torch.Tensor:
     from torchvision.ops import roi_align
 
     if isinstance(images, torch.Tensor):

@@ -18,13 +18,13 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-ImageList = Union[torch.Tensor, list[torch.Tensor]]
+ImageList = torch.Tensor | list[torch.Tensor]
 
 _IMAGE_KEYS = ("image", "jpg", "jpeg", "png", "webp", "img")
 _LABEL_KEYS = ("cls", "label", "target")
@@ -39,8 +39,8 @@ class Images:
 
     @property
     def device(self) -> torch.device:
-        return self.images.device if isinstance(self.images, torch.Tensor) else (
-            self.images[0].device
+        return (
+            self.images.device if isinstance(self.images, torch.Tensor) else (self.images[0].device)
         )
 
     def __len__(self) -> int:
@@ -101,7 +101,9 @@ def collect(samples: Any, *, min_size: int | tuple[int, int] = 1) -> Images:
         )
     devices = {im.device for im in images}
     if len(devices) > 1:
-        raise ValueError(f"samples: all images must be on one device. Got {sorted(map(str, devices))}")
+        raise ValueError(
+            f"samples: all images must be on one device. Got {sorted(map(str, devices))}"
+        )
     label_tensor = torch.tensor(labels, dtype=torch.int64) if labels else None
     shapes = {tuple(im.shape) for im in images}
     batch: ImageList = torch.stack(images) if len(shapes) == 1 else images
@@ -124,6 +126,8 @@ def to_chw_uint8(image: Any, where: str = "image") -> torch.Tensor:
                 f"{where}: numpy images must be H x W or H x W x C with C in 1, 3, 4. "
                 f"Got shape {image.shape}"
             )
+        if not image.flags.writeable:  # torch warns on read-only arrays (e.g. np.asarray(PIL))
+            image = image.copy()
         return _to_rgb(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), where)
     if isinstance(image, torch.Tensor):
         if image.dtype != torch.uint8:
@@ -131,7 +135,9 @@ def to_chw_uint8(image: Any, where: str = "image") -> torch.Tensor:
         if image.ndim == 2:
             image = image[None]
         if image.ndim != 3:
-            raise ValueError(f"{where}: image tensors must be C x H x W. Got shape {tuple(image.shape)}")
+            raise ValueError(
+                f"{where}: image tensors must be C x H x W. Got shape {tuple(image.shape)}"
+            )
         return _to_rgb(image, where)
     raise ValueError(
         f"{where}: expected a PIL image, a uint8 numpy array, a uint8 tensor or encoded "

@@ -146,7 +146,9 @@ class Task:
         x = x[:max_images]
         caption = "inputs"
         if isinstance(batch.targets, torch.Tensor) and batch.targets.ndim == 1:
-            caption += " (targets " + " ".join(str(int(t)) for t in batch.targets[:max_images]) + ")"
+            caption += (
+                " (targets " + " ".join(str(int(t)) for t in batch.targets[:max_images]) + ")"
+            )
         return [(caption, denormalize(x.float().cpu(), self.options.mean, self.options.std))]
 
     def __repr__(self) -> str:

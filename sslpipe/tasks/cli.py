@@ -7,8 +7,13 @@ import click
 
 @click.command()
 @click.argument("pattern", required=False)
-@click.option("--options/--no-options", "show_options", default=True, show_default=True,
-              help="List each task's options with their defaults.")
+@click.option(
+    "--options/--no-options",
+    "show_options",
+    default=True,
+    show_default=True,
+    help="List each task's options with their defaults.",
+)
 def tasks(pattern: str | None, show_options: bool) -> None:
     """List registered pretext tasks (PATTERN filters with shell wildcards, e.g. 'rot*')."""
     from sslpipe.registry import describe_task, list_tasks, task_class

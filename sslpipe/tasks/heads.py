@@ -16,8 +16,14 @@ def feature_dim(backbone: nn.Module) -> int:
     return dim
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, norm: bool = True,
-        last_norm: bool = False) -> nn.Sequential:
+def mlp(
+    in_dim: int,
+    hidden_dim: int,
+    out_dim: int,
+    num_layers: int = 2,
+    norm: bool = True,
+    last_norm: bool = False,
+) -> nn.Sequential:
     """``num_layers`` Linear layers with BatchNorm1d + ReLU between them.
 
     ``num_layers=1`` is a plain linear layer. ``last_norm`` adds an affine-free BatchNorm after

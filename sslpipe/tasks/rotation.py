@@ -20,7 +20,13 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import normalize
-from sslpipe.ops.geometry import center_square_boxes, hflip, random_square_boxes, resized_crop, rot90
+from sslpipe.ops.geometry import (
+    center_square_boxes,
+    hflip,
+    random_square_boxes,
+    resized_crop,
+    rot90,
+)
 from sslpipe.ops.images import Images
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
@@ -82,7 +88,9 @@ class RotationCollator(Collator):
         n = len(images)
         sizes = images.sizes()
         boxes = (
-            center_square_boxes(sizes) if opt.crop == "center" else random_square_boxes(sizes, generator)
+            center_square_boxes(sizes)
+            if opt.crop == "center"
+            else random_square_boxes(sizes, generator)
         )
         x = resized_crop(images.images, boxes, opt.size)
         flip = torch.rand(n, generator=generator) < opt.flip
@@ -102,7 +110,9 @@ class RotationCollator(Collator):
         return Batch(inputs, k.to(device), labels, {key: v.to(device) for key, v in meta.items()})
 
 
-@register_task("rotation", "predict which of 4 rotations (0/90/180/270) was applied (Gidaris et al. 2018)")
+@register_task(
+    "rotation", "predict which of 4 rotations (0/90/180/270) was applied (Gidaris et al. 2018)"
+)
 class Rotation(Task):
     """Rotation prediction: 4-way classification of the applied rotation."""
 
@@ -111,8 +121,9 @@ class Rotation(Task):
     options: RotationOptions
 
     def build(self, backbone: nn.Module) -> nn.Module:
-        head = classifier_head(feature_dim(backbone), NUM_ROTATIONS, self.options.head,
-                               self.options.hidden_dim)
+        head = classifier_head(
+            feature_dim(backbone), NUM_ROTATIONS, self.options.head, self.options.hidden_dim
+        )
         return BackboneWithHead(backbone, head)
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:

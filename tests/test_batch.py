@@ -1,0 +1,37 @@
+"""Batch: moves every nested tensor, reports its size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sslpipe import Batch
+
+
+def _batch() -> Batch:
+    return Batch(
+        inputs=(torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)),
+        targets={"a": torch.tensor([1, 2])},
+        labels=torch.tensor([3, 4]),
+        meta={"boxes": torch.zeros(2, 4)},
+    )
+
+
+def test_to_moves_nested_tensors_and_keeps_values() -> None:
+    b = _batch().to(torch.float64)  # dtype conversion goes through the same map
+    assert isinstance(b.inputs, tuple) and b.inputs[1].dtype == torch.float64
+    assert b.targets["a"].dtype == torch.float64
+    assert b.meta["boxes"].dtype == torch.float64
+    assert torch.equal(b.labels, torch.tensor([3.0, 4.0], dtype=torch.float64))
+
+
+def test_batch_size_reads_labels_or_inputs() -> None:
+    assert _batch().batch_size == 2
+    assert Batch(torch.zeros(5, 3, 2, 2)).batch_size == 5
+
+
+@pytest.mark.gpu
+def test_pin_memory_and_non_blocking_copy() -> None:
+    b = _batch().pin_memory()
+    assert b.inputs[0].is_pinned() and b.meta["boxes"].is_pinned()
+    assert b.to("cuda", non_blocking=True).labels.device.type == "cuda"

@@ -1,0 +1,170 @@
+"""The collator/task contract (DESIGN.md), checked for every registered task.
+
+Every task, present and future, must accept every input kind of the contract, return a Batch
+with float inputs on the input's device, be reproducible with a seed, and train: its loss is a
+finite scalar with gradients through a timm backbone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+import sslpipe
+from sslpipe import Batch
+from sslpipe.registry import task_class
+
+SIZE = 64
+TASKS = sslpipe.list_tasks()
+
+
+def _options(name: str) -> dict:
+    fields = {f.name for f in dataclasses.fields(task_class(name).Options)}
+    opts: dict = {"seed": 0}
+    if "size" in fields:
+        opts["size"] = SIZE
+    return opts
+
+
+def _photo(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # smooth random image: more like a photo than white noise
+    small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR))
+
+
+def _encode(array: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _input_kinds() -> dict[str, object]:
+    arrays = [_photo(72 + 8 * i, 96 - 6 * i, i) for i in range(4)]
+    return {
+        "pil": [Image.fromarray(a) for a in arrays],
+        "pil_labeled": [(Image.fromarray(a), i) for i, a in enumerate(arrays)],
+        "pil_gray": [Image.fromarray(a).convert("L") for a in arrays],
+        "numpy_hwc": arrays,
+        "numpy_labeled": [(a, i % 2) for i, a in enumerate(arrays)],
+        "tensor_chw": [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays],
+        "jpeg_bytes": [(_encode(a, "JPEG"), i) for i, a in enumerate(arrays)],
+        "png_bytes": [_encode(a, "PNG") for a in arrays],
+        "dict_samples": [{"jpg": _encode(a, "JPEG"), "cls": b"3"} for a in arrays],
+        "uint8_batch": torch.from_numpy(np.stack([a[:72, :72] for a in arrays])).permute(
+            0, 3, 1, 2
+        ),
+    }
+
+
+INPUT_KINDS = _input_kinds()
+
+
+def _tensors(x):
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (tuple, list)):
+        return [t for v in x for t in _tensors(v)]
+    if isinstance(x, dict):
+        return [t for v in x.values() for t in _tensors(v)]
+    return []
+
+
+@pytest.mark.parametrize("kind", sorted(INPUT_KINDS))
+@pytest.mark.parametrize("name", TASKS)
+def test_every_input_kind_gives_a_valid_batch(name: str, kind: str) -> None:
+    samples = INPUT_KINDS[kind]
+    collator = sslpipe.create_collator(name, **_options(name))
+    if name == "supervised" and kind not in (
+        "pil_labeled",
+        "numpy_labeled",
+        "jpeg_bytes",
+        "dict_samples",
+    ):
+        with pytest.raises(ValueError, match="label"):
+            collator(samples)
+        return
+    batch = collator(samples)
+    assert isinstance(batch, Batch)
+    inputs = _tensors(batch.inputs)
+    assert inputs, "a Batch must carry at least one input tensor"
+    for x in inputs:
+        assert x.dtype == torch.float32
+        assert x.device.type == "cpu"
+        assert torch.isfinite(x).all()
+        assert x.ndim >= 4 and x.shape[-3] in (1, 3)
+    for t in _tensors(batch.meta):
+        assert isinstance(t, torch.Tensor)
+    labeled = kind in ("pil_labeled", "numpy_labeled", "jpeg_bytes", "dict_samples")
+    if labeled:
+        assert batch.labels is not None and batch.labels.dtype == torch.int64
+        assert batch.labels.shape == (4,)
+    elif name != "supervised":
+        assert batch.labels is None
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_seed_reproduces_a_batch(name: str) -> None:
+    samples = INPUT_KINDS["pil_labeled"]
+    a = sslpipe.create_collator(name, **_options(name))(samples)
+    b = sslpipe.create_collator(name, **_options(name))(samples)
+    for x, y in zip(
+        _tensors((a.inputs, a.targets, a.meta)), _tensors((b.inputs, b.targets, b.meta))
+    ):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_batch_moves_and_pins(name: str) -> None:
+    batch = sslpipe.create_collator(name, **_options(name))(INPUT_KINDS["pil_labeled"])
+    moved = batch.to("cpu", non_blocking=True)
+    assert all(torch.equal(x, y) for x, y in zip(_tensors(moved.inputs), _tensors(batch.inputs)))
+    if torch.cuda.is_available():
+        assert all(t.is_pinned() for t in _tensors(batch.pin_memory().inputs))
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_loss_trains_a_timm_backbone(name: str) -> None:
+    torch.manual_seed(0)
+    task = sslpipe.create_task(name, **_options(name))
+    batch = task.collator(INPUT_KINDS["pil_labeled"])
+    backbone = timm.create_model("resnet18", num_classes=0)
+    model = task.build(backbone)
+    loss = task.loss(model(batch.inputs), batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in backbone.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_unknown_option_is_named(name: str) -> None:
+    with pytest.raises(ValueError, match="not_an_option"):
+        sslpipe.create_task(name, not_an_option=1)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_bad_input_is_a_clear_value_error(name: str) -> None:
+    collator = sslpipe.create_collator(name, **_options(name))
+    with pytest.raises(ValueError, match="samples"):
+        collator([])
+    with pytest.raises(ValueError, match="float32"):
+        collator(torch.zeros(2, 3, 80, 80))
+    with pytest.raises(ValueError, match=r"samples\[1\]"):
+        collator([INPUT_KINDS["numpy_hwc"][0], "not an image"])
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_too_small_image_names_the_sample(name: str) -> None:
+    collator = sslpipe.create_collator(name, **_options(name))
+    small = np.zeros((2, 2, 3), dtype=np.uint8)
+    try:
+        collator([INPUT_KINDS["numpy_hwc"][0], small])
+    except ValueError as err:
+        assert "samples[1]" in str(err)
