@@ -25,8 +25,6 @@ _COMMANDS = {
     "eval": "sslpipe.eval.cli:eval_group",
     "report": "sslpipe.eval.cli:report",
     "quickstart": "sslpipe.quickstart:quickstart",
-    "bench": "sslpipe.bench:bench",
-    "study": "sslpipe.study.cli:study",
 }
 
 
