@@ -54,13 +54,16 @@ class Images:
         return [(int(im.shape[-2]), int(im.shape[-1])) for im in self.images]
 
 
-def collect(samples: Any, *, min_size: int | tuple[int, int] = 1) -> Images:
+def collect(samples: Any, *, min_size: int | tuple[int, int] = 1, decode: bool = True) -> Images:
     """Convert a collator's input to :class:`Images` (see module docstring).
 
     Args:
         samples: a uint8 ``B x C x H x W`` tensor or a sequence of samples.
         min_size: smallest ``(H, W)`` (or side) the caller can work with; a smaller image
             raises ValueError naming the sample.
+        decode: with False, encoded bytes are kept as :class:`EncodedImage` (size read from the
+            header, pixels decoded later by the caller, e.g. at a reduced DCT scale chosen from
+            its crop boxes); the result is then a list (never stacked) whenever one is present.
 
     Raises:
         ValueError: empty input, an unsupported type or dtype, or an image that is too small.
@@ -85,7 +88,11 @@ def collect(samples: Any, *, min_size: int | tuple[int, int] = 1) -> Images:
     labels: list[int] = []
     for i, sample in enumerate(samples):
         image, label = _split_sample(sample, i)
-        tensor = to_chw_uint8(image, where=f"samples[{i}]")
+        tensor: torch.Tensor | EncodedImage
+        if not decode and isinstance(image, (bytes, bytearray, memoryview)):
+            tensor = EncodedImage(bytes(image), where=f"samples[{i}]")
+        else:
+            tensor = to_chw_uint8(image, where=f"samples[{i}]")
         if tensor.shape[-2] < min_hw[0] or tensor.shape[-1] < min_hw[1]:
             raise ValueError(
                 f"samples[{i}]: image is {tensor.shape[-2]}x{tensor.shape[-1]} (H x W), smaller "
@@ -106,7 +113,8 @@ def collect(samples: Any, *, min_size: int | tuple[int, int] = 1) -> Images:
         )
     label_tensor = torch.tensor(labels, dtype=torch.int64) if labels else None
     shapes = {tuple(im.shape) for im in images}
-    batch: ImageList = torch.stack(images) if len(shapes) == 1 else images
+    lazy = any(isinstance(im, EncodedImage) for im in images)
+    batch: ImageList = torch.stack(images) if len(shapes) == 1 and not lazy else images
     return Images(batch, label_tensor)
 
 
@@ -164,6 +172,74 @@ def decode(data: bytes, where: str = "image", *, min_side: int | None = None) ->
             return pil_to_tensor(pil)
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{where}: cannot decode image ({len(data)} bytes): {err}") from err
+
+
+class EncodedImage:
+    """Encoded image bytes whose size is read from the header; pixels are decoded on demand.
+
+    Kept by ``collect(..., decode=False)`` so that a collator can choose, per image, how much
+    of a JPEG to decode (see :meth:`decode`). ``shape`` (``(3, H, W)``) and ``device`` (CPU)
+    mirror a decoded tensor's, so :meth:`Images.sizes` works unchanged.
+    """
+
+    __slots__ = ("data", "format", "height", "width", "where")
+
+    def __init__(self, data: bytes, where: str = "image") -> None:
+        if len(data) == 0:
+            raise ValueError(f"{where}: encoded image is empty (0 bytes)")
+        try:
+            with Image.open(io.BytesIO(data)) as pil:
+                self.width, self.height = pil.size
+                self.format = pil.format or ""
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ValueError(
+                f"{where}: cannot read image header ({len(data)} bytes): {err}"
+            ) from err
+        self.data = data
+        self.where = where
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (3, self.height, self.width)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def decode(self, reduce: int = 1) -> torch.Tensor:
+        """Decode to uint8 ``3 x H' x W'`` RGB, a JPEG at ``1 / reduce`` DCT scale.
+
+        ``reduce`` is 1, 2, 4 or 8; ``H' = ceil(H / reduce)`` (libjpeg's rounding) for JPEGs,
+        other formats are always decoded at full size. The result is a channels-last view of
+        the decoded ``H' x W' x 3`` array (no transposing copy): the fast layout for
+        :func:`torch.nn.functional.interpolate` on uint8. Call ``.contiguous()`` for ``C x H x W``
+        memory order.
+        """
+        if reduce not in (1, 2, 4, 8):
+            raise ValueError(f"reduce must be 1, 2, 4 or 8. Got {reduce!r}")
+        try:
+            with Image.open(io.BytesIO(self.data)) as pil:
+                if reduce > 1 and pil.format == "JPEG":
+                    pil.draft("RGB", (max(1, self.width // reduce), max(1, self.height // reduce)))
+                pil.load()
+                if pil.mode != "RGB":
+                    rgb = pil.convert("RGB")
+                    array = np.asarray(rgb)
+                else:
+                    array = np.asarray(pil)
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ValueError(
+                f"{self.where}: cannot decode image ({len(self.data)} bytes): {err}"
+            ) from err
+        if not array.flags.writeable:
+            array = array.copy()
+        return torch.from_numpy(array).permute(2, 0, 1)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"EncodedImage({self.format} {self.width}x{self.height}, {len(self.data)} bytes)"
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
