@@ -148,6 +148,9 @@ def _crop_interpolate(
     images: ImageList, boxes: torch.Tensor, out_hw: tuple[int, int]
 ) -> torch.Tensor:
     out = []
+    if isinstance(images, torch.Tensor) and images.device.type == "cpu":
+        # uint8 antialiased resize is ~3x faster on channels-last memory than on NCHW
+        images = images.contiguous(memory_format=torch.channels_last)
     int_boxes = boxes.round().long().tolist()
     for i, (x0, y0, x1, y1) in enumerate(int_boxes):
         crop = images[i][:, y0:y1, x0:x1]

@@ -114,8 +114,14 @@ def collect(samples: Any, *, min_size: int | tuple[int, int] = 1, decode: bool =
     label_tensor = torch.tensor(labels, dtype=torch.int64) if labels else None
     shapes = {tuple(im.shape) for im in images}
     lazy = any(isinstance(im, EncodedImage) for im in images)
-    batch: ImageList = torch.stack(images) if len(shapes) == 1 and not lazy else images
+    batch: ImageList = stack_channels_last(images) if len(shapes) == 1 and not lazy else images
     return Images(batch, label_tensor)
+
+
+def stack_channels_last(images: list[torch.Tensor]) -> torch.Tensor:
+    """Stack ``3 x H x W`` images into a ``B x 3 x H x W`` tensor in channels-last memory
+    (what uint8 resizes and the HWC decoders want)."""
+    return torch.stack([im.permute(1, 2, 0) for im in images]).permute(0, 3, 1, 2)
 
 
 def to_chw_uint8(image: Any, where: str = "image") -> torch.Tensor:
@@ -246,8 +252,8 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL image (any mode) as ``3 x H x W`` uint8 RGB; alpha is dropped, palettes expanded."""
     if image.mode != "RGB":
         image = image.convert("RGB")
-    array = np.asarray(image)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    # Kept in HWC memory (a channels-last view): uint8 resizes run ~3x faster on it.
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 def _from_tensor(x: torch.Tensor) -> torch.Tensor:
