@@ -1,0 +1,310 @@
+"""Batched random augmentations with per-sample parameters: colour, grayscale, blur, solarize.
+
+Every random op has a probability ``p``, draws per-sample (never same-on-batch) parameters from
+a CPU ``torch.Generator`` (None: torch's global RNG) and returns them as a dict of tensors, as
+kornia's parameter generators do, so a collator can record them in ``Batch.meta``.
+
+Colour is linear (DESIGN.md, "Where the time goes"): brightness, contrast, saturation, hue and
+grayscale become one affine ``B x 3 x 4`` matrix per image acting on RGB in [0, 1], which
+:func:`sslpipe.ops.color.normalize` fuses with the mean/std normalisation in one batched matmul.
+Differences from torchvision's ``ColorJitter`` (which works on one image at a time):
+
+* hue is a rotation of the chroma plane in YIQ (as DALI's colour twist does), not a shift of
+  the HSV hue: the same hue for grays and small shifts, a close approximation elsewhere;
+* values are clamped to [0, 1] once, after the whole colour transform, not after each step;
+* the mean gray level that contrast blends towards is computed from the image's mean colour
+  carried through the preceding steps (exact for the linear ops, without the clamps);
+* the order of the four steps is a random permutation per image (torchvision draws one per
+  call, which for a per-image pipeline is the same thing).
+
+:func:`augment_views` chains these ops into the SimCLR / VICReg view pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sslpipe.ops.color import normalize
+from sslpipe.ops.geometry import hflip
+
+# ITU-R 601 luma, as torchvision's rgb_to_grayscale.
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+_RGB_TO_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64
+)
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+# Step ids of the jitter order (values of ``jitter_order``).
+BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3
+
+
+def sample_color_jitter(
+    n: int,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+    p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-image colour jitter parameters, with torchvision's ranges.
+
+    Factors are uniform in ``[max(0, 1 - s), 1 + s]`` for brightness, contrast and saturation,
+    the hue shift uniform in ``[-hue, hue]`` (fraction of a turn, ``hue <= 0.5``). Images not
+    selected (probability ``1 - p``) get the identity (factors 1, hue 0).
+
+    Returns:
+        ``jitter`` (bool ``B``), ``brightness``, ``contrast``, ``saturation``, ``hue`` (float32
+        ``B``) and ``jitter_order`` (int64 ``B x 4``, step ids BRIGHTNESS..HUE in applied order).
+    """
+    for name, value in (("brightness", brightness), ("contrast", contrast),
+                        ("saturation", saturation), ("hue", hue)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0. Got {value!r}")
+    if hue > 0.5:
+        raise ValueError(f"hue must be in [0, 0.5]. Got {hue!r}")
+    applied = torch.rand(n, generator=generator) < p
+    u = torch.rand(n, 4, generator=generator)
+    lo = torch.tensor([max(0.0, 1 - brightness), max(0.0, 1 - contrast),
+                       max(0.0, 1 - saturation), -hue])
+    hi = torch.tensor([1 + brightness, 1 + contrast, 1 + saturation, hue])
+    factors = lo + u * (hi - lo)
+    identity = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    factors = torch.where(applied[:, None], factors, identity)
+    order = torch.rand(n, 4, generator=generator).argsort(1)
+    return {
+        "jitter": applied,
+        "brightness": factors[:, 0],
+        "contrast": factors[:, 1],
+        "saturation": factors[:, 2],
+        "hue": factors[:, 3],
+        "jitter_order": order,
+    }
+
+
+def color_jitter_matrix(params: dict[str, torch.Tensor], mean_rgb: torch.Tensor) -> torch.Tensor:
+    """The ``B x 3 x 4`` affine colour matrices (on RGB in [0, 1]) of :func:`sample_color_jitter`.
+
+    Args:
+        params: the dict from :func:`sample_color_jitter`.
+        mean_rgb: float ``B x 3`` mean colour of each image in [0, 1] (see :func:`mean_rgb`),
+            which contrast needs for the image's mean gray level.
+    """
+    n = params["brightness"].shape[0]
+    eye = identity_matrix(n)
+    w = torch.tensor(GRAY_WEIGHTS)
+    gray_rows = w.expand(n, 3, 3)
+    brightness = eye * params["brightness"].view(n, 1, 1)
+    saturation = _affine(
+        params["saturation"].view(n, 1, 1) * torch.eye(3)
+        + (1 - params["saturation"]).view(n, 1, 1) * gray_rows
+    )
+    hue = hue_matrix(params["hue"])
+    m = eye
+    mean_h = torch.cat([mean_rgb.float().cpu(), torch.ones(n, 1)], 1)
+    for k in range(4):
+        # contrast depends on the mean gray of the image as transformed so far
+        gray = (w * torch.bmm(m, mean_h[:, :, None])[:, :, 0]).sum(1)
+        c = params["contrast"]
+        contrast = eye * c.view(n, 1, 1)
+        contrast[:, :, 3] = ((1 - c) * gray)[:, None]
+        steps = torch.stack([brightness, contrast, saturation, hue], 1)
+        pick = params["jitter_order"][:, k]
+        m = compose(steps[torch.arange(n), pick], m)
+    return m
+
+
+def sample_grayscale(n: int, p: float, generator: torch.Generator | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """``{"grayscale": bool B}``: which images become gray (probability ``p``)."""
+    return {"grayscale": torch.rand(n, generator=generator) < p}
+
+
+def grayscale_matrix(gray: torch.Tensor) -> torch.Tensor:
+    """``B x 3 x 4`` matrices: luma in all channels where ``gray`` (bool ``B``), else identity."""
+    n = gray.shape[0]
+    to_gray = _affine(torch.tensor(GRAY_WEIGHTS).expand(n, 3, 3))
+    return torch.where(gray.cpu().view(n, 1, 1), to_gray, identity_matrix(n))
+
+
+def hue_matrix(hue: torch.Tensor) -> torch.Tensor:
+    """``B x 3 x 4`` matrices rotating the chroma (IQ) plane of YIQ by ``hue[i]`` turns."""
+    theta = -2 * math.pi * hue.double().cpu()
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    rot = torch.zeros(hue.shape[0], 3, 3, dtype=torch.float64)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    return _affine((_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).float())
+
+
+def identity_matrix(n: int) -> torch.Tensor:
+    """``n`` identity ``3 x 4`` affine colour matrices."""
+    return torch.eye(3, 4).repeat(n, 1, 1)
+
+
+def compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """Affine ``B x 3 x 4`` matrices of ``outer(inner(x))``."""
+    lin = torch.bmm(outer[:, :, :3], inner[:, :, :3])
+    shift = torch.bmm(outer[:, :, :3], inner[:, :, 3:]) + outer[:, :, 3:]
+    return torch.cat([lin, shift], 2)
+
+
+def mean_rgb(x: torch.Tensor, step: int = 4) -> torch.Tensor:
+    """float ``B x 3`` mean colour in [0, 1] of uint8 ``B x 3 x H x W`` (every ``step``-th px)."""
+    return x[:, :, ::step, ::step].float().mean((2, 3)) / 255.0
+
+
+def sample_blur(n: int, p: float, sigma: tuple[float, float] = (0.1, 2.0),
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """``{"blur_sigma": float32 B}``: uniform in ``sigma`` with probability ``p``, else 0."""
+    applied = torch.rand(n, generator=generator) < p
+    s = torch.empty(n).uniform_(sigma[0], sigma[1], generator=generator)
+    return {"blur_sigma": torch.where(applied, s, torch.zeros(n))}
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Separable Gaussian blur of float ``B x C x H x W`` with per-image ``sigma`` (float ``B``).
+
+    Images with ``sigma <= 0`` are returned unchanged and cost nothing. Borders are reflected.
+    The kernel has at most ``kernel_size`` taps (odd) and is cut at ``ceil(3 * sigma)`` on each
+    side when that is shorter: the weight dropped is below 0.3%, under one uint8 gray level,
+    and images with a small sigma (most of them) cost a fraction of the full kernel. Images are
+    blurred in groups of equal radius; each kernel is normalised to sum 1, so a constant image
+    stays constant and the mean is kept away from the borders.
+    """
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and >= 1. Got {kernel_size}")
+    if sigma.shape != (x.shape[0],):
+        raise ValueError(f"sigma must have shape ({x.shape[0]},). Got {tuple(sigma.shape)}")
+    sigma = sigma.float().cpu()
+    max_radius = min(kernel_size // 2, x.shape[-1] - 1, x.shape[-2] - 1)
+    radius = torch.ceil(3 * sigma).clamp(max=max_radius).long()
+    radius[sigma <= 0] = 0
+    out = x
+    for r in sorted(set(radius.tolist()) - {0}):
+        idx = torch.nonzero(radius == r)[:, 0]
+        taps = torch.arange(-r, r + 1, dtype=torch.float32)
+        kernel = torch.exp(-(taps[None] ** 2) / (2 * sigma[idx, None] ** 2))
+        kernel = (kernel / kernel.sum(1, keepdim=True)).to(x.device)
+        whole = idx.numel() == x.shape[0]
+        sub = x.float() if whole else x[idx.to(x.device)].float()
+        sub = _blur_axis(_blur_axis(sub, kernel, -1), kernel, -2)
+        if whole:
+            return sub
+        if out is x:
+            out = x.clone()
+        out[idx.to(x.device)] = sub.to(out.dtype)
+    return out
+
+
+def sample_solarize(n: int, p: float, generator: torch.Generator | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """``{"solarize": bool B}``: which images are solarized (probability ``p``)."""
+    return {"solarize": torch.rand(n, generator=generator) < p}
+
+
+def solarize(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    threshold: float = 0.5,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> torch.Tensor:
+    """Invert the pixels at or above ``threshold`` in the images where ``mask`` (bool ``B``).
+
+    ``x`` is float ``B x C x H x W`` in [0, 1], or normalized with ``mean``/``std`` (then the
+    threshold and the inversion ``v -> 1 - v`` are carried into normalized units, so solarizing
+    needs no denormalisation).
+    """
+    if not bool(mask.any()):
+        return x
+    c = x.shape[1]
+    mean_t = torch.tensor(mean or (0.0,) * c, device=x.device).view(1, c, 1, 1)
+    std_t = torch.tensor(std or (1.0,) * c, device=x.device).view(1, c, 1, 1)
+    thr = (threshold - mean_t) / std_t
+    flipped = (1 - 2 * mean_t) / std_t - x
+    hit = (x >= thr) & mask.to(x.device).view(-1, 1, 1, 1)
+    return torch.where(hit, flipped, x)
+
+
+@dataclass(frozen=True)
+class ViewAugment:
+    """One view's colour and blur policy (the crop is the collator's business).
+
+    Attributes:
+        flip: probability of a horizontal flip.
+        jitter: ``(brightness, contrast, saturation, hue)`` strengths.
+        jitter_p: probability of applying the colour jitter.
+        grayscale: probability of converting to gray.
+        blur: probability of a Gaussian blur; ``blur_sigma`` its sigma range in pixels,
+            ``blur_kernel`` its (odd) number of taps.
+        solarize: probability of solarizing (threshold 0.5).
+    """
+
+    flip: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: float = 0.8
+    grayscale: float = 0.2
+    blur: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int = 23
+    solarize: float = 0.0
+
+
+def augment_views(
+    x: torch.Tensor,
+    spec: ViewAugment,
+    generator: torch.Generator | None,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Flip, colour jitter, grayscale, blur and solarize uint8 crops into a normalized view.
+
+    Args:
+        x: uint8 ``B x 3 x H x W`` crops (already at the output size).
+        spec: the view's policy.
+        generator: CPU generator for every parameter (drawn in a fixed order).
+        mean, std: normalisation of the float output.
+
+    Returns:
+        float32 ``B x 3 x H x W`` normalized (values within the normalized [0, 1] range) and
+        the sampled parameters: ``flip``, the jitter dict, ``grayscale``, ``blur_sigma``,
+        ``solarize`` (all on the CPU).
+    """
+    n = x.shape[0]
+    params = {"flip": torch.rand(n, generator=generator) < spec.flip}
+    params.update(sample_color_jitter(n, *spec.jitter, p=spec.jitter_p, generator=generator))
+    params.update(sample_grayscale(n, spec.grayscale, generator))
+    params.update(sample_blur(n, spec.blur, spec.blur_sigma, generator))
+    params.update(sample_solarize(n, spec.solarize, generator))
+    x = hflip(x, params["flip"])
+    matrix = compose(grayscale_matrix(params["grayscale"]),
+                     color_jitter_matrix(params, mean_rgb(x)))
+    out = normalize(x, mean, std, matrix=matrix)
+    lo = torch.tensor([-m / s for m, s in zip(mean, std)], device=out.device).view(1, 3, 1, 1)
+    hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=out.device).view(1, 3, 1, 1)
+    out = torch.clamp_(out, lo, hi)
+    # blur is linear and its kernel sums to 1, so it commutes with the normalisation
+    out = gaussian_blur(out, params["blur_sigma"], spec.blur_kernel)
+    out = solarize(out, params["solarize"], 0.5, mean, std)
+    return out, params
+
+
+def _affine(lin: torch.Tensor) -> torch.Tensor:
+    return torch.cat([lin, torch.zeros(lin.shape[0], 3, 1, dtype=lin.dtype)], 2)
+
+
+def _blur_axis(x: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
+    # Shifted multiply-adds with per-image weights: depthwise conv2d with B*C groups is several
+    # times slower on CPU for these tap counts.
+    r = kernel.shape[1] // 2
+    pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
+    padded = F.pad(x, pad, mode="reflect")
+    length = x.shape[dim]
+    out = padded.narrow(dim, 0, length) * kernel[:, 0].view(-1, 1, 1, 1)
+    for t in range(1, kernel.shape[1]):
+        out.addcmul_(padded.narrow(dim, t, length), kernel[:, t].view(-1, 1, 1, 1))
+    return out

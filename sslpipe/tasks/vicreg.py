@@ -1,0 +1,175 @@
+"""VICReg (Bardes, Ponce and LeCun, "VICReg: Variance-Invariance-Covariance Regularization for
+Self-Supervised Learning", ICLR 2022).
+
+Two views per image with the paper's asymmetric augmentations (blur always on view 1 and with
+probability 0.1 on view 2; solarisation only on view 2, probability 0.2), an expander MLP
+(three layers of 8192 at full size), and a loss with no negatives: the embeddings of the two
+views must agree (invariance), every dimension must keep a standard deviation of at least 1
+over the batch (variance) and dimensions must be decorrelated (covariance).
+
+The collator is SimCLR's two-view collator (:class:`sslpipe.tasks.simclr.TwoViewCollator`),
+so it has the same fast CPU path (JPEG DCT scaling, uint8 crops, fused colour matrices).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslpipe.batch import Batch
+from sslpipe.ops.augment import ViewAugment
+from sslpipe.registry import register_task
+from sslpipe.tasks.base import Task, check_positive, check_probability
+from sslpipe.tasks.heads import feature_dim, mlp
+from sslpipe.tasks.simclr import (
+    TwoViewCollator,
+    TwoViewModel,
+    TwoViewOptions,
+    check_blur,
+    view_rows,
+)
+
+
+@dataclass(frozen=True)
+class VICRegOptions(TwoViewOptions):
+    """Options of the VICReg task (defaults: the paper's ImageNet settings).
+
+    Attributes:
+        flip: probability of a horizontal flip per view.
+        jitter: ``(brightness, contrast, saturation, hue)`` strengths.
+        jitter_p: probability of the colour jitter per view.
+        grayscale: probability of grayscale per view.
+        blur: blur probability of ``(view 1, view 2)``.
+        blur_sigma: blur sigma range in pixels.
+        blur_kernel: blur taps (odd); None means 10% of ``size`` (23 at 224 px).
+        solarize: solarisation probability of ``(view 1, view 2)``.
+        expander_dim: width of every expander layer (8192 in the paper).
+        expander_layers: number of Linear layers (BN + ReLU between them).
+        sim_coeff, std_coeff, cov_coeff: the loss weights lambda, mu, nu.
+    """
+
+    flip: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    jitter_p: float = 0.8
+    grayscale: float = 0.2
+    blur: tuple[float, float] = (1.0, 0.1)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int | None = None
+    solarize: tuple[float, float] = (0.0, 0.2)
+    expander_dim: int = 8192
+    expander_layers: int = 3
+    sim_coeff: float = 25.0
+    std_coeff: float = 25.0
+    cov_coeff: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("flip", "jitter_p", "grayscale"):
+            check_probability(name, getattr(self, name))
+        for name in ("blur", "solarize"):
+            pair = getattr(self, name)
+            if len(pair) != 2:
+                raise ValueError(f"{name} must be a pair (view 1, view 2). Got {pair!r}")
+            for p in pair:
+                check_probability(name, p)
+        if len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5:
+            raise ValueError(
+                "jitter must be (brightness, contrast, saturation, hue) >= 0 with hue <= 0.5. "
+                f"Got {self.jitter!r}"
+            )
+        check_blur(self.blur_sigma, self.blur_kernel)
+        check_positive("expander_dim", self.expander_dim)
+        check_positive("expander_layers", self.expander_layers)
+        for name in ("sim_coeff", "std_coeff", "cov_coeff"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+
+    def view_augments(self) -> tuple[ViewAugment, ...]:
+        kernel = self.blur_kernel or self.default_blur_kernel()
+        return tuple(
+            ViewAugment(flip=self.flip, jitter=self.jitter, jitter_p=self.jitter_p,
+                        grayscale=self.grayscale, blur=blur, blur_sigma=self.blur_sigma,
+                        blur_kernel=kernel, solarize=solarize)
+            for blur, solarize in zip(self.blur, self.solarize)
+        )
+
+
+@register_task("vicreg", "invariance + variance + covariance regularisation of two views "
+               "(Bardes et al. 2022)")
+class VICReg(Task):
+    """VICReg: two asymmetric views, expander MLP, variance-invariance-covariance loss."""
+
+    Options = VICRegOptions
+    Collator = TwoViewCollator
+    options: VICRegOptions
+
+    def build(self, backbone: nn.Module) -> nn.Module:
+        o = self.options
+        expander = mlp(feature_dim(backbone), o.expander_dim, o.expander_dim,
+                       num_layers=o.expander_layers)
+        return TwoViewModel(backbone, expander)
+
+    def loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch) -> torch.Tensor:
+        o = self.options
+        return vicreg_loss(outputs[0], outputs[1], o.sim_coeff, o.std_coeff, o.cov_coeff)
+
+    def metrics(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch
+                ) -> dict[str, float]:
+        z = outputs[0].detach().float()
+        return {"embedding_std": float(z.std(0).mean())}
+
+    def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
+        return view_rows(batch, self.options, max_images)
+
+
+def vicreg_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+) -> torch.Tensor:
+    """The VICReg loss, as the paper's equation (6) and Algorithm 1.
+
+    ``loss = lambda s(Z, Z') + mu [v(Z) + v(Z')] + nu [c(Z) + c(Z')]`` with
+
+    * invariance ``s = mean((Z - Z')^2)`` over all ``B x D`` entries;
+    * variance ``v(Z) = 1/D sum_j max(0, 1 - sqrt(Var(z_j) + 1e-4))`` (unbiased variance over
+      the batch; the hinge target gamma is 1);
+    * covariance ``c(Z) = 1/D sum_{i != j} C(Z)_ij^2`` with ``C(Z)`` the ``D x D`` covariance
+      (``1 / (B - 1)``) of the centred embeddings.
+
+    The paper sums the variance terms of both branches; the authors' released code averages
+    them (a factor 1/2 on ``mu``): this function follows the paper.
+
+    Args:
+        z1, z2: float ``B x D`` embeddings of the two views, ``B >= 2``.
+        sim_coeff, std_coeff, cov_coeff: lambda, mu, nu.
+    """
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(
+            f"z1 and z2 must both be B x D with the same shape. Got {tuple(z1.shape)} and "
+            f"{tuple(z2.shape)}"
+        )
+    if z1.shape[0] < 2:
+        raise ValueError(f"vicreg_loss needs a batch of at least 2 (variance). Got {z1.shape[0]}")
+    z1, z2 = z1.float(), z2.float()
+    invariance = F.mse_loss(z1, z2)
+    return (sim_coeff * invariance
+            + std_coeff * (_variance(z1) + _variance(z2))
+            + cov_coeff * (_covariance(z1) + _covariance(z2)))
+
+
+def _variance(z: torch.Tensor) -> torch.Tensor:
+    std = torch.sqrt(z.var(0) + 1e-4)
+    return F.relu(1 - std).mean()
+
+
+def _covariance(z: torch.Tensor) -> torch.Tensor:
+    n, d = z.shape
+    z = z - z.mean(0)
+    cov = (z.T @ z) / (n - 1)
+    off_diagonal = cov - torch.diag(torch.diagonal(cov))
+    return off_diagonal.pow(2).sum() / d
