@@ -29,7 +29,22 @@ def center_square_boxes(sizes: list[tuple[int, int]]) -> torch.Tensor:
     return torch.tensor(boxes, dtype=torch.float32)
 
 
-def random_square_boxes(sizes: list[tuple[int, int]], generator: torch.Generator) -> torch.Tensor:
+def square_boxes(
+    sizes: list[tuple[int, int]], crop: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The square-crop policy of tasks that need square images, as ``B x 4`` boxes:
+    ``crop="center"`` (:func:`center_square_boxes`) or ``"random"`` (:func:`random_square_boxes`).
+    """
+    if crop == "center":
+        return center_square_boxes(sizes)
+    if crop == "random":
+        return random_square_boxes(sizes, generator)
+    raise ValueError(f"crop must be 'center' or 'random'. Got {crop!r}")
+
+
+def random_square_boxes(
+    sizes: list[tuple[int, int]], generator: torch.Generator | None
+) -> torch.Tensor:
     """A random square of the shorter side in each image (random crop along the longer side)."""
     u = torch.rand(len(sizes), generator=generator)
     boxes = []

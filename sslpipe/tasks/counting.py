@@ -25,7 +25,7 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import denormalize, normalize
-from sslpipe.ops.geometry import center_square_boxes, random_square_boxes, resized_crop
+from sslpipe.ops.geometry import resized_crop, square_boxes
 from sslpipe.ops.images import Images
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_boxes, tile_origins
 from sslpipe.registry import register_task
@@ -104,8 +104,7 @@ class CountingCollator(Collator):
                 f"needs at least 2 images per batch. Got {n}"
             )
         sizes = images.sizes()
-        boxes = (center_square_boxes(sizes) if opt.crop == "center"
-                 else random_square_boxes(sizes, generator))
+        boxes = square_boxes(sizes, opt.crop, generator)
         crops = resized_crop(images.images, boxes, 2 * s)
         origins = tile_origins(n, 2, s, s, jitter=0)
         tiles = extract_tiles(crops, origins, s)

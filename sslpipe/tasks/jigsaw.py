@@ -35,7 +35,7 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import denormalize, normalize
-from sslpipe.ops.geometry import center_square_boxes, random_square_boxes, resized_crop
+from sslpipe.ops.geometry import resized_crop, square_boxes
 from sslpipe.ops.images import Images
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_origins
 from sslpipe.registry import register_task
@@ -203,8 +203,7 @@ class JigsawCollator(Collator):
         opt = self.options
         n, k, t = len(images), opt.grid * opt.grid, opt.tile_side
         sizes = images.sizes()
-        boxes = (center_square_boxes(sizes) if opt.crop == "center"
-                 else random_square_boxes(sizes, generator))
+        boxes = square_boxes(sizes, opt.crop, generator)
         crops = resized_crop(images.images, boxes, opt.size)
         origins = tile_origins(n, opt.grid, opt.cell, t, jitter=None if opt.jitter else 0,
                                generator=generator)

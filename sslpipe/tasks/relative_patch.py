@@ -32,7 +32,7 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import denormalize, normalize
-from sslpipe.ops.geometry import center_square_boxes, random_square_boxes, resized_crop
+from sslpipe.ops.geometry import resized_crop, square_boxes
 from sslpipe.ops.images import Images
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_boxes, tile_origins
 from sslpipe.registry import register_task
@@ -121,8 +121,7 @@ class RelativePatchCollator(Collator):
         opt = self.options
         n, p = len(images), opt.size
         sizes = images.sizes()
-        boxes = (center_square_boxes(sizes) if opt.crop == "center"
-                 else random_square_boxes(sizes, generator))
+        boxes = square_boxes(sizes, opt.crop, generator)
         crops = resized_crop(images.images, boxes, opt.region)
         origins = tile_origins(n, 3, p + opt.gap_px, p, jitter=opt.jitter_px, generator=generator)
         if opt.variant == "pair":

@@ -20,13 +20,7 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import normalize
-from sslpipe.ops.geometry import (
-    center_square_boxes,
-    hflip,
-    random_square_boxes,
-    resized_crop,
-    rot90,
-)
+from sslpipe.ops.geometry import hflip, resized_crop, rot90, square_boxes
 from sslpipe.ops.images import Images
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
@@ -87,11 +81,7 @@ class RotationCollator(Collator):
         opt = self.options
         n = len(images)
         sizes = images.sizes()
-        boxes = (
-            center_square_boxes(sizes)
-            if opt.crop == "center"
-            else random_square_boxes(sizes, generator)
-        )
+        boxes = square_boxes(sizes, opt.crop, generator)
         x = resized_crop(images.images, boxes, opt.size)
         flip = torch.rand(n, generator=generator) < opt.flip
         x = hflip(x, flip)
@@ -132,6 +122,11 @@ class Rotation(Task):
     def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
         acc = (outputs.argmax(1) == batch.targets).float().mean()
         return {"pretext_acc": float(acc)}
+
+    def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
+        pictures = super().visualize(batch, max_images)[0][1]
+        degrees = " ".join(str(90 * int(k)) for k in batch.targets[:max_images])  # type: ignore[index]
+        return [(f"inputs rotated counter-clockwise by (degrees): {degrees}", pictures)]
 
 
 def rotation_loss(logits: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
