@@ -1,0 +1,1 @@
+"""Package data: the embedded FashionMNIST sample (see ``fashion_mnist_sample/README.md``)."""

@@ -1,0 +1,161 @@
+"""DataLoader-worker side of the cpu and nvjpeg backends: samples to batches.
+
+:class:`BatchStream` is the IterableDataset each worker runs. It reads its share of the shards
+(:class:`~sslpipe.data.reading.ReadPlan`), checks each sample's structure (an image and, for
+labeled data, a class index), and makes exactly the batches the plan gives it. With a collator
+(cpu backend) it decodes and augments in the worker; without one (nvjpeg backend) it hands
+the encoded bytes on. Every item it yields is ``(payload, events)``: the events are the bad
+samples and shards met since the previous item, for the loader's statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from sslpipe.data.reading import IMAGE_EXTS, LABEL_EXT, ReadPlan, worker_batch_sizes
+
+Event = tuple[str, str, str]
+
+
+@dataclass
+class EncodedBatch:
+    """Encoded images of one batch: ``data[i]`` JPEG/PNG bytes, ``labels`` int class indices
+    (None for unlabeled data), ``keys`` ``"url:key"`` of each sample for error reports."""
+
+    data: list[bytes]
+    labels: list[int] | None
+    keys: list[str]
+
+    def samples(self) -> list[Any]:
+        """As collator samples: ``(bytes, label)`` or bare bytes."""
+        if self.labels is None:
+            return list(self.data)
+        return list(zip(self.data, self.labels))
+
+
+def step_generator(seed: int, epoch: int, rank: int, step: int) -> torch.Generator:
+    """The CPU generator a batch's random parameters are drawn from.
+
+    It depends only on ``(seed, epoch, rank, step)``, not on which worker made the batch.
+    """
+    mixed = (seed * 1_000_003 + epoch * 10_007 + rank) * 1_000_033 + step
+    return torch.Generator().manual_seed(mixed % (2**63))
+
+
+class BatchStream(IterableDataset):
+    """One rank's batches for one epoch, made in DataLoader workers.
+
+    Args:
+        plan: what this rank reads this epoch.
+        collate: the collator (cpu backend), or None to yield :class:`EncodedBatch`.
+        on_error: ``"skip"`` (count bad samples and shards, go on) or ``"raise"``.
+    """
+
+    def __init__(self, plan: ReadPlan, collate: Callable[..., Any] | None, on_error: str) -> None:
+        super().__init__()
+        self.plan = plan
+        self.collate = collate
+        self.on_error = on_error
+
+    def __iter__(self) -> Iterator[tuple[Any, list[Event]]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        plan = self.plan
+        sizes = worker_batch_sizes(plan.per_rank, plan.batch_size, plan.steps, worker, num_workers)
+        self._stream = plan.samples(worker, num_workers)
+        self._pending: list[EncodedBatch] = []
+        self._labeled = plan.source.labeled
+        for step, size in zip(range(worker, plan.steps, num_workers), sizes):
+            encoded = self._take(size)
+            if self.collate is None:
+                yield encoded, self._drain()
+            else:
+                yield self._collate(encoded, step, size), self._drain()
+
+    def _take(self, size: int) -> EncodedBatch:
+        data: list[bytes] = []
+        labels: list[int] = []
+        keys: list[str] = []
+        while len(data) < size:
+            sample = next(self._stream)
+            self._check_events()
+            parsed = self._parse(sample)
+            if parsed is None:
+                continue
+            data.append(parsed[0])
+            keys.append(parsed[2])
+            if parsed[1] is not None:
+                labels.append(parsed[1])
+        return EncodedBatch(data, labels if self._labeled else None, keys)
+
+    def _parse(self, sample: dict[str, Any]) -> tuple[bytes, int | None, str] | None:
+        where = f"{sample['__url__']}:{sample['__key__']}"
+        image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
+        if image is None:
+            self._bad(where, f"no image (expected one of .{', .'.join(IMAGE_EXTS)}); "
+                             f"has {sorted(k for k in sample if not k.startswith('__'))}")
+            return None
+        if self._labeled is None:
+            self._labeled = LABEL_EXT in sample
+        if not self._labeled:
+            return image, None, where
+        raw = sample.get(LABEL_EXT)
+        try:
+            return image, int(raw.decode("ascii").strip()), where  # type: ignore[union-attr]
+        except (AttributeError, UnicodeDecodeError, ValueError):
+            self._bad(where, f".{LABEL_EXT} must be an ASCII class index. Got {raw!r}")
+            return None
+
+    def _collate(self, encoded: EncodedBatch, step: int, size: int) -> Any:
+        plan, collate = self.plan, self.collate
+        assert collate is not None  # only called with a collator
+        gen = step_generator(plan.seed, plan.epoch, plan.rank, step)
+        while True:
+            state = gen.get_state()
+            try:
+                return collate(encoded.samples(), generator=gen)
+            except ValueError as err:
+                bad = self._find_bad(encoded)
+                if not bad:
+                    raise
+                for i in reversed(bad):
+                    self._bad(encoded.keys[i], f"{err if len(bad) == 1 else 'cannot collate'}")
+                    del encoded.data[i], encoded.keys[i]
+                    if encoded.labels is not None:
+                        del encoded.labels[i]
+                refill = self._take(size - len(encoded.data))
+                encoded.data += refill.data
+                encoded.keys += refill.keys
+                if encoded.labels is not None and refill.labels is not None:
+                    encoded.labels += refill.labels
+                gen.set_state(state)
+
+    def _find_bad(self, encoded: EncodedBatch) -> list[int]:
+        bad = []
+        collate: Any = self.collate
+        for i, sample in enumerate(encoded.samples()):
+            try:
+                collate([sample], generator=torch.Generator().manual_seed(0))
+            except ValueError:
+                bad.append(i)
+        return bad
+
+    def _bad(self, where: str, why: str) -> None:
+        if self.on_error == "raise":
+            raise ValueError(f"bad sample {where}: {why} (on_error='raise')")
+        self.plan.events.append(("corrupt", where, why))
+
+    def _check_events(self) -> None:
+        if self.on_error == "raise" and self.plan.events:
+            kind, where, why = self.plan.events[0]
+            raise ValueError(f"{kind} shard {where}: {why} (on_error='raise')")
+
+    def _drain(self) -> list[Event]:
+        events = list(self.plan.events)
+        self.plan.events.clear()
+        return events

@@ -1,0 +1,156 @@
+"""Turning one :class:`~sslpipe.data.sources.base.Record` into the bytes stored in a shard.
+
+* No resize, target JPEG, and the file is already a complete RGB JPEG: its bytes are kept
+  untouched (no decode, so keep-bytes sharding runs at disk speed).
+* Anything else is decoded, converted (CMYK, grayscale, palette and alpha images become RGB;
+  array sources keep grayscale), resized so that the shorter side is ``resize``, and encoded.
+  JPEGs that are downscaled are decoded at a reduced DCT scale first (PIL ``draft``), and in
+  YCbCr when the output is JPEG too, which skips two colour conversions.
+* A file that cannot be read or decoded (zero bytes, truncated, not an image) gives a skip
+  reason instead of bytes; the caller counts and lists it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sslpipe.data.sources.base import Record
+
+FORMATS = ("auto", "jpg", "png")
+_EOI = b"\xff\xd9"
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How images are written.
+
+    Attributes:
+        resize: shorter side in pixels after resizing (aspect kept), or None to keep the size.
+        image_format: ``"jpg"``, ``"png"`` or ``"auto"`` (JPEG for image files, PNG for array
+            sources such as CIFAR or IDX, which are lossless at the source).
+        quality: JPEG quality 1-100 when an image is (re-)encoded as JPEG.
+    """
+
+    resize: int | None = None
+    image_format: str = "auto"
+    quality: int = 90
+
+    def __post_init__(self) -> None:
+        if self.image_format not in FORMATS:
+            raise ValueError(f"`format` must be one of {list(FORMATS)}. Got {self.image_format!r}")
+        if self.resize is not None and self.resize <= 0:
+            raise ValueError(f"`resize` must be > 0. Got {self.resize}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"`quality` must be in [1, 100]. Got {self.quality}")
+
+    def target(self, record: Record) -> str:
+        """The format (``jpg``/``png``) this record is written in."""
+        if self.image_format != "auto":
+            return self.image_format
+        return "png" if record.array is not None else "jpg"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A record ready for a shard: ``data`` in ``ext`` format, or a ``reason`` it was skipped."""
+
+    key: str
+    label: int | None
+    ext: str
+    data: bytes | None
+    reason: str | None
+    where: str
+
+
+def encode_record(record: Record, options: EncodeOptions) -> Encoded:
+    """Encode one record (see the module docstring); never raises for a bad image."""
+    ext = options.target(record)
+    where = record.path or record.key
+    try:
+        if record.array is not None:
+            image = Image.fromarray(np.ascontiguousarray(record.array))
+            data = _encode(_resized(image, options.resize), ext, options.quality)
+        else:
+            data = _encode_file(str(record.path), ext, options)
+    except _Skip as skip:
+        return Encoded(record.key, record.label, ext, None, str(skip), where)
+    return Encoded(record.key, record.label, ext, data, None, where)
+
+
+def encode_file_baseline(path: str, resize: int, quality: int = 90) -> bytes:
+    """Plain PIL decode + RGB + resize (bilinear) + JPEG encode; the benchmark's reference."""
+    with Image.open(path) as source:
+        rgb = source.convert("RGB")
+        rgb = rgb.resize(_shorter_side_size(rgb.size, resize), Image.Resampling.BILINEAR)
+        return _encode(rgb, "jpg", quality)
+
+
+class _Skip(Exception):
+    """An image that cannot be written; the message is the reason recorded in the manifest."""
+
+
+def _encode_file(path: str, ext: str, options: EncodeOptions) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as error:
+        raise _Skip(f"unreadable: {error.strerror or error}") from error
+    if not raw:
+        raise _Skip("empty file (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(raw))
+    except UnidentifiedImageError as error:
+        raise _Skip("not an image: unrecognised file format") from error
+    except Exception as error:
+        raise _Skip(f"not an image: {error}") from error
+    if (options.resize is None and ext == "jpg" and image.format == "JPEG"
+            and image.mode == "RGB" and _EOI in raw[-64:]):
+        return raw
+    try:
+        if options.resize is not None and image.format == "JPEG":
+            size = _shorter_side_size(image.size, options.resize)
+            mode = "YCbCr" if ext == "jpg" and image.mode == "RGB" else image.mode
+            image.draft(mode, size)
+        image.load()
+    except Exception as error:
+        raise _Skip(f"corrupt image data: {error}") from error
+    return _encode(_resized(_to_rgb(image), options.resize), ext, options.quality)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGB", "YCbCr"):
+        return image
+    if image.mode == "P" or image.mode.endswith("A") or "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def _resized(image: Image.Image, resize: int | None) -> Image.Image:
+    if resize is None:
+        return image
+    size = _shorter_side_size(image.size, resize)
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
+
+
+def _shorter_side_size(size: tuple[int, int], side: int) -> tuple[int, int]:
+    w, h = size
+    if w <= h:
+        return side, max(1, round(h * side / w))
+    return max(1, round(w * side / h)), side
+
+
+def _encode(image: Image.Image, ext: str, quality: int) -> bytes:
+    out = io.BytesIO()
+    if ext == "jpg":
+        image.save(out, "JPEG", quality=quality)
+    else:
+        if image.mode == "YCbCr":
+            image = image.convert("RGB")
+        image.save(out, "PNG", compress_level=6)
+    return out.getvalue()

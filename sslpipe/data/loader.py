@@ -1,0 +1,225 @@
+"""``create_loader``: WebDataset shards in, :class:`~sslpipe.Batch` on the device out.
+
+::
+
+    loader = create_loader("shards/in60k", "rotation", batch_size=256, device="cuda")
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for batch in loader:          # len(loader) steps, the same on every rank
+            loss = task.loss(model(batch.inputs), batch)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sslpipe.batch import Batch
+from sslpipe.data.backends import CpuBackend, DaliBackend, NvjpegBackend, select_backend
+from sslpipe.data.backends.workers import Event
+from sslpipe.data.prefetch import prefetch_to_device
+from sslpipe.data.reading import ReadPlan, rank_quota, resolve_shards, steps_per_epoch
+from sslpipe.tasks.base import check_choice, check_positive
+
+log = logging.getLogger(__name__)
+
+
+def create_loader(
+    shards: Any,
+    task_or_collator: Any,
+    batch_size: int,
+    *,
+    device: str | torch.device = "cpu",
+    backend: str = "auto",
+    num_workers: int | None = None,
+    seed: int = 0,
+    shuffle_buffer: int = 1000,
+    epoch_size: int | None = None,
+    drop_last: bool = True,
+    rank: int | None = None,
+    world_size: int | None = None,
+    resample: bool = False,
+    on_error: str = "skip",
+    hw_decoder_load: float = 0.65,
+) -> Loader:
+    """A loader of Batches from WebDataset shards, decoded by ``backend`` on ``device``.
+
+    Args:
+        shards: a shard directory (its manifest.json), a path/URL with brace ranges
+            (``"in60k-{000000..000099}.tar"``, ``"pipe:cat d/a-{0..3}.tar"``,
+            ``"https://host/a-{0..3}.tar"``), or a list of them.
+        task_or_collator: a Task (its ``.collator`` is used), a collator, or a task name.
+        batch_size: source images per batch (a task may make more inputs per image).
+        device: where the Batches are delivered (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        backend: ``"cpu"``, ``"nvjpeg"`` (CUDA), ``"dali"`` (local shards) or ``"auto"``
+            (the fastest available; the choice and the reason are logged).
+        num_workers: DataLoader worker processes (cpu, nvjpeg) or DALI threads; default
+            ``min(8, cpu count)``.
+        seed: seeds the shard shuffle, the sample shuffle buffer and every random augmentation
+            parameter; the same seed (and num_workers) gives the same batches, epoch by epoch.
+        shuffle_buffer: samples held by each reader's shuffle buffer (0 or 1: no shuffle).
+        epoch_size: samples per epoch over all ranks; default the manifest's sample count
+            (required for shards without a manifest).
+        drop_last: True: every batch full; False: the last batch of a rank may be partial.
+        rank, world_size: this process' data-parallel rank; default from torch.distributed
+            when it is initialised, else 0 and 1.
+        resample: draw shards with replacement (serves more readers than there are shards).
+        on_error: ``"skip"`` (bad samples and shards are skipped, counted in ``loader.stats``
+            and logged at epoch end) or ``"raise"``.
+        hw_decoder_load: share of JPEG decoding on the GPU's hardware decoder (dali on CUDA).
+
+    Returns:
+        a :class:`Loader`: iterate it for Batches on ``device``; ``len(loader)`` is the number
+        of steps per epoch (the same on every rank); call ``set_epoch`` before each epoch.
+
+    Raises:
+        ValueError: a bad argument, or fewer shards than ranks x workers without ``resample``.
+    """
+    check_positive("batch_size", batch_size)
+    check_positive("shuffle_buffer", shuffle_buffer, allow_zero=True)
+    check_choice("on_error", on_error, ("skip", "raise"))
+    if not 0.0 <= hw_decoder_load <= 1.0:
+        raise ValueError(f"hw_decoder_load must be in [0, 1]. Got {hw_decoder_load!r}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available; use device='cpu'")
+    rank, world_size = _distributed(rank, world_size)
+    num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+    check_positive("num_workers", num_workers, allow_zero=True)
+    source = resolve_shards(shards)
+    if epoch_size is None:
+        epoch_size = source.num_samples
+        if epoch_size is None:
+            raise ValueError(
+                "epoch_size is required: the shards have no manifest.json giving their sample "
+                "count (pass epoch_size=the number of samples per epoch over all ranks)"
+            )
+    check_positive("epoch_size", epoch_size)
+    plan = ReadPlan(
+        source, batch_size, steps_per_epoch(epoch_size, batch_size, world_size, drop_last),
+        rank_quota(epoch_size, world_size, drop_last), rank, world_size, seed,
+        shuffle_buffer=shuffle_buffer, resample=resample,
+    )
+    name, why = select_backend(backend, device, source)
+    if name != "dali":
+        plan.check_readers(num_workers)
+    collate = _collator(task_or_collator)
+    impl: Any
+    if name == "cpu":
+        impl = CpuBackend(collate, device, num_workers, on_error)
+    elif name == "nvjpeg":
+        impl = NvjpegBackend(collate, device, num_workers, on_error)
+    else:
+        impl = DaliBackend(collate, device, source, max(1, num_workers), hw_decoder_load,
+                           shuffle_buffer)
+    log.info("sslpipe loader: backend %r (%s); %d steps per epoch of %d on rank %d/%d",
+             name, why, plan.steps, batch_size, rank, world_size)
+    return Loader(impl, plan, device, why)
+
+
+@dataclass
+class LoaderStats:
+    """What a loader met: counts by kind and the last events.
+
+    Attributes:
+        batches, samples: delivered so far (all epochs).
+        skipped: counts by kind: ``"corrupt"`` (a sample that could not be decoded or
+            collated, or lacked its image or label), ``"truncated"`` (a shard that ended
+            mid-file), ``"unreadable"`` (a shard that could not be opened).
+        events: ``(kind, where, why)`` of every skip, ``where`` naming the shard (and key).
+    """
+
+    batches: int = 0
+    samples: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    events: list[Event] = field(default_factory=list)
+
+    def add(self, events: list[Event]) -> None:
+        for event in events:
+            self.skipped[event[0]] += 1
+            self.events.append(tuple(event))  # type: ignore[arg-type]
+
+
+class Loader:
+    """Iterable of :class:`~sslpipe.Batch` on ``device``, made by :func:`create_loader`.
+
+    Attributes:
+        backend: the backend's name (``"cpu"``, ``"nvjpeg"``, ``"dali"``).
+        reason: why that backend was chosen.
+        stats: a :class:`LoaderStats`.
+    """
+
+    def __init__(self, impl: Any, plan: ReadPlan, device: torch.device, reason: str) -> None:
+        self._impl = impl
+        self._plan = plan
+        self.device = device
+        self.backend: str = impl.name
+        self.reason = reason
+        self.stats = LoaderStats()
+
+    def __len__(self) -> int:
+        return self._plan.steps
+
+    @property
+    def epoch(self) -> int:
+        return self._plan.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: it seeds the shard order, the sample shuffle and augmentation."""
+        check_positive("epoch", epoch, allow_zero=True)
+        self._plan.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[Batch]:
+        before = sum(self.stats.skipped.values())
+        yield from prefetch_to_device(self._counted(), self.device)
+        skipped = sum(self.stats.skipped.values()) - before
+        if skipped:
+            last = self.stats.events[-skipped:]
+            log.warning(
+                "sslpipe loader: epoch %d skipped %d bad input(s) (%s); first: %s %s: %s",
+                self._plan.epoch, skipped, dict(Counter(e[0] for e in last)), *last[0],
+            )
+
+    def _counted(self) -> Iterator[Batch]:
+        for batch, events in self._impl.batches(self._plan):
+            self.stats.add(events)
+            self.stats.batches += 1
+            self.stats.samples += batch.batch_size
+            yield batch
+
+    def __repr__(self) -> str:
+        return (f"Loader(backend={self.backend!r}, device={str(self.device)!r}, "
+                f"steps={len(self)}, epoch={self.epoch})")
+
+
+def _collator(task_or_collator: Any) -> Any:
+    if isinstance(task_or_collator, str):
+        from sslpipe.registry import create_task
+
+        return create_task(task_or_collator).collator
+    collator = getattr(task_or_collator, "collator", task_or_collator)
+    if not callable(collator):
+        raise ValueError(
+            "task_or_collator must be a Task, a collator or a task name. "
+            f"Got {type(task_or_collator).__name__}"
+        )
+    return collator
+
+
+def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    dist = torch.distributed
+    initialised = dist.is_available() and dist.is_initialized()
+    if rank is None:
+        rank = dist.get_rank() if initialised else 0
+    if world_size is None:
+        world_size = dist.get_world_size() if initialised else 1
+    check_positive("world_size", world_size)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}). Got {rank}")
+    return rank, world_size

@@ -1,0 +1,116 @@
+"""``manifest.json``: what a shard directory holds (DESIGN.md, "Shards").
+
+A shard directory is ``manifest.json`` plus ``{name}-{000000}.tar`` shards, each with a DALI
+index file ``{name}-{000000}.idx`` beside it. The manifest (format ``sslpipe-shards``,
+version 1) records::
+
+    {"format": "sslpipe-shards", "version": 1, "name", "source", "root", "split",
+     "classes": [names in index order], "labeled": bool, "num_samples", "image_format",
+     "resize", "quality", "subset": {"rule", "seed", "size"} or null,
+     "counts_per_class": {class_index: count},
+     "shards": [{"file", "index_file", "samples", "bytes", "sha256"}],
+     "skipped": [{"path", "reason"}], "created_by": "sslpipe x.y"}
+
+Readers go through :func:`read_manifest` and :func:`shard_paths`; the writer goes through
+:func:`write_manifest`, which replaces the file atomically and is the last thing a run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+FORMAT = "sslpipe-shards"
+VERSION = 1
+
+_REQUIRED = {
+    "format": str, "version": int, "name": str, "source": str, "split": str, "classes": list,
+    "labeled": bool, "num_samples": int, "image_format": str, "counts_per_class": dict,
+    "shards": list, "skipped": list,
+}
+_SHARD_FIELDS = ("file", "index_file", "samples", "bytes", "sha256")
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``DIR/manifest.json`` of a shard directory.
+
+    Returns:
+        the manifest as a dict (see the module docstring for its fields).
+
+    Raises:
+        ValueError: the directory or its manifest is missing, is not JSON, or lacks a field;
+            the message names the path and what was expected.
+    """
+    path = Path(directory) / MANIFEST
+    if not Path(directory).is_dir():
+        raise ValueError(
+            f"shard directory {str(directory)!r} does not exist: expected a directory made by "
+            "`sslpipe shard` holding manifest.json and {name}-000000.tar shards"
+        )
+    if not path.is_file():
+        raise ValueError(
+            f"{str(path)!r} is missing: expected the manifest.json that `sslpipe shard` writes "
+            "last (an interrupted run has none: finish it with `sslpipe shard ... --resume`)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable JSON manifest: {error}") from error
+    _check(manifest, path)
+    return dict(manifest)
+
+
+def shard_paths(directory: str | os.PathLike[str]) -> list[str]:
+    """Paths of the ``.tar`` shards of a shard directory, in manifest order."""
+    manifest = read_manifest(directory)
+    return [os.path.join(os.fspath(directory), shard["file"]) for shard in manifest["shards"]]
+
+
+def index_paths(directory: str | os.PathLike[str]) -> list[str]:
+    """Paths of the DALI ``.idx`` files of a shard directory, in the order of its shards."""
+    manifest = read_manifest(directory)
+    return [os.path.join(os.fspath(directory), s["index_file"]) for s in manifest["shards"]]
+
+
+def write_manifest(directory: str | os.PathLike[str], manifest: dict[str, Any]) -> str:
+    """Write ``manifest.json`` atomically (temporary name, then ``os.replace``)."""
+    path = os.path.join(os.fspath(directory), MANIFEST)
+    write_text_atomic(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the whole new one."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _check(manifest: Any, path: Path) -> None:
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{str(path)!r}: expected a JSON object. Got {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT:
+        raise ValueError(
+            f"{str(path)!r}: expected \"format\": {FORMAT!r}. Got {manifest.get('format')!r}"
+        )
+    if manifest.get("version") != VERSION:
+        raise ValueError(
+            f"{str(path)!r}: expected \"version\": {VERSION} (this sslpipe reads version "
+            f"{VERSION}). Got {manifest.get('version')!r}"
+        )
+    for field, kind in _REQUIRED.items():
+        if not isinstance(manifest.get(field), kind):
+            raise ValueError(
+                f"{str(path)!r}: field {field!r} must be a {kind.__name__}. "
+                f"Got {manifest.get(field)!r}"
+            )
+    for i, shard in enumerate(manifest["shards"]):
+        missing = [f for f in _SHARD_FIELDS if not isinstance(shard, dict) or f not in shard]
+        if missing:
+            raise ValueError(f"{str(path)!r}: shards[{i}] lacks the field(s) {missing}")

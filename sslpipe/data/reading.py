@@ -1,0 +1,329 @@
+"""Reading WebDataset shards as a stream of encoded samples (DESIGN.md, "Data flow").
+
+A reader is one ``(rank, worker)`` pair. Every epoch, the shard list is shuffled with a seed
+that depends only on ``(seed, epoch)`` (the same permutation on every rank), then dealt out
+round-robin over ``world_size x num_workers`` readers, so ranks and workers read disjoint
+shards. Each reader streams its shards through a seeded sample-shuffle buffer and stops after
+a fixed number of samples, so every rank runs the same number of steps per epoch and no
+data-parallel rank ever waits on another. A reader that runs out of samples before its quota
+starts another (reshuffled) pass over its own shards; with ``resample=True`` a reader instead
+draws shards with replacement from the whole list, which also serves more readers than shards.
+
+Samples are dicts ``{"__key__", "__url__", ext: bytes}`` as webdataset yields them. Shards
+are opened with webdataset's ``gopen``: local paths, ``pipe:`` commands and http(s) URLs
+(and object stores through fsspec where webdataset supports them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import random
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from webdataset.shardlists import expand_urls
+
+from sslpipe.data.manifest import MANIFEST, read_manifest
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+LABEL_EXT = "cls"
+
+
+@dataclass(frozen=True)
+class ShardSource:
+    """The shards of a loader: URLs, and what is known of them.
+
+    Attributes:
+        urls: one URL or path per shard.
+        samples: samples per shard where a manifest says so, else None.
+        index_files: the DALI ``.idx`` file of each local shard where it exists, else None.
+        labeled: the manifest's ``labeled`` flag, or None when unknown.
+    """
+
+    urls: tuple[str, ...]
+    samples: tuple[int | None, ...]
+    index_files: tuple[str | None, ...]
+    labeled: bool | None = None
+
+    @property
+    def num_samples(self) -> int | None:
+        """Total samples when every shard's count is known, else None."""
+        if any(n is None for n in self.samples):
+            return None
+        return sum(n for n in self.samples if n is not None)
+
+    @property
+    def local(self) -> bool:
+        """True when every shard is a local file (DALI reads only those)."""
+        return all(os.path.isfile(u) for u in self.urls)
+
+
+def resolve_shards(shards: Any) -> ShardSource:
+    """Turn the ``shards`` argument of :func:`~sslpipe.data.create_loader` into a ShardSource.
+
+    Args:
+        shards: a shard directory (read through its manifest.json), a path or URL with brace
+            ranges (``"in60k-{000000..000099}.tar"``, ``"pipe:cat a-{0..3}.tar"``,
+            ``"http://host/a-{0..3}.tar"``), several joined with ``::``, or a list of these.
+
+    Raises:
+        ValueError: nothing matched, or a local shard does not exist.
+    """
+    if isinstance(shards, (str, os.PathLike)) and os.path.isdir(shards):
+        return _from_directory(os.fspath(shards))
+    if isinstance(shards, (str, os.PathLike)):
+        urls = expand_urls(os.fspath(shards))
+    elif isinstance(shards, Sequence) and all(isinstance(s, (str, os.PathLike)) for s in shards):
+        urls = [u for s in shards for u in expand_urls(os.fspath(s))]
+    else:
+        raise ValueError(
+            "shards must be a shard directory, a path/URL pattern such as "
+            f"'data-{{000000..000009}}.tar', or a list of them. Got {type(shards).__name__}"
+        )
+    if not urls:
+        raise ValueError(f"shards: no shard matched {shards!r}")
+    for url in urls:
+        if _is_local(url) and not os.path.isfile(url):
+            raise ValueError(f"shards: {url!r} does not exist (expected a .tar shard)")
+    counts, labeled = _counts_from_manifests(urls)
+    index = tuple(_index_file(u) for u in urls)
+    return ShardSource(tuple(urls), counts, index, labeled)
+
+
+def steps_per_epoch(epoch_size: int, batch_size: int, world_size: int, drop_last: bool) -> int:
+    """Steps every rank runs per epoch (the same on all ranks).
+
+    Each rank gets ``epoch_size / world_size`` samples (rounded down with ``drop_last``, else
+    up, repeating a few samples as DistributedSampler pads), in batches of ``batch_size``; the
+    last batch is partial only when ``drop_last`` is False.
+    """
+    per_rank = rank_quota(epoch_size, world_size, drop_last)
+    steps = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
+    if steps < 1:
+        raise ValueError(
+            f"epoch_size {epoch_size} over {world_size} rank(s) leaves {per_rank} samples per "
+            f"rank, fewer than one batch of batch_size={batch_size}; lower batch_size or pass "
+            "drop_last=False"
+        )
+    return steps
+
+
+def rank_quota(epoch_size: int, world_size: int, drop_last: bool) -> int:
+    """Samples each rank reads per epoch."""
+    return epoch_size // world_size if drop_last else math.ceil(epoch_size / world_size)
+
+
+def worker_batch_sizes(
+    per_rank: int, batch_size: int, steps: int, worker: int, num_workers: int
+) -> list[int]:
+    """Sizes of the batches that ``worker`` makes this epoch.
+
+    Step ``s`` belongs to worker ``s % num_workers``: the order in which a DataLoader takes
+    batches from its workers, so the batches arrive in step order.
+    """
+    sizes = []
+    for step in range(worker, steps, num_workers):
+        sizes.append(min(batch_size, per_rank - step * batch_size))
+    return sizes
+
+
+@dataclass
+class ReadPlan:
+    """What one rank reads in one epoch (picklable: it travels to DataLoader workers)."""
+
+    source: ShardSource
+    batch_size: int
+    steps: int
+    per_rank: int
+    rank: int = 0
+    world_size: int = 1
+    seed: int = 0
+    epoch: int = 0
+    shuffle_buffer: int = 1000
+    resample: bool = False
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def check_readers(self, num_workers: int) -> None:
+        """Fewer shards than readers cannot be split without repeats: say so, unless resampling."""
+        readers = self.world_size * max(1, num_workers)
+        if not self.resample and len(self.source.urls) < readers:
+            raise ValueError(
+                f"shards: {len(self.source.urls)} shard(s) cannot be split over "
+                f"{self.world_size} rank(s) x {max(1, num_workers)} worker(s) = {readers} "
+                "readers; pass resample=True (shards drawn with replacement), lower num_workers, "
+                "or write more, smaller shards"
+            )
+
+    def shards_for(self, worker: int, num_workers: int) -> list[str]:
+        """This reader's shards for the epoch (the same permutation on every rank)."""
+        order = list(self.source.urls)
+        random.Random(f"shards-{self.seed}-{self.epoch}").shuffle(order)
+        slot = self.rank * num_workers + worker
+        return order[slot :: self.world_size * num_workers]
+
+    def samples(self, worker: int, num_workers: int) -> Iterator[dict[str, Any]]:
+        """Endless stream of this reader's samples, each pass shuffled through the buffer.
+
+        The buffer is flushed at the end of every pass over the reader's shards, so one pass
+        holds each of its samples exactly once. Unreadable and truncated shards are recorded
+        in ``events``; a pass that yields no sample at all raises, so a reader never spins.
+        """
+        rng = random.Random(f"samples-{self.seed}-{self.epoch}-{self.rank}-{worker}")
+        own = self.shards_for(worker, num_workers)
+        passes = 0
+        while True:
+            if self.resample:
+                urls = [rng.choice(self.source.urls) for _ in range(max(1, len(own)))]
+            else:
+                urls = own[:]
+                if passes:  # a repeat pass (reader quota larger than its shards) reshuffles
+                    rng.shuffle(urls)
+            passes += 1
+            count = 0
+            for sample in _shuffle(self._read(urls), self.shuffle_buffer, rng):
+                count += 1
+                yield sample
+            if count == 0:
+                last = self.events[-1] if self.events else ("", "", "no samples")
+                raise ValueError(
+                    f"shards: reader {self.rank}/{worker} read no sample from {len(urls)} "
+                    f"shard(s) ({', '.join(urls[:3])}{', ...' if len(urls) > 3 else ''}); "
+                    f"last error: {last[0]} {last[1]}: {last[2]}"
+                )
+
+    def _read(self, urls: list[str]) -> Iterator[dict[str, Any]]:
+        for url in urls:
+            yield from iter_shard(url, self.events)
+
+
+def iter_shard(url: str, events: list[tuple[str, str, str]]) -> Iterator[dict[str, Any]]:
+    """Samples of one tar shard, grouped by key, in file order.
+
+    A shard that cannot be opened is recorded as ``("unreadable", url, why)``; one that ends
+    mid-file as ``("truncated", url, why)`` after the samples before the damage are yielded.
+    """
+    try:
+        stream = _gopen(url)
+    except Exception as err:  # gopen raises whatever the scheme's opener raises
+        events.append(("unreadable", url, f"{type(err).__name__}: {err}"))
+        return
+    current: dict[str, Any] | None = None
+    count = 0
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isreg():
+                    continue
+                key, ext = _split_name(member.name)
+                if key is None:
+                    continue
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                if len(data) < member.size:
+                    raise tarfile.ReadError(f"unexpected end of data in {member.name}")
+                if current is not None and current["__key__"] != key:
+                    count += 1
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": url}
+                current[ext] = data
+        _close(stream)
+    except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+        _close_quietly(stream)
+        events.append(("truncated" if count or current else "unreadable", url,
+                       f"after {count} sample(s): {type(err).__name__}: {err}"))
+        # The sample being assembled when the shard broke may miss its image or label.
+        return
+    if current is not None:
+        yield current
+
+
+def _gopen(url: str) -> Any:
+    # ``webdataset.gopen`` is both a module and the function it re-exports; take the module.
+    module = importlib.import_module("webdataset.gopen")
+    return module.gopen(url, "rb")
+
+
+def _shuffle(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
+    if size <= 1:
+        yield from samples
+        return
+    buffer: list[dict] = []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        i = rng.randrange(size)
+        buffer[i], sample = sample, buffer[i]
+        yield sample
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def _split_name(name: str) -> tuple[str | None, str]:
+    base = os.path.basename(name)
+    if base.startswith(".") or "." not in base:
+        return None, ""
+    head, _, _ = base.partition(".")
+    prefix = name[: len(name) - len(base)] + head
+    return prefix, base[len(head) + 1 :].lower()
+
+
+def _close(stream: Any) -> None:
+    # A pipe: command's exit status is only checked on close (webdataset's Pipe raises).
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
+
+
+def _close_quietly(stream: Any) -> None:
+    try:
+        _close(stream)
+    except Exception:  # the original error is what gets reported
+        return
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url and not url.startswith("pipe:")
+
+
+def _index_file(url: str) -> str | None:
+    if not _is_local(url):
+        return None
+    idx = os.path.splitext(url)[0] + ".idx"
+    return idx if os.path.isfile(idx) else None
+
+
+def _from_directory(directory: str) -> ShardSource:
+    manifest = read_manifest(directory)
+    urls, counts, index = [], [], []
+    for shard in manifest["shards"]:
+        urls.append(os.path.join(directory, shard["file"]))
+        counts.append(int(shard["samples"]))
+        idx = os.path.join(directory, shard["index_file"]) if shard.get("index_file") else None
+        index.append(idx if idx and os.path.isfile(idx) else None)
+    if not urls:
+        raise ValueError(f"shards: the manifest of {directory!r} lists no shard")
+    return ShardSource(tuple(urls), tuple(counts), tuple(index), bool(manifest["labeled"]))
+
+
+def _counts_from_manifests(urls: list[str]) -> tuple[tuple[int | None, ...], bool | None]:
+    """Sample counts of local shards whose directory has a manifest that lists them."""
+    known: dict[str, tuple[int, bool]] = {}
+    for directory in {os.path.dirname(os.path.abspath(u)) for u in urls if _is_local(u)}:
+        if not os.path.isfile(os.path.join(directory, MANIFEST)):
+            continue
+        try:
+            manifest = read_manifest(directory)
+        except ValueError:
+            continue
+        for shard in manifest["shards"]:
+            path = os.path.join(directory, shard["file"])
+            known[path] = (int(shard["samples"]), bool(manifest["labeled"]))
+    counts = tuple(known.get(os.path.abspath(u), (None, None))[0] for u in urls)
+    flags = {known[os.path.abspath(u)][1] for u in urls if os.path.abspath(u) in known}
+    return counts, (flags.pop() if len(flags) == 1 else None)

@@ -1,0 +1,155 @@
+"""Tests of the decode backends: auto selection, nvjpeg's CPU-side routing and merge order,
+the DALI CPU pipeline, same pixels across backends, and the device prefetcher."""
+
+from __future__ import annotations
+
+import builtins
+
+import pytest
+import torch
+from loader_shards import encode, image, make_shards
+from torchvision.io import decode_jpeg
+
+from sslpipe import Batch
+from sslpipe.data import create_loader
+from sslpipe.data.backends import NvjpegBackend, decode_encoded, select_backend
+from sslpipe.data.backends.dali import require_dali
+from sslpipe.data.prefetch import prefetch_to_device
+from sslpipe.data.reading import ReadPlan, resolve_shards, steps_per_epoch
+from sslpipe.ops.images import collect, decode
+
+
+def raw_collator(samples, generator=None):
+    """Decoded uint8 images as they reach a collator, ordered by label (the sample index)."""
+    images = collect(samples)
+    order = torch.argsort(images.labels)
+    stacked = images.images
+    if not isinstance(stacked, torch.Tensor):
+        stacked = torch.stack(stacked)
+    return Batch(stacked[order.to(stacked.device)], labels=images.labels[order])
+
+
+def test_auto_selection_and_errors(tmp_path):
+    make_shards(str(tmp_path), 1, 2)
+    source = resolve_shards(str(tmp_path))
+    name, why = select_backend("auto", torch.device("cpu"), source)
+    assert name == "cpu" and "DataLoader workers" in why
+    with pytest.raises(ValueError, match="nvjpeg.*CUDA"):
+        select_backend("nvjpeg", torch.device("cpu"), source)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        select_backend("turbo", torch.device("cpu"), source)
+
+
+def test_dali_missing_says_how_to_install(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_dali(name, *args, **kwargs):
+        if name.startswith("nvidia.dali") or name == "nvidia":
+            raise ImportError("No module named 'nvidia.dali'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_dali)
+    with pytest.raises(ImportError, match=r"pip install 'sslpipe\[dali\]'"):
+        require_dali()
+
+
+def test_decode_encoded_routes_jpeg_to_the_batched_decoder_and_keeps_order():
+    data = [encode(image(i), "png" if i % 3 == 1 else "jpg") for i in range(7)]
+    data[4] = b"\xff\xd8\xff broken jpeg"
+    data[5] = b"\x89PNG broken png"
+    calls = []
+
+    def batched(tensors, mode, device):
+        calls.append(len(tensors))
+        return decode_jpeg(tensors, mode=mode, device=device)
+
+    images, bad = decode_encoded(data, torch.device("cpu"), batched)
+    assert calls[0] == 5  # one batched call with every JPEG (0, 2, 3, 4, 6), then one by one
+    assert [i for i, _ in bad] == [4, 5]
+    for i in (0, 1, 2, 3, 6):
+        diff = (images[i].int() - decode(data[i]).int()).abs().max()
+        assert diff <= (0 if i % 3 == 1 else 2), i  # same pixels as the cpu path's decode
+    assert images[4] is None and images[5] is None
+
+
+def test_nvjpeg_backend_pipeline_on_cpu_with_injected_decoder(tmp_path):
+    make_shards(str(tmp_path), 2, 4, fmt="mix")
+    source = resolve_shards(str(tmp_path))
+    plan = ReadPlan(source, 4, steps_per_epoch(8, 4, 1, True), 8, shuffle_buffer=0)
+    backend = NvjpegBackend(raw_collator, torch.device("cpu"), 0, "skip", decode_jpeg=decode_jpeg)
+    batches = [b for b, _ in backend.batches(plan)]
+    labels = sorted(i for b in batches for i in b.labels.tolist())
+    assert labels == list(range(8))
+    for b in batches:
+        for x, i in zip(b.inputs, b.labels.tolist()):
+            expect = decode(encode(image(i), "png" if i % 2 else "jpg")).int()
+            assert (x.int() - expect).abs().max() <= (0 if i % 2 else 2)
+
+
+@pytest.mark.dali
+def test_dali_backend_on_cpu_reads_every_sample_per_rank(tmp_path):
+    make_shards(str(tmp_path), 4, 4)
+    seen = []
+    for rank in range(2):
+        loader = create_loader(str(tmp_path), "rotation", 4, backend="dali", rank=rank,
+                               world_size=2, num_workers=1, shuffle_buffer=0)
+        assert loader.backend == "dali" and len(loader) == 2
+        batches = list(loader)
+        assert all(b.inputs.shape == (16, 3, 224, 224) for b in batches)
+        seen += [i for b in batches for i in b.labels.tolist()]
+    assert sorted(seen) == list(range(16))
+
+
+@pytest.mark.dali
+@pytest.mark.parametrize("fmt", ["jpg", "png"])
+def test_same_pixels_cpu_dali_and_nvjpeg_fallback(tmp_path, fmt):
+    make_shards(str(tmp_path), 1, 6, fmt=fmt, size=(40, 56))
+    args = dict(epoch_size=6, num_workers=0, shuffle_buffer=0)
+    cpu = next(iter(create_loader(str(tmp_path), raw_collator, 6, backend="cpu", **args)))
+    dali = next(iter(create_loader(str(tmp_path), raw_collator, 6, backend="dali", **args)))
+    source = resolve_shards(str(tmp_path))
+    plan = ReadPlan(source, 6, 1, 6, shuffle_buffer=0)
+    nvjpeg = next(NvjpegBackend(raw_collator, torch.device("cpu"), 0, "skip",
+                                decode_jpeg=decode_jpeg).batches(plan))[0]
+    assert cpu.labels.tolist() == dali.labels.tolist() == nvjpeg.labels.tolist() == list(range(6))
+    tolerance = 2 if fmt == "jpg" else 0
+    for other in (dali, nvjpeg):
+        assert other.inputs.shape == cpu.inputs.shape
+        assert (other.inputs.int() - cpu.inputs.int()).abs().max() <= tolerance
+
+
+def test_prefetch_passes_cpu_batches_through():
+    batches = [Batch(torch.full((2, 3, 4, 4), float(i)), labels=torch.tensor([i, i]))
+               for i in range(3)]
+    out = list(prefetch_to_device(iter(batches), "cpu"))
+    assert [int(b.labels[0]) for b in out] == [0, 1, 2]
+    assert out[1] is batches[1]
+
+
+@pytest.mark.gpu
+def test_prefetch_copies_to_cuda_in_order():
+    batches = [Batch(torch.full((2, 3, 4, 4), float(i)).pin_memory()) for i in range(4)]
+    out = list(prefetch_to_device(iter(batches), "cuda"))
+    assert [float(b.inputs[0, 0, 0, 0]) for b in out] == [0.0, 1.0, 2.0, 3.0]
+    assert all(b.inputs.is_cuda for b in out)
+
+
+@pytest.mark.gpu
+def test_nvjpeg_backend_on_cuda_matches_cpu_decode(tmp_path):
+    make_shards(str(tmp_path), 2, 4, fmt="mix", size=(40, 56))
+    args = dict(epoch_size=8, num_workers=0, shuffle_buffer=0)
+    gpu = list(create_loader(str(tmp_path), raw_collator, 4, device="cuda", backend="nvjpeg",
+                             **args))
+    cpu = list(create_loader(str(tmp_path), raw_collator, 4, backend="cpu", **args))
+    for g, c in zip(gpu, cpu):
+        assert g.inputs.is_cuda and g.labels.tolist() == c.labels.tolist()
+        assert (g.inputs.cpu().int() - c.inputs.int()).abs().max() <= 3
+
+
+@pytest.mark.gpu
+@pytest.mark.dali
+def test_dali_mixed_decoder_on_cuda(tmp_path):
+    make_shards(str(tmp_path), 2, 4)
+    loader = create_loader(str(tmp_path), "rotation", 4, device="cuda", backend="dali")
+    batch = next(iter(loader))
+    assert batch.inputs.is_cuda and batch.inputs.shape == (16, 3, 224, 224)

@@ -1,0 +1,105 @@
+"""Tests of sslpipe.data.reading: shard lists, epoch plans, shard streams, bad shards."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from loader_shards import make_shards
+
+from sslpipe.data.reading import (
+    ReadPlan,
+    iter_shard,
+    rank_quota,
+    resolve_shards,
+    steps_per_epoch,
+    worker_batch_sizes,
+)
+
+
+@pytest.fixture()
+def shard_dir(tmp_path):
+    make_shards(str(tmp_path), 4, 3)
+    return str(tmp_path)
+
+
+def test_resolve_directory_pattern_and_list(shard_dir):
+    source = resolve_shards(shard_dir)
+    assert len(source.urls) == 4 and source.num_samples == 12 and source.labeled is True
+    assert all(i is not None and i.endswith(".idx") for i in source.index_files)
+    pattern = resolve_shards(os.path.join(shard_dir, "t-{000000..000003}.tar"))
+    assert pattern.urls == source.urls
+    # Local shards beside a manifest get their counts from it.
+    assert pattern.num_samples == 12
+    listed = resolve_shards([os.path.join(shard_dir, "t-00000{0..1}.tar"), source.urls[3]])
+    assert len(listed.urls) == 3 and listed.num_samples == 9
+    assert resolve_shards("pipe:cat a-{0..2}.tar").num_samples is None
+
+
+def test_resolve_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_shards(str(tmp_path / "x-{0..1}.tar"))
+    with pytest.raises(ValueError, match="manifest.json"):
+        resolve_shards(str(tmp_path))
+    with pytest.raises(ValueError, match="shards must be"):
+        resolve_shards(3)
+
+
+def test_steps_and_batch_sizes():
+    assert steps_per_epoch(100, 8, 2, drop_last=True) == 6
+    assert steps_per_epoch(100, 8, 2, drop_last=False) == 7
+    assert rank_quota(101, 2, drop_last=False) == 51
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        steps_per_epoch(10, 8, 2, drop_last=True)
+    # 7 steps over 3 workers: step s belongs to worker s % 3; the last step is partial.
+    sizes = [worker_batch_sizes(50, 8, 7, w, 3) for w in range(3)]
+    assert sizes == [[8, 8, 2], [8, 8], [8, 8]]
+    assert sum(map(sum, sizes)) == 50
+
+
+def test_shards_partition_readers_and_change_with_epoch(shard_dir):
+    source = resolve_shards(shard_dir)
+    plans = [ReadPlan(source, 1, 1, 1, rank=r, world_size=2, seed=3) for r in range(2)]
+    parts = [p.shards_for(w, 2) for p in plans for w in range(2)]
+    assert sorted(u for part in parts for u in part) == sorted(source.urls)
+    orders = set()
+    for epoch in range(6):
+        plans[0].epoch = epoch
+        orders.add(tuple(plans[0].shards_for(0, 1)))
+    assert len(orders) > 1
+
+
+def test_samples_shuffle_is_seeded_and_one_pass_is_complete(shard_dir):
+    source = resolve_shards(shard_dir)
+
+    def first(seed, n=12):
+        stream = ReadPlan(source, 1, 1, 1, seed=seed, shuffle_buffer=5).samples(0, 1)
+        return [next(stream)["__key__"] for _ in range(n)]
+
+    assert first(1) == first(1)
+    assert first(1) != first(2)
+    assert sorted(first(1)) == [f"{i:08d}" for i in range(12)]
+
+
+def test_truncated_and_unreadable_shards_are_reported(shard_dir, tmp_path):
+    path = resolve_shards(shard_dir).urls[0]
+    with open(path, "rb") as f:
+        data = f.read()
+    cut = str(tmp_path / "cut.tar")
+    with open(cut, "wb") as f:
+        f.write(data[: len(data) // 2 + 100])
+    events: list = []
+    samples = list(iter_shard(cut, events))
+    assert 0 < len(samples) < 3
+    assert events[0][0] == "truncated" and events[0][1] == cut
+    events.clear()
+    assert list(iter_shard("pipe:cat /nonexistent/x.tar", events)) == []
+    assert events and events[0][0] == "unreadable"
+
+
+def test_reader_with_no_readable_shard_raises_instead_of_spinning(tmp_path):
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"not a tar" * 10)
+    plan = ReadPlan(resolve_shards(str(bad)), 1, 1, 1)
+    with pytest.raises(ValueError, match="read no sample"):
+        next(plan.samples(0, 1))

@@ -1,0 +1,162 @@
+"""End to end: an ImageNet-like tree with broken files -> shards -> webdataset."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+from skimage import data as photos
+
+import sslpipe.data.sharding as sharding
+from sslpipe.data import (
+    EncodeOptions,
+    ShardOptions,
+    open_source,
+    read_manifest,
+    shard_paths,
+    verify_shards,
+    write_shards,
+)
+
+WNIDS = ["n01440764", "n01443537", "n02102040"]
+PER_CLASS = 6
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """3 classes x 6 JPEGs cut from skimage photos, plus every kind of bad file."""
+    root = tmp_path_factory.mktemp("imagenet")
+    sources = [photos.astronaut(), photos.coffee(), photos.chelsea()]
+    for wnid, photo in zip(WNIDS, sources):
+        folder = root / "train" / wnid
+        folder.mkdir(parents=True)
+        for i in range(PER_CLASS):
+            crop = photo[i * 20:i * 20 + 150, i * 25:i * 25 + 200]
+            Image.fromarray(crop).resize((80, 60)).save(folder / f"{wnid}_{i}.JPEG", quality=90)
+    bad = root / "train" / WNIDS[0]
+    good = (bad / f"{WNIDS[0]}_0.JPEG").read_bytes()
+    (bad / "truncated.JPEG").write_bytes(good[: len(good) // 2])
+    (bad / "empty.JPEG").write_bytes(b"")
+    (bad / "garbage.JPEG").write_bytes(b"this is not an image at all")
+    png = Image.fromarray(photos.rocket()[:60, :80])
+    png.save(bad / "png_inside.JPEG", "PNG")
+    Image.fromarray(photos.coffee()[:60, :80]).convert("CMYK").save(bad / "cmyk.JPEG", "JPEG")
+    other = root / "train" / WNIDS[1]
+    Image.fromarray(photos.camera()[:60, :80]).save(other / "gray.JPEG", "JPEG")
+    Image.fromarray(photos.coffee()[:60, :80]).convert("P").save(other / "palette.png")
+    Image.fromarray(photos.astronaut()[:60, :80]).convert("RGBA").save(other / "alpha.png")
+    return root
+
+
+def _options(**kw):
+    base = {"progress": False, "shard_size": 7, "shard_bytes": None}
+    return ShardOptions(**{**base, **kw})
+
+
+def test_counts_labels_and_skipped(tree, tmp_path):
+    source = open_source("imagenet", str(tree), "train")
+    manifest = write_shards(source, str(tmp_path / "in"), _options())
+    skipped = {os.path.basename(s["path"]): s["reason"] for s in manifest["skipped"]}
+    assert set(skipped) == {"truncated.JPEG", "empty.JPEG", "garbage.JPEG"}
+    assert skipped["empty.JPEG"] == "empty file (0 bytes)"
+    # 18 photos + png/cmyk (class 0) + gray/palette/alpha (class 1), all converted to RGB
+    assert manifest["num_samples"] == 23
+    assert manifest["counts_per_class"] == {"0": 8, "1": 9, "2": 6}
+    assert [s["samples"] for s in manifest["shards"]] == [7, 7, 7, 2]
+    assert manifest == read_manifest(tmp_path / "in")
+    assert verify_shards(str(tmp_path / "in"), decode=True) == []
+
+    dataset = wds.WebDataset(shard_paths(tmp_path / "in"), shardshuffle=False)
+    samples = list(dataset)
+    assert len(samples) == 23 and len({s["__key__"] for s in samples}) == 23
+    labels = {f"{w}_{i}": c for c, w in enumerate(WNIDS) for i in range(PER_CLASS)}
+    for s in samples:
+        image = Image.open(io.BytesIO(s["jpg"]))
+        assert image.format == "JPEG" and image.mode == "RGB"
+        if s["__key__"] in labels:
+            assert int(s["cls"]) == labels[s["__key__"]]
+    # no resize: valid RGB JPEGs keep their original bytes
+    kept = next(s for s in samples if s["__key__"] == "n01443537_2")
+    assert kept["jpg"] == (tree / "train" / "n01443537" / "n01443537_2.JPEG").read_bytes()
+
+
+def test_workers_and_runs_give_identical_shards(tree, tmp_path):
+    source = open_source("imagenet", str(tree), "train")
+    one = write_shards(source, str(tmp_path / "a"), _options(workers=1, subset="12", seed=3))
+    two = write_shards(source, str(tmp_path / "b"), _options(workers=2, subset="12", seed=3))
+    assert [s["sha256"] for s in one["shards"]] == [s["sha256"] for s in two["shards"]]
+    # 4 per class were selected; a broken file drawn into the subset is skipped and listed
+    skipped_in_class0 = len(one["skipped"])
+    assert one["counts_per_class"] == {"0": 4 - skipped_in_class0, "1": 4, "2": 4}
+    assert one["subset"] == {"rule": "12", "seed": 3, "size": 12}
+
+
+def test_resize_format_and_shard_bytes(tree, tmp_path):
+    source = open_source("imagenet", str(tree), "train")
+    options = _options(encode=EncodeOptions(resize=32, image_format="png"), shard_size=None,
+                       shard_bytes=40_000, keys=("n01440764_1", "n02102040_5", "gray"))
+    manifest = write_shards(source, str(tmp_path / "r"), options)
+    assert manifest["image_format"] == "png" and manifest["subset"]["rule"] == "keys"
+    for sample in wds.WebDataset(shard_paths(tmp_path / "r"), shardshuffle=False):
+        assert min(Image.open(io.BytesIO(sample["png"])).size) == 32
+    assert all(s["bytes"] <= 40_000 for s in manifest["shards"])
+
+
+def test_interrupted_run_resumes_to_identical_result(tree, tmp_path, monkeypatch):
+    source = open_source("imagenet", str(tree), "train")
+    reference = write_shards(source, str(tmp_path / "full"), _options(shard_size=4, name="in"))
+    real, calls = sharding.encode_record, []
+
+    def dying(record, options):
+        calls.append(record.key)
+        if len(calls) == 15:
+            raise KeyboardInterrupt
+        return real(record, options)
+
+    monkeypatch.setattr(sharding, "encode_record", dying)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(source, str(out), _options(shard_size=4, name="in"))
+    names = sorted(os.listdir(out))
+    assert "manifest.json" not in names and not any(n.endswith(".tmp") for n in names)
+    finished = [n for n in names if n.endswith(".tar")]
+    assert 1 <= len(finished) < len(reference["shards"])
+    with pytest.raises(ValueError, match="--resume"):
+        write_shards(source, str(out), _options(shard_size=4, name="in"))
+
+    calls.clear()
+    monkeypatch.setattr(sharding, "encode_record", lambda r, options: (calls.append(r.key),
+                                                                      real(r, options))[1])
+    resumed = write_shards(source, str(out), _options(shard_size=4, name="in", resume=True))
+    assert resumed == reference
+    assert len(calls) < 26  # finished shards were not encoded again
+    assert json.loads((out / "manifest.json").read_text())["shards"] == reference["shards"]
+    assert not (out / sharding.JOURNAL).exists()
+
+
+def test_subset_errors_name_the_problem(tree, tmp_path):
+    source = open_source("imagenet", str(tree), "train")
+    with pytest.raises(ValueError, match="only 26"):
+        write_shards(source, str(tmp_path / "x"), _options(subset="1k"))
+    with pytest.raises(ValueError, match="cannot be split evenly"):
+        write_shards(source, str(tmp_path / "x"), _options(subset="25"))
+
+
+def test_array_source_writes_png_and_unlabeled_has_no_cls(tmp_path):
+    base = tmp_path / "stl10_binary"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    rng.integers(0, 256, (5, 3, 96, 96), dtype=np.uint8).tofile(base / "unlabeled_X.bin")
+    manifest = write_shards(open_source("stl10", str(tmp_path), "unlabeled"),
+                            str(tmp_path / "u"), _options())
+    assert not manifest["labeled"] and manifest["image_format"] == "png"
+    samples = list(wds.WebDataset(shard_paths(tmp_path / "u"), shardshuffle=False))
+    assert Counter(tuple(sorted(k for k in s if not k.startswith("__"))) for s in samples) == {
+        ("png",): 5}
+    assert verify_shards(str(tmp_path / "u")) == []
