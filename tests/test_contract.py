@@ -165,6 +165,6 @@ def test_too_small_image_names_the_sample(name: str) -> None:
     collator = sslpipe.create_collator(name, **_options(name))
     small = np.zeros((2, 2, 3), dtype=np.uint8)
     try:
-        collator([INPUT_KINDS["numpy_hwc"][0], small])
+        collator([(INPUT_KINDS["numpy_hwc"][0], 0), (small, 1)])
     except ValueError as err:
         assert "samples[1]" in str(err)

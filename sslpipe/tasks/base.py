@@ -47,12 +47,16 @@ class CollatorOptions:
             ``seed``). Parameters are drawn on the CPU and moved to the images' device, so a
             seed gives the same batch on every device.
         mean, std: per-channel normalisation of the float output (RGB in [0, 1]).
+        dct_scaling: decode JPEG bytes at the largest DCT reduction (1/2, 1/4, 1/8) that keeps
+            the task's crops at least their output size (``ops.geometry.crop_views``): the
+            decode is the largest per-image cost, and most crops are resized down anyway.
     """
 
     seed: int | None = None
     generator: torch.Generator | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    dct_scaling: bool = True
 
 
 class Collator:
@@ -77,11 +81,17 @@ class Collator:
 
         The Batch is computed on the device of the input images.
         """
-        images = collect(samples, min_size=self.min_input_size())
+        images = collect(samples, min_size=self.min_input_size(),
+                         decode=not self.options.dct_scaling)
         return self.make(images, generator if generator is not None else self.generator())
 
     def make(self, images: Images, generator: torch.Generator | None) -> Batch:
-        """Build the Batch from collected uint8 images (override in each task)."""
+        """Build the Batch from collected uint8 images (override in each task).
+
+        With ``dct_scaling`` the list may hold :class:`~sslpipe.ops.images.EncodedImage`
+        entries: pass ``images.images`` to ``ops.geometry.resized_crop`` / ``crop_views``
+        (which decode them) before any other pixel work.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement make()")
 
     def min_input_size(self) -> int | tuple[int, int]:

@@ -8,7 +8,8 @@ pick out its partner among the other ``2B - 1``.
 The collator is built for throughput on CPU workers (DESIGN.md, "Where the time goes"): crop
 boxes are drawn from the JPEG header size before decoding, each JPEG is decoded at the largest
 DCT reduction (1/2, 1/4, 1/8) that keeps both views' crops at least ``size`` pixels on each
-side (``dct_scaling=True``; only JPEG bytes are affected), crops are resized in uint8, and all
+side (``dct_scaling=True``, an option of every collator; only JPEG bytes are affected), crops
+are resized in uint8, and all
 colour work is one ``3 x 4`` matrix per view fused with the normalisation. Blur is on by
 default only at ``size >= 96``: the paper omits it for CIFAR-size images.
 
@@ -19,7 +20,6 @@ The shared two-view machinery (:class:`TwoViewOptions`, :class:`TwoViewCollator`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,8 @@ from torch import nn
 from sslpipe.batch import Batch
 from sslpipe.ops.augment import ViewAugment, augment_views
 from sslpipe.ops.color import denormalize
-from sslpipe.ops.geometry import random_resized_crop_boxes, resized_crop
-from sslpipe.ops.images import EncodedImage, ImageList, Images, collect
+from sslpipe.ops.geometry import crop_views, random_resized_crop_boxes
+from sslpipe.ops.images import Images
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
     Collator,
@@ -49,13 +49,11 @@ class TwoViewOptions(CollatorOptions):
         size: output side of each view in pixels.
         crop_scale: range of the crop area as a fraction of the image area.
         crop_ratio: range of the crop aspect ratio (log-uniform).
-        dct_scaling: decode JPEG bytes at a reduced DCT scale when both crops allow it.
     """
 
     size: int = 224
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    dct_scaling: bool = True
 
     def __post_init__(self) -> None:
         check_positive("size", self.size)
@@ -149,11 +147,6 @@ class TwoViewCollator(Collator):
 
     options: TwoViewOptions
 
-    def __call__(self, samples: Any, generator: torch.Generator | None = None) -> Batch:
-        images = collect(samples, min_size=self.min_input_size(),
-                         decode=not self.options.dct_scaling)
-        return self.make(images, generator if generator is not None else self.generator())
-
     def make(self, images: Images, generator: torch.Generator | None) -> Batch:
         opt = self.options
         specs = opt.view_augments()
@@ -171,38 +164,6 @@ class TwoViewCollator(Collator):
         device = views[0].device
         labels = images.labels.to(device) if images.labels is not None else None
         return Batch(tuple(views), None, labels, {k: t.to(device) for k, t in meta.items()})
-
-
-def crop_views(images: ImageList, boxes: list[torch.Tensor], size: int
-               ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """uint8 ``B x 3 x size x size`` crops for each list of boxes, and the DCT scale per image.
-
-    :class:`~sslpipe.ops.images.EncodedImage` entries are decoded here, each at the largest
-    reduction ``r`` in (8, 4, 2) with every box side ``>= r * size`` (else in full), so that no
-    crop is upscaled by the reduction. Boxes stay in full-resolution coordinates.
-    """
-    n = len(images)
-    scale = torch.ones(n, dtype=torch.int64)
-    if isinstance(images, torch.Tensor) or not any(isinstance(im, EncodedImage) for im in images):
-        return [resized_crop(images, b, size) for b in boxes], scale
-    per_view: list[list[torch.Tensor]] = [[] for _ in boxes]
-    stacked = torch.stack(boxes, 1)  # B x V x 4
-    for i, image in enumerate(images):
-        b = stacked[i]
-        if isinstance(image, EncodedImage):
-            side = float(torch.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]).min())
-            r = next((r for r in (8, 4, 2) if side >= r * size), 1)
-            pixels = image.decode(r if image.format == "JPEG" else 1)
-            scale[i] = round(image.width / pixels.shape[-1])
-            fx = pixels.shape[-1] / image.width
-            fy = pixels.shape[-2] / image.height
-            b = b * torch.tensor([fx, fy, fx, fy])
-        else:
-            pixels = image
-        crops = resized_crop([pixels] * len(boxes), b, size, method="interpolate")
-        for v in range(len(boxes)):
-            per_view[v].append(crops[v])
-    return [torch.stack(c) for c in per_view], scale
 
 
 class TwoViewModel(nn.Module):
