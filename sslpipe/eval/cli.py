@@ -1,0 +1,192 @@
+"""``sslpipe eval {linear,knn,finetune}`` and ``sslpipe report``."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from sslpipe.eval.features import DEFAULT_POOL
+from sslpipe.eval.knn import DEFAULT_K, DEFAULT_TEMPERATURE
+from sslpipe.eval.transform import DEFAULT_SIZE
+
+
+@click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
+def eval_group() -> None:
+    """Evaluate a backbone: linear probes per layer, kNN, fine-tuning.
+
+    \b
+    --checkpoint takes a run directory of `sslpipe train`, a .safetensors backbone file,
+    'random' (random-init baseline) or 'supervised:RUN_DIR' (supervised baseline).
+    Results go to OUT/eval_{protocol}_{dataset}_{method}.json (OUT defaults to RUN_DIR/eval).
+
+    \b
+    sslpipe eval linear --checkpoint runs/rotation --train shards/fm-train --test shards/fm-test
+    sslpipe eval linear --checkpoint random --arch resnet18 --train ... --test ... --out evals
+    sslpipe eval knn --checkpoint runs/simclr --train ... --test ...
+    sslpipe eval finetune --checkpoint runs/jigsaw --freeze stage2 --train ... --test ...
+    """
+
+
+def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--checkpoint", required=True,
+                     help="RUN_DIR, FILE.safetensors, 'random' or 'supervised:RUN_DIR'."),
+        click.option("--arch", default=None, help="timm architecture (default: the run's)."),
+        click.option("--small-input/--standard-input", "small_input", default=None,
+                     help="sslpipe's 3x3 stride-1 stem for 32 px data (default: the run's)."),
+        click.option("--train", "train_dir", required=True, type=click.Path(exists=True),
+                     help="Shard directory of the labelled training split."),
+        click.option("--test", "test_dir", required=True, type=click.Path(exists=True),
+                     help="Shard directory of the test split."),
+        click.option("--size", default=DEFAULT_SIZE, show_default=True,
+                     help="Image side: centre square of the shorter side resized to it."),
+        click.option("--batch-size", default=256, show_default=True),
+        click.option("--workers", default=2, show_default=True, help="DataLoader workers."),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--device", default=None, help="Default: cuda when available, else cpu."),
+        click.option("--name", default=None, help="Method name in tables (default: the task)."),
+        click.option("--out", default=None, type=click.Path(),
+                     help="Output directory (default: RUN_DIR/eval)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> None:
+        try:
+            fn(**kwargs)
+        except ValueError as err:
+            raise click.ClickException(str(err)) from err
+
+    return wrapper
+
+
+def _probe_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--cache", default=None, type=click.Path(),
+                      help="Feature cache directory (default: OUT/.features).")(fn)
+    fn = click.option("--pool", default=DEFAULT_POOL, show_default=True,
+                      help="Features per stage after adaptive average pooling (1: global).")(fn)
+    return click.option("--layers", default="last", show_default=True,
+                        help="'all', 'last' (pooled output) or names: stage1,stage4,pooled.")(fn)
+
+
+@eval_group.command()
+@_common
+@_probe_options
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--lr", default=0.1, show_default=True)
+@click.option("--wd", default="5e-4", show_default=True,
+              help="Weight decay; several comma-separated values run a validation sweep.")
+def linear(**kw: Any) -> None:
+    """Linear classifier per layer on frozen, pooled features: top-1 and top-5."""
+    from sslpipe.eval.linear import LinearOptions, options_dict
+    from sslpipe.eval.probes import linear_probe
+
+    wds = tuple(float(v) for v in kw["wd"].split(",") if v.strip())
+    opts = LinearOptions(kw["epochs"], kw["batch_size"], kw["lr"], wds, kw["seed"])
+    _run("linear", kw, options_dict(opt=opts), lambda backbone, key, cache: linear_probe(
+        backbone, kw["train_dir"], kw["test_dir"], kw["layers"], kw["pool"], opts, kw["size"],
+        kw["batch_size"], kw["workers"], kw["device"], cache, key))
+
+
+@eval_group.command()
+@_common
+@_probe_options
+@click.option("--k", "k", default=DEFAULT_K, show_default=True, help="Neighbours.")
+@click.option("--temperature", default=DEFAULT_TEMPERATURE, show_default=True)
+def knn(**kw: Any) -> None:
+    """Weighted kNN (cosine similarity, votes exp(s/T)) per layer on frozen features."""
+    from sslpipe.eval.probes import knn_probe
+
+    config = {"k": kw["k"], "temperature": kw["temperature"]}
+    _run("knn", kw, config, lambda backbone, key, cache: knn_probe(
+        backbone, kw["train_dir"], kw["test_dir"], kw["layers"], kw["pool"], kw["k"],
+        kw["temperature"], kw["size"], kw["batch_size"], kw["workers"], kw["device"], cache, key))
+
+
+@eval_group.command()
+@_common
+@click.option("--freeze", default=None,
+              help="Last frozen stage (stage2, layer2, ...); default: train every layer.")
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--lr", default=0.05, show_default=True)
+@click.option("--wd", default=5e-4, show_default=True, help="Weight decay.")
+def finetune(**kw: Any) -> None:
+    """Fine-tune from a stage on: augmented training (crop + flip), plain test."""
+    from dataclasses import asdict
+
+    from sslpipe.eval.finetune import FinetuneOptions
+    from sslpipe.eval.finetune import finetune as run_finetune
+
+    opts = FinetuneOptions(kw["freeze"], kw["epochs"], kw["lr"], kw["wd"], kw["batch_size"],
+                           kw["size"], kw["seed"])
+
+    def go(backbone: Any, _key: Any, _cache: Any) -> dict[str, Any]:
+        result = run_finetune(backbone, kw["train_dir"], kw["test_dir"], opts,
+                              workers=kw["workers"], device=kw["device"])
+        return {f"freeze:{kw['freeze'] or 'none'}": result}
+
+    _run("finetune", kw, asdict(opts), go)
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(), help="Output directory.")
+def report(run_dirs: tuple[str, ...], out: str) -> None:
+    """Markdown + CSV tables and bar charts of the eval results under RUN_DIRS."""
+    from sslpipe.eval.report import write_tables
+    from sslpipe.eval.results import load_results
+
+    try:
+        records = load_results(list(run_dirs))
+        paths = write_tables(records, out)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{len(records)} result(s) -> {paths['markdown']}")
+    for key, path in sorted(paths.items()):
+        if key != "markdown":
+            click.echo(f"  {path}")
+
+
+def _run(protocol: str, kw: dict[str, Any], config: dict[str, Any],
+         evaluate: Callable[[Any, dict[str, Any], str | None], dict[str, Any]]) -> None:
+    from sslpipe.eval.baselines import build_backbone, resolve_checkpoint
+    from sslpipe.eval.data import describe_data
+    from sslpipe.eval.results import make_record, write_result
+
+    info = resolve_checkpoint(kw["checkpoint"], kw["arch"], kw["small_input"])
+    out = kw["out"] or _default_out(kw["checkpoint"])
+    data = {"train": describe_data(kw["train_dir"]), "test": describe_data(kw["test_dir"])}
+    backbone = build_backbone(info, kw["seed"])
+    cache = kw.get("cache") or os.path.join(out, ".features")
+    key = {"checkpoint": info.sha256 or f"random:{kw['seed']}", "arch": info.arch,
+           "small_input": info.small_input}
+    click.echo(f"sslpipe eval {protocol}: {info.method} ({info.arch}) on {data['test']['name']}")
+    start = time.perf_counter()
+    results = evaluate(backbone, key, cache)
+    seconds = time.perf_counter() - start
+    config = {**config, "layers": kw.get("layers"), "pool": kw.get("pool"), "size": kw["size"],
+              "batch_size": kw["batch_size"], "resize": "centre square, bilinear to size"}
+    record = make_record(protocol, kw["name"] or info.method, info.arch or "",
+                         data["test"]["name"], results, info.to_json(), data, kw["seed"],
+                         config, seconds, shlex.join(["sslpipe", *sys.argv[1:]]))
+    path = write_result(record, out)
+    for layer, numbers in results.items():
+        click.echo(f"  {layer:<14} top-1 {numbers['top1']:6.2f}  top-5 {numbers['top5']:6.2f}")
+    click.echo(f"{seconds:.0f} s -> {path}")
+
+
+def _default_out(spec: str) -> str:
+    from sslpipe.eval.baselines import SUPERVISED_PREFIX
+
+    run_dir = spec[len(SUPERVISED_PREFIX):] if spec.startswith(SUPERVISED_PREFIX) else spec
+    if os.path.isdir(run_dir):
+        return os.path.join(run_dir, "eval")
+    raise ValueError(f"--out is needed when --checkpoint is {spec!r} (not a run directory)")

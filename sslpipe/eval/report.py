@@ -1,0 +1,239 @@
+"""``sslpipe report``: result records to Markdown and CSV tables and bar-chart PNGs.
+
+Three tables, each the numbers of the JSON records as they are (percent, 2 decimals). The
+Markdown shows them wide (a row per method); the CSV files are long (a row per number):
+
+* method x layer, per (protocol, dataset): top-1 / top-5 of every layer
+  (``layers.csv``, ``layers_{protocol}_{dataset}.png``);
+* method x dataset, per protocol: the best layer's top-1 (``datasets.csv``,
+  ``datasets_{protocol}.png``);
+* method x pretraining-subset size, per (protocol, dataset): the best layer's top-1, for runs
+  whose pretraining data is known (``subsets.csv``).
+
+``report.md`` holds all of them. Charts are ``FIGSIZE`` inches at ``DPI`` (800 x 450 px).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import tempfile
+from collections import defaultdict
+from typing import Any
+
+from sslpipe.eval.results import write_text_atomic
+
+FIGSIZE = (8.0, 4.5)
+DPI = 100
+LAYER_COLUMNS = ["protocol", "dataset", "method", "layer", "top1", "top5"]
+DATASET_COLUMNS = ["protocol", "method", "dataset", "best_layer", "top1"]
+SUBSET_COLUMNS = ["protocol", "dataset", "method", "pretrain_images", "best_layer", "top1"]
+
+
+def write_report(results_by_method: dict[str, dict[str, dict[str, float]]],
+                 out_dir: str | os.PathLike[str], protocol: str = "linear",
+                 dataset: str = "data") -> dict[str, str]:
+    """Tables and a bar chart for a few methods evaluated on one dataset.
+
+    Args:
+        results_by_method: ``{method: {layer: {"top1": %, "top5": %}}}`` as
+            :func:`~sslpipe.eval.linear_probe` returns per method.
+        out_dir: output directory (created).
+        protocol, dataset: labels of the tables.
+
+    Returns:
+        ``{"markdown", "layers_csv", "layers_png", ...}``: paths of the files written.
+    """
+    records = [{"protocol": protocol, "dataset": dataset, "method": method, "results": results,
+                "checkpoint": {}} for method, results in results_by_method.items()]
+    return write_tables(records, out_dir)
+
+
+def write_tables(records: list[dict[str, Any]], out_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Write ``report.md``, the CSV tables and the PNG charts of result ``records``.
+
+    Returns the paths written, keyed ``markdown``, ``layers_csv``, ``datasets_csv``,
+    ``subsets_csv`` (when any run has a known pretraining size) and one ``png:{name}`` per chart.
+    """
+    if not records:
+        raise ValueError("records: expected at least one result. Got none")
+    out = os.fspath(out_dir)
+    os.makedirs(out, exist_ok=True)
+    paths: dict[str, str] = {}
+    md = ["# sslpipe evaluation report", "",
+          "Accuracies in %, as in the result JSON files. `top-1 / top-5` per layer; the dataset "
+          "and subset tables give the best layer's top-1 (layer in parentheses).", ""]
+    rows = _layer_section(records, out, md, paths)
+    paths["layers_csv"] = _csv(os.path.join(out, "layers.csv"), LAYER_COLUMNS, rows)
+    rows = _dataset_section(records, out, md, paths)
+    paths["datasets_csv"] = _csv(os.path.join(out, "datasets.csv"), DATASET_COLUMNS, rows)
+    sized = [r for r in records if _subset_size(r) is not None]
+    if sized:
+        rows = _subset_section(sized, md)
+        paths["subsets_csv"] = _csv(os.path.join(out, "subsets.csv"), SUBSET_COLUMNS, rows)
+    paths["markdown"] = os.path.join(out, "report.md")
+    write_text_atomic(paths["markdown"], "\n".join(md))
+    return paths
+
+
+def _layer_section(records: list[dict[str, Any]], out: str, md: list[str],
+                   paths: dict[str, str]) -> list[list[Any]]:
+    csv_rows: list[list[Any]] = []
+    for (protocol, dataset), group in _group(records, ("protocol", "dataset")).items():
+        layers = _ordered_layers(group)
+        md += [f"## {protocol} on {dataset}: method x layer", ""]
+        table = [[_label(r, group)] + [_cell(r["results"].get(layer)) for layer in layers]
+                 for r in group]
+        md += _markdown(["method"] + layers, table) + [""]
+        for r in group:
+            for layer in layers:
+                if layer in r["results"]:
+                    n = r["results"][layer]
+                    csv_rows.append([protocol, dataset, _label(r, group), layer,
+                                     _num(n["top1"]), _num(n.get("top5"))])
+        name = f"layers_{_safe(protocol)}_{_safe(dataset)}"
+        paths[f"png:{name}"] = _bars(
+            os.path.join(out, name + ".png"), layers,
+            {_label(r, group): [r["results"].get(layer, {}).get("top1") for layer in layers]
+             for r in group}, f"{protocol} top-1 on {dataset}")
+        md += [f"![{name}]({name}.png)", ""]
+    return csv_rows
+
+
+def _dataset_section(records: list[dict[str, Any]], out: str, md: list[str],
+                     paths: dict[str, str]) -> list[list[Any]]:
+    csv_rows: list[list[Any]] = []
+    for (protocol,), group in _group(records, ("protocol",)).items():
+        datasets = sorted({str(r["dataset"]) for r in group})
+        md += [f"## {protocol}: method x dataset (best layer top-1)", ""]
+        table, values = [], {}
+        for (method,), runs in _group(group, ("method",)).items():
+            best = [_best([r for r in runs if r["dataset"] == d]) for d in datasets]
+            table.append([method] + [_best_cell(b) for b in best])
+            csv_rows += [[protocol, method, d, layer, _num(v)]
+                         for d, (v, layer) in zip(datasets, best) if v is not None]
+            values[method] = [v for v, _ in best]
+        md += _markdown(["method"] + datasets, table) + [""]
+        name = f"datasets_{_safe(protocol)}"
+        paths[f"png:{name}"] = _bars(os.path.join(out, name + ".png"), datasets, values,
+                                     f"{protocol}: best-layer top-1")
+        md += [f"![{name}]({name}.png)", ""]
+    return csv_rows
+
+
+def _subset_section(records: list[dict[str, Any]], md: list[str]) -> list[list[Any]]:
+    csv_rows: list[list[Any]] = []
+    for (protocol, dataset), group in _group(records, ("protocol", "dataset")).items():
+        sizes = sorted({_subset_size(r) or 0 for r in group})
+        md += [f"## {protocol} on {dataset}: method x pretraining images (best top-1)", ""]
+        table = []
+        for (method,), runs in _group(group, ("method",)).items():
+            best = [_best([r for r in runs if _subset_size(r) == s]) for s in sizes]
+            table.append([method] + [_best_cell(b) for b in best])
+            csv_rows += [[protocol, dataset, method, size, layer, _num(v)]
+                         for size, (v, layer) in zip(sizes, best) if v is not None]
+        md += _markdown(["method"] + [str(s) for s in sizes], table) + [""]
+    return csv_rows
+
+
+def _group(records: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[tuple(r.get(k) for k in keys)].append(r)
+    return dict(sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))))
+
+
+def _ordered_layers(records: list[dict[str, Any]]) -> list[str]:
+    names = {layer for r in records for layer in r["results"]}
+
+    def key(name: str) -> tuple[int, int, str]:
+        match = re.fullmatch(r"stage(\d+)", name)
+        if match:
+            return (0, int(match.group(1)), name)
+        return (1 if name == "pooled" else 2, 0, name)
+
+    return sorted(names, key=key)
+
+
+def _label(record: dict[str, Any], group: list[dict[str, Any]]) -> str:
+    method = str(record["method"])
+    # several runs of one method in a table (pretraining subsets) need telling apart
+    if sum(1 for r in group if r["method"] == method) > 1 and _subset_size(record) is not None:
+        return f"{method} ({_subset_size(record)} imgs)"
+    return method
+
+
+def _subset_size(record: dict[str, Any]) -> int | None:
+    size = (record.get("checkpoint") or {}).get("pretrain", {}).get("num_images")
+    return int(size) if size is not None else None
+
+
+def _best(runs: list[dict[str, Any]]) -> tuple[float | None, str]:
+    scored = [(n["top1"], layer) for r in runs for layer, n in r["results"].items()]
+    return max(scored) if scored else (None, "")
+
+
+def _cell(numbers: dict[str, float] | None) -> str:
+    if not numbers:
+        return "-"
+    top5 = numbers.get("top5")
+    return f"{numbers['top1']:.2f}" + (f" / {top5:.2f}" if top5 is not None else "")
+
+
+def _best_cell(best: tuple[float | None, str]) -> str:
+    return "-" if best[0] is None else f"{best[0]:.2f} ({best[1]})"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+
+
+def _csv(path: str, header: list[str], rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+    return path
+
+
+def _bars(path: str, groups: list[str], values: dict[str, list[float | None]],
+          title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    width = 0.8 / max(1, len(values))
+    for i, (method, ys) in enumerate(values.items()):
+        xs = [g + (i - (len(values) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [y if y is not None else 0.0 for y in ys], width, label=method)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", ncols=min(4, len(values)), loc="upper left")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png.tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _safe(name: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(name))

@@ -1,0 +1,116 @@
+"""Result files: one JSON per evaluation, holding what is needed to reproduce it.
+
+A record (``format: "sslpipe-eval"``, version 1)::
+
+    {"format", "version", "protocol": "linear"|"knn"|"finetune", "method", "arch",
+     "dataset", "checkpoint": {"spec", "path", "sha256", "small_input", "pretrain"},
+     "data": {"train": {... "manifest_sha256"}, "test": {...}},
+     "seed", "config": {...}, "results": {layer: {"top1", "top5", ...}},
+     "seconds", "versions": {"sslpipe", "torch", "timm"}, "command": "sslpipe eval ..."}
+
+Accuracies are percentages in [0, 100] with 2 decimals; ``sslpipe report`` prints these
+numbers as they are.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import tempfile
+from typing import Any
+
+FORMAT = "sslpipe-eval"
+VERSION = 1
+PREFIX = "eval_"
+
+
+def make_record(
+    protocol: str,
+    method: str,
+    arch: str,
+    dataset: str,
+    results: dict[str, dict[str, Any]],
+    checkpoint: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    seed: int | None = None,
+    config: dict[str, Any] | None = None,
+    seconds: float | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Assemble a result record (see the module docstring); validates ``results``."""
+    for layer, numbers in results.items():
+        if not isinstance(numbers, dict) or "top1" not in numbers:
+            raise ValueError(f"results[{layer!r}] must be a dict with 'top1'. Got {numbers!r}")
+    import timm
+    import torch
+
+    from sslpipe import __version__
+
+    return {
+        "format": FORMAT, "version": VERSION, "protocol": protocol, "method": method,
+        "arch": arch, "dataset": dataset, "checkpoint": checkpoint or {}, "data": data or {},
+        "seed": seed, "config": config or {}, "results": results,
+        "seconds": None if seconds is None else round(seconds, 1),
+        "versions": {"sslpipe": __version__, "torch": torch.__version__,
+                     "timm": timm.__version__},
+        "command": command,
+    }
+
+
+def result_filename(record: dict[str, Any]) -> str:
+    """``eval_{protocol}_{dataset}_{method}.json`` with unsafe characters replaced."""
+    parts = [record["protocol"], record["dataset"], record["method"]]
+    return PREFIX + "_".join(re.sub(r"[^A-Za-z0-9.+-]+", "-", str(p)) for p in parts) + ".json"
+
+
+def write_result(record: dict[str, Any], out_dir: str | os.PathLike[str]) -> str:
+    """Write ``record`` into ``out_dir`` atomically; returns the file's path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(os.fspath(out_dir), result_filename(record))
+    write_text_atomic(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def load_results(paths: list[str]) -> list[dict[str, Any]]:
+    """Every result record under ``paths`` (files, or directories searched recursively).
+
+    Raises:
+        ValueError: a path does not exist, a file is not a result record, or nothing is found.
+    """
+    files: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            files += sorted(glob.glob(os.path.join(path, "**", PREFIX + "*.json"), recursive=True))
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise ValueError(f"RUN_DIR {path!r} does not exist")
+    records = []
+    for file in dict.fromkeys(files):
+        try:
+            with open(file, encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{file!r} is not a readable JSON result: {err}") from err
+        if not isinstance(record, dict) or record.get("format") != FORMAT:
+            raise ValueError(f"{file!r} is not an sslpipe eval result (format {FORMAT!r})")
+        record["_file"] = file
+        records.append(record)
+    if not records:
+        raise ValueError(f"no {PREFIX}*.json result found under {paths}; run `sslpipe eval` first")
+    return records
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then ``os.replace`` it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,131 @@
+"""Evaluation collators: the same decode path as pretraining, no randomness at test time.
+
+:class:`EvalCollator` (features for probes, kNN, the fine-tuning test set): collect (decode,
+grayscale to 3 channels) -> resize the shorter side to ``size`` and centre-crop a
+``size x size`` square (uint8) -> normalize.
+
+:class:`TrainCollator` (fine-tuning's training set): random resized crop to ``size`` + random
+horizontal flip -> normalize.
+
+Resize policy for small images: every image is resized so that its centre square on the
+shorter side becomes ``size x size``, upsampling when the source is smaller (FashionMNIST 28 px
+-> 32 px by default). A table compares methods only at one ``size``, which is recorded in every
+result file's config, so every method sees exactly the same pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from sslpipe.batch import Batch
+from sslpipe.ops.color import IMAGENET_MEAN, IMAGENET_STD, normalize
+from sslpipe.ops.geometry import (
+    center_square_boxes,
+    hflip,
+    random_resized_crop_boxes,
+    resized_crop,
+)
+from sslpipe.ops.images import collect
+from sslpipe.tasks.base import check_positive
+
+DEFAULT_SIZE = 32
+
+
+class EvalCollator:
+    """Deterministic collator: centre square, resize to ``size``, normalize.
+
+    Args:
+        size: output side in pixels (> 0).
+        mean, std: per-channel normalisation (RGB in [0, 1]).
+
+    Calling it on a list of samples (``image`` / ``(image, label)`` / webdataset dicts) or a
+    uint8 ``B x C x H x W`` tensor returns ``Batch(inputs, targets=None, labels)`` with
+    ``inputs`` float32 ``B x 3 x size x size`` (normalized) on the images' device and
+    ``labels`` int64 ``B`` (or None when the samples carry none).
+    """
+
+    def __init__(
+        self,
+        size: int = DEFAULT_SIZE,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+    ) -> None:
+        check_positive("size", size)
+        self.size = int(size)
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+
+    def __call__(self, samples: Any) -> Batch:
+        images = collect(samples)
+        boxes = center_square_boxes(images.sizes())
+        x = resized_crop(images.images, boxes, self.size)
+        return _to_batch(x, images.labels, self.mean, self.std)
+
+    def config(self) -> dict[str, Any]:
+        """What a result file records about the input pipeline."""
+        return {"size": self.size, "mean": list(self.mean), "std": list(self.std),
+                "resize": "centre square on the shorter side, bilinear (antialiased) to size"}
+
+
+class TrainCollator(EvalCollator):
+    """Fine-tuning augmentation: random resized crop (``scale``) to ``size`` + flip (p=0.5).
+
+    Args:
+        size, mean, std: as :class:`EvalCollator`.
+        scale: area fraction range of the random crop, in (0, 1].
+        seed: makes the crops reproducible (None: torch's global RNG).
+
+    Returns the same Batch layout as :class:`EvalCollator`; ``meta`` holds ``boxes``
+    (float ``B x 4``) and ``flip`` (bool ``B``).
+    """
+
+    def __init__(
+        self,
+        size: int = DEFAULT_SIZE,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        scale: tuple[float, float] = (0.2, 1.0),
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(size, mean, std)
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"scale must satisfy 0 < min <= max <= 1. Got {scale!r}")
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.seed = seed
+        self._gen: torch.Generator | None = None
+        self._gen_key: tuple[int, int] | None = None
+
+    def __call__(self, samples: Any) -> Batch:
+        images = collect(samples)
+        gen = self._generator()
+        boxes = random_resized_crop_boxes(images.sizes(), gen, scale=self.scale)  # type: ignore[arg-type]
+        x = resized_crop(images.images, boxes, self.size)
+        flip = torch.rand(len(images), generator=gen) < 0.5
+        x = hflip(x, flip)
+        batch = _to_batch(x, images.labels, self.mean, self.std)
+        batch.meta = {"boxes": boxes.to(x.device), "flip": flip.to(x.device)}
+        return batch
+
+    def _generator(self) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        info = torch.utils.data.get_worker_info()
+        key = (os.getpid(), info.id if info is not None else -1)
+        if self._gen is None or self._gen_key != key:
+            # each DataLoader worker draws its own reproducible stream
+            self._gen = torch.Generator().manual_seed(self.seed + 7919 * (key[1] + 1))
+            self._gen_key = key
+        return self._gen
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "train_augment": {"random_resized_crop_scale": list(self.scale),
+                                                      "hflip": 0.5}}
+
+
+def _to_batch(x: torch.Tensor, labels: torch.Tensor | None, mean: tuple[float, ...],
+              std: tuple[float, ...]) -> Batch:
+    inputs = normalize(x, mean, std)
+    return Batch(inputs, None, labels.to(inputs.device) if labels is not None else None)
