@@ -189,13 +189,24 @@ def rot90(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """
     if x.shape[-1] != x.shape[-2]:
         raise ValueError(f"rot90 needs square images. Got {x.shape[-2]}x{x.shape[-1]}")
-    k = (k.to(x.device) % 4).view(-1, 1, 1, 1)
-    r1 = x.transpose(-1, -2).flip(-2)  # 90 degrees counter-clockwise
-    r2 = x.flip(-1).flip(-2)
-    r3 = x.transpose(-1, -2).flip(-1)
-    out = torch.where(k == 1, r1, x)
-    out = torch.where(k == 2, r2, out)
-    return torch.where(k == 3, r3, out)
+    k = (k.to(x.device) % 4).view(-1)
+    if k.shape[0] != x.shape[0]:
+        raise ValueError(f"k must have one entry per image ({x.shape[0]}). Got {k.shape[0]}")
+    out = torch.empty_like(x)
+    # one batched rotation per angle (4 at most), each image copied once
+    for r in range(4):
+        chosen = k == r
+        if bool(chosen.any()):
+            out[chosen] = torch.rot90(x[chosen], r, dims=(-2, -1))
+    return out
+
+
+def all_rotations(x: torch.Tensor) -> torch.Tensor:
+    """The four rotations (0, 90, 180, 270 degrees counter-clockwise) of each square image:
+    ``B x C x S x S`` in, ``4B x C x S x S`` out, ordered image by image."""
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"all_rotations needs square images. Got {x.shape[-2]}x{x.shape[-1]}")
+    return torch.stack([torch.rot90(x, r, dims=(-2, -1)) for r in range(4)], 1).flatten(0, 1)
 
 
 def _crop_interpolate(

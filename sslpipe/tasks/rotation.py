@@ -20,7 +20,7 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import normalize
-from sslpipe.ops.geometry import hflip, resized_crop, rot90, square_boxes
+from sslpipe.ops.geometry import all_rotations, hflip, resized_crop, rot90, square_boxes
 from sslpipe.ops.images import Images
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
@@ -84,16 +84,16 @@ class RotationCollator(Collator):
         boxes = square_boxes(sizes, opt.crop, generator)
         x = resized_crop(images.images, boxes, opt.size)
         flip = torch.rand(n, generator=generator) < opt.flip
-        x = hflip(x, flip)
+        # normalise the B source images, then rotate: rotating is a copy, normalising is not
+        x = normalize(hflip(x, flip), opt.mean, opt.std)
         if opt.mode == "all":
             source = torch.arange(n).repeat_interleave(NUM_ROTATIONS)
             k = torch.arange(NUM_ROTATIONS).repeat(n)
-            x = x.repeat_interleave(NUM_ROTATIONS, dim=0)
+            inputs = all_rotations(x)
         else:
             source = torch.arange(n)
             k = torch.randint(NUM_ROTATIONS, (n,), generator=generator)
-        x = rot90(x, k)
-        inputs = normalize(x, opt.mean, opt.std)
+            inputs = rot90(x, k)
         device = inputs.device
         labels = images.labels.to(device) if images.labels is not None else None
         meta = {"boxes": boxes, "flip": flip, "rotation": k, "source": source}

@@ -113,3 +113,11 @@ def test_works_as_collate_fn_with_two_workers() -> None:
     again = list(DataLoader(_Images(), batch_size=4, num_workers=2, collate_fn=collator))
     assert all(torch.equal(a.targets, b.targets) for a, b in zip(batches, again))
     assert not all(torch.equal(batches[0].targets, b.targets) for b in batches[1:])
+
+
+def test_all_rotations_equals_rot90_of_repeated_images() -> None:
+    from sslpipe.ops.geometry import all_rotations
+
+    x = _square_batch(3, 7)
+    expected = rot90(x.repeat_interleave(4, dim=0), torch.arange(4).repeat(3))
+    assert torch.equal(all_rotations(x), expected)
