@@ -24,6 +24,7 @@ _COMMANDS = {
     "export": "sslpipe.train.cli:export",
     "eval": "sslpipe.eval.cli:eval_group",
     "report": "sslpipe.eval.cli:report",
+    "study": "sslpipe.study.cli:study",
     "quickstart": "sslpipe.quickstart:quickstart",
 }
 
