@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import nn
 
 
@@ -64,3 +67,30 @@ class BackboneWithHead(nn.Module):
 
     def forward(self, x):  # type: ignore[no-untyped-def]
         return self.head(self.backbone(x))
+
+
+def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The backbone's last feature map as ``B x C x h x w`` (for dense heads).
+
+    Uses timm's ``forward_features``: CNNs give ``B x C x h x w`` already, ``output_fmt="NHWC"``
+    models (Swin, ...) are permuted, and ViT-style token sequences ``B x N x C`` lose their
+    prefix (class / register) tokens and are folded back to the patch grid of ``x``.
+    """
+    f = backbone.forward_features(x)  # type: ignore[operator]
+    if f.ndim == 4:
+        return f.permute(0, 3, 1, 2) if getattr(backbone, "output_fmt", "NCHW") == "NHWC" else f
+    if f.ndim == 3:
+        f = f[:, int(getattr(backbone, "num_prefix_tokens", 0)):]
+        n = f.shape[1]
+        h = max(1, round(math.sqrt(n * x.shape[-2] / x.shape[-1])))
+        w = n // h
+        if h * w != n:
+            raise ValueError(
+                f"backbone: cannot fold {n} tokens into a grid for a {x.shape[-2]}x{x.shape[-1]} "
+                "input; use a CNN or a ViT whose patch grid matches the input"
+            )
+        return f.transpose(1, 2).reshape(f.shape[0], f.shape[2], h, w)
+    raise ValueError(
+        "backbone: forward_features must return B x C x h x w or B x N x C. Got shape "
+        f"{tuple(f.shape)}"
+    )

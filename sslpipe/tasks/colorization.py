@@ -1,0 +1,335 @@
+"""Colorization (Zhang, Isola & Efros, "Colorful Image Colorization", ECCV 2016).
+
+The backbone sees only lightness and predicts the colour. Input: the L channel of CIE Lab,
+as ``L / 100`` repeated to 3 channels and normalised with ``mean``/``std`` (a grey picture, so
+every timm backbone and its pretrained stem work unchanged). Target: the ab channels at
+``1/target_stride`` of the input resolution (area-averaged), either
+
+* ``mode="classification"`` (the paper): a distribution over the 313 in-gamut ab bins of a
+  grid of 10 (:func:`sslpipe.ops.ab_bins`), soft-encoded on the 5 nearest bins with a
+  Gaussian of sigma 5, and a per-pixel class-rebalancing weight; the loss is the rebalanced
+  multinomial cross-entropy; or
+* ``mode="regression"``: ab itself (the model predicts ``ab / 100``), smooth-L1 or L2 loss.
+
+The head is dense: the backbone's last feature map (``forward_features``), a 1x1 conv,
+BatchNorm, ReLU and a 1x1 conv to 313 logits (or 2 values), bilinearly upsampled to the target
+resolution ``H / target_stride``. Pictures decode a prediction with the annealed mean
+(:func:`sslpipe.ops.decode_ab`, T = 0.38) and :func:`sslpipe.ops.lab_to_rgb`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslpipe.batch import Batch
+from sslpipe.ops.color import denormalize, normalize
+from sslpipe.ops.geometry import hflip, resized_crop, square_boxes
+from sslpipe.ops.images import Images, collect
+from sslpipe.ops.lab import ab_bins, encode_ab, lab_to_rgb, nearest_ab_bin, rgb_to_lab
+from sslpipe.registry import register_task
+from sslpipe.tasks.base import (
+    Collator,
+    CollatorOptions,
+    Task,
+    check_choice,
+    check_positive,
+    check_probability,
+)
+from sslpipe.tasks.heads import feature_dim, feature_map
+
+NUM_AB_BINS = 313
+AB_SCALE = 100.0  # regression outputs are ab / AB_SCALE
+DEFAULT_PRIOR_SCALE = 10.0
+Prior = str | Sequence[float] | torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class ColorizationOptions(CollatorOptions):
+    """Options of the colorization task.
+
+    Attributes:
+        size: input side in pixels (the paper trains on 176 px crops).
+        target_stride: the targets (and the head's output) are ``size // target_stride``.
+        mode: ``"classification"`` (313 ab bins, the paper) or ``"regression"`` (ab values).
+        crop: square crop of non-square images, ``"random"`` or ``"center"``.
+        flip: probability of a horizontal flip.
+        neighbours, sigma: soft encoding on the ``neighbours`` nearest bins with a Gaussian of
+            width ``sigma`` (5 and 5 in the paper).
+        rebalance: lambda of the class rebalancing, ``w ~ ((1 - lambda) p + lambda / Q)^-1``
+            (0.5 in the paper; 1 turns rebalancing off).
+        prior: the ab bin prior p: None (the default prior, see :func:`default_ab_prior`),
+            313 probabilities, or a ``.pt`` / ``.npy`` file of them (from
+            :func:`estimate_ab_prior`).
+        regression_loss: ``"smooth_l1"`` or ``"l2"`` (``mode="regression"`` only).
+        hidden_dim: width of the head's hidden 1x1 conv.
+    """
+
+    size: int = 176
+    target_stride: int = 4
+    mode: str = "classification"
+    crop: str = "random"
+    flip: float = 0.5
+    neighbours: int = 5
+    sigma: float = 5.0
+    rebalance: float = 0.5
+    prior: Prior = None
+    regression_loss: str = "smooth_l1"
+    hidden_dim: int = 256
+
+    def __post_init__(self) -> None:
+        check_positive("size", self.size)
+        check_positive("target_stride", self.target_stride)
+        if self.size // self.target_stride < 1:
+            raise ValueError(
+                f"size // target_stride must be >= 1. Got {self.size} // {self.target_stride}"
+            )
+        check_choice("mode", self.mode, ("classification", "regression"))
+        check_choice("crop", self.crop, ("random", "center"))
+        check_probability("flip", self.flip)
+        if not 1 <= self.neighbours <= 36:
+            raise ValueError(f"neighbours must be in 1..36. Got {self.neighbours}")
+        check_positive("sigma", self.sigma)
+        check_probability("rebalance", self.rebalance)
+        check_choice("regression_loss", self.regression_loss, ("smooth_l1", "l2"))
+        check_positive("hidden_dim", self.hidden_dim)
+        load_ab_prior(self.prior)
+
+
+class ColorizationCollator(Collator):
+    """Square crop, resize, flip; inputs are L, targets the (quantised) ab at reduced size.
+
+    Returns a Batch with ``inputs`` float ``B x 3 x size x size`` (L / 100 repeated,
+    normalised), ``labels`` int64 ``B`` or None, ``meta`` ``boxes`` (``B x 4``) and ``flip``
+    (bool ``B``), and ``targets`` a dict (``h = w = size // target_stride``):
+
+    * ``ab``: float ``B x 2 x h x w``, the true ab (both modes);
+    * ``bins``: int64 ``B x k x h x w``, the k nearest bins, nearest first (classification);
+    * ``soft``: float ``B x k x h x w``, their soft-encoding weights, summing to 1;
+    * ``weights``: float ``B x h x w``, the rebalancing weight of each pixel's nearest bin.
+    """
+
+    options: ColorizationOptions
+
+    def __init__(self, options: ColorizationOptions) -> None:
+        super().__init__(options)
+        self.bin_weights = rebalance_weights(load_ab_prior(options.prior), options.rebalance,
+                                             options.sigma)
+
+    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+        opt = self.options
+        sizes = images.sizes()
+        boxes = square_boxes(sizes, opt.crop, generator)
+        flip = torch.rand(len(images), generator=generator) < opt.flip
+        x = hflip(resized_crop(images.images, boxes, opt.size), flip)
+        lab = rgb_to_lab(x.float() / 255.0)
+        grey = (lab[:, :1] * 2.55).expand(-1, 3, -1, -1)  # L / 100 on the 0..255 scale
+        inputs = normalize(grey, opt.mean, opt.std)
+        side = opt.size // opt.target_stride
+        ab = F.interpolate(lab[:, 1:], size=(side, side), mode="area")
+        targets = {"ab": ab}
+        if opt.mode == "classification":
+            bins, soft = encode_ab(ab, opt.neighbours, opt.sigma)
+            targets.update(bins=bins, soft=soft,
+                           weights=self.bin_weights.to(ab.device)[bins[:, 0]])
+        device = inputs.device
+        labels = images.labels.to(device) if images.labels is not None else None
+        meta = {"boxes": boxes.to(device), "flip": flip.to(device)}
+        return Batch(inputs, targets, labels, meta)
+
+
+@register_task("colorization",
+               "predict the ab colour of the L channel over 313 bins (Zhang et al. 2016)")
+class Colorization(Task):
+    """Colorization: classify each pixel's ab colour (or regress it) from lightness."""
+
+    Options = ColorizationOptions
+    Collator = ColorizationCollator
+    options: ColorizationOptions
+
+    def build(self, backbone: nn.Module) -> nn.Module:
+        out = NUM_AB_BINS if self.options.mode == "classification" else 2
+        return DenseHeadModel(backbone, out, self.options.target_stride, self.options.hidden_dim)
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        t = _targets(batch)
+        if self.options.mode == "classification":
+            return colorization_loss(outputs, t["bins"], t["soft"], t["weights"])
+        return colorization_regression_loss(outputs, t["ab"], self.options.regression_loss)
+
+    def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
+        t = _targets(batch)
+        if self.options.mode == "classification":
+            return {"pretext_acc": float((outputs.argmax(1) == t["bins"][:, 0]).float().mean())}
+        return {"ab_abs_err": float((outputs.detach() * AB_SCALE - t["ab"]).abs().mean())}
+
+    def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
+        t = _targets(batch)
+        x = _single(batch.inputs)[:max_images].float().cpu()
+        grey = denormalize(x, self.options.mean, self.options.std)
+        light = grey[:, :1] * 100.0
+        ab = t["ab"][:max_images].float().cpu()
+        quantised = ab_bins()[nearest_ab_bin(ab)].permute(0, 3, 1, 2)
+        rows = [
+            ("input: L channel (what the backbone sees)", grey),
+            (f"true colour: L + ab at 1/{self.options.target_stride} resolution",
+             _compose(light, ab)),
+            ("target: ab quantised to the nearest of 313 bins", _compose(light, quantised)),
+        ]
+        if "weights" in t:
+            w = t["weights"][:max_images].float().cpu()
+            rows.append(("rebalancing weight of each target pixel (white = max)",
+                         (w / w.max().clamp_min(1e-6))[:, None].expand(-1, 3, -1, -1)))
+        return rows
+
+
+class DenseHeadModel(nn.Module):
+    """Backbone feature map -> 1x1 conv, BN, ReLU -> 1x1 conv -> bilinear upsampling.
+
+    ``forward(x)``: ``B x 3 x H x W`` -> ``B x out_channels x H//stride x W//stride``.
+    """
+
+    def __init__(self, backbone: nn.Module, out_channels: int, stride: int, hidden_dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.stride = stride
+        dim = feature_dim(backbone)
+        self.head = nn.Sequential(
+            nn.Conv2d(dim, hidden_dim, 1, bias=False), nn.BatchNorm2d(hidden_dim),
+            nn.ReLU(inplace=True), nn.Conv2d(hidden_dim, out_channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.head(feature_map(self.backbone, x))
+        size = (max(1, x.shape[-2] // self.stride), max(1, x.shape[-1] // self.stride))
+        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+
+
+def colorization_loss(logits: torch.Tensor, bins: torch.Tensor, soft: torch.Tensor,
+                      weights: torch.Tensor) -> torch.Tensor:
+    """Rebalanced multinomial cross-entropy with soft targets (Zhang et al. 2016, eq. 2).
+
+    ``L = -1/(B h w) sum_{b,h,w} v_{bhw} sum_j soft_{bjhw} log softmax(logits_{bhw})[bins_{bjhw}]``
+    (the paper sums over pixels; the mean keeps the scale independent of batch and size).
+
+    Args:
+        logits: float ``B x 313 x h x w``.
+        bins, soft: the sparse soft encoding, int64 / float ``B x k x h x w``.
+        weights: float ``B x h x w`` rebalancing weights v.
+    """
+    logp = F.log_softmax(logits.float(), dim=1).gather(1, bins)
+    return -(weights * (soft * logp).sum(1)).mean()
+
+
+def colorization_regression_loss(pred: torch.Tensor, ab: torch.Tensor,
+                                 kind: str = "smooth_l1") -> torch.Tensor:
+    """Mean smooth-L1 (beta 1) or squared error between ``pred`` (``B x 2 x h x w``, ab / 100)
+    and the true ``ab / 100``."""
+    target = ab / AB_SCALE
+    if kind == "l2":
+        return F.mse_loss(pred.float(), target)
+    return F.smooth_l1_loss(pred.float(), target)
+
+
+def rebalance_weights(prior: torch.Tensor, rebalance: float = 0.5,
+                      sigma: float = 5.0) -> torch.Tensor:
+    """Class-rebalancing weight of each bin (Zhang et al. 2016, eq. 3-4), float ``313``.
+
+    The prior p is smoothed with a Gaussian of width ``sigma`` over the bin centres (p~), then
+    ``w ~ ((1 - lambda) p~ + lambda / Q)^-1``, scaled so that ``sum_q p~_q w_q = 1`` (the
+    expected weight of a pixel under the prior is 1).
+    """
+    centres = ab_bins().double()
+    p = prior.double() / prior.double().sum()
+    kernel = torch.exp(-torch.cdist(centres, centres).pow(2) / (2 * sigma**2))
+    smooth = kernel @ p
+    smooth = smooth / smooth.sum()
+    w = 1.0 / ((1 - rebalance) * smooth + rebalance / NUM_AB_BINS)
+    return (w / (smooth * w).sum()).float()
+
+
+def default_ab_prior() -> torch.Tensor:
+    """The default bin prior, float ``313`` summing to 1: ``p_q ~ exp(-|c_q| / 10)``.
+
+    Natural photos are mostly unsaturated: a density decaying with chroma ``|ab|``, with a mean
+    chroma of 20 (2 x the scale), is a data-free stand-in for the paper's ImageNet prior. For
+    your own data, estimate it with :func:`estimate_ab_prior` and pass it as ``prior=``.
+    """
+    p = torch.exp(-ab_bins().norm(dim=1) / DEFAULT_PRIOR_SCALE)
+    return p / p.sum()
+
+
+def estimate_ab_prior(batches: Iterable[Any], max_batches: int | None = None) -> torch.Tensor:
+    """Empirical ab bin prior of some images: float ``313``, the fraction of pixels whose nearest
+    bin is q.
+
+    Args:
+        batches: an iterable of anything a collator takes (uint8 ``B x 3 x H x W`` tensors or
+            lists of samples: PIL, numpy, tensors, encoded bytes, ``(image, label)``).
+        max_batches: stop after this many batches.
+
+    Save it with ``torch.save(prior, "prior.pt")`` and pass ``prior="prior.pt"``.
+    """
+    counts = torch.zeros(NUM_AB_BINS, dtype=torch.float64)
+    for i, samples in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        images = collect(samples)
+        stack = images.images if isinstance(images.images, torch.Tensor) else None
+        for im in ([stack] if stack is not None else [im[None] for im in images.images]):
+            ab = rgb_to_lab(im.float() / 255.0)[:, 1:]
+            counts += torch.bincount(nearest_ab_bin(ab).flatten().cpu(),
+                                     minlength=NUM_AB_BINS).double()
+    if counts.sum() == 0:
+        raise ValueError("batches: expected at least one batch of images. Got none")
+    return (counts / counts.sum()).float()
+
+
+def load_ab_prior(prior: Prior) -> torch.Tensor:
+    """The ``prior=`` option as a float ``313`` probability vector (None: the default)."""
+    if prior is None:
+        return default_ab_prior()
+    if isinstance(prior, str):
+        try:
+            if prior.endswith(".npy"):
+                import numpy as np
+
+                values = torch.from_numpy(np.load(prior))
+            else:
+                values = torch.load(prior, map_location="cpu", weights_only=True)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise ValueError(f"prior: cannot read {prior!r} (.pt or .npy expected): {err}") from err
+    else:
+        values = torch.as_tensor(prior)
+    values = values.double().flatten()
+    if values.numel() != NUM_AB_BINS or not bool(torch.isfinite(values).all()) or (
+        bool((values < 0).any()) or float(values.sum()) <= 0
+    ):
+        raise ValueError(
+            f"prior must hold {NUM_AB_BINS} non-negative finite numbers with a positive sum. "
+            f"Got {values.numel()} values from {prior if isinstance(prior, str) else 'a sequence'}"
+        )
+    return (values / values.sum()).float()
+
+
+def _compose(light: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    ab = F.interpolate(ab, size=light.shape[-2:], mode="bilinear", align_corners=False)
+    return lab_to_rgb(torch.cat([light, ab], 1))
+
+
+def _single(inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return inputs if isinstance(inputs, torch.Tensor) else inputs[0]
+
+
+def _targets(batch: Batch) -> dict[str, torch.Tensor]:
+    if not isinstance(batch.targets, dict) or "ab" not in batch.targets:
+        raise ValueError(
+            "batch.targets must be the colorization collator's dict (ab, bins, soft, weights). "
+            f"Got {type(batch.targets).__name__}"
+        )
+    return batch.targets

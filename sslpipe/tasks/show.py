@@ -1,0 +1,199 @@
+"""Pictures of what a pretext task makes, for ``sslpipe show``.
+
+:func:`load_images` reads a few images (WebDataset shards, a folder or file of images, or the
+photos bundled with scikit-image), :func:`show_task` runs a task's collator on them and asks
+its ``Task.visualize`` for rows of pictures, and :func:`render_grid` lays the rows out in one
+PNG with PIL: one caption line and one row of cells per row.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+from sslpipe.ops.images import decode, to_chw_uint8
+
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
+                  "hubble_deep_field", "retina", "cat")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm")
+CELL = 128
+PAD = 6
+CAPTION_HEIGHT = 18
+
+
+@dataclass
+class Loaded:
+    """Images read for a picture: ``3 x H x W`` uint8 tensors, what was skipped and why."""
+
+    images: list[torch.Tensor]
+    source: str
+    skipped: list[str] = field(default_factory=list)
+
+
+def load_images(data: str | None, num: int) -> Loaded:
+    """Read up to ``num`` images from ``data``.
+
+    ``data`` may be a directory of WebDataset shards (``*.tar``, read with ``tarfile``), a
+    ``.tar`` shard, a directory of image files (searched recursively, sorted by path), one
+    image file, or None for the photos bundled with scikit-image (``skimage.data``:
+    astronaut, coffee, chelsea, rocket, ...). Undecodable files are skipped and listed.
+
+    Raises:
+        ValueError: the path does not exist, or holds no readable image.
+    """
+    if num < 1:
+        raise ValueError(f"num must be >= 1. Got {num}")
+    if data is None:
+        return _skimage_photos(num)
+    path = Path(data)
+    if not path.exists():
+        raise ValueError(f"data: no such file or directory: {data!r}")
+    shards = [path] if path.suffix == ".tar" else (
+        sorted(path.glob("*.tar")) if path.is_dir() else [])
+    loaded = Loaded([], str(path))
+    if shards:
+        for shard in shards:
+            _read_shard(shard, num, loaded)
+            if len(loaded.images) >= num:
+                break
+    else:
+        files = [path] if path.is_file() else sorted(
+            p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        for file in files:
+            if len(loaded.images) >= num:
+                break
+            _add(loaded, file.read_bytes(), str(file))
+    if not loaded.images:
+        what = "shard samples" if shards else f"image files ({', '.join(IMAGE_SUFFIXES)})"
+        skipped = (f"; {len(loaded.skipped)} unreadable: {loaded.skipped[:3]}"
+                   if loaded.skipped else "")
+        raise ValueError(f"data: found no readable {what} in {data!r}{skipped}")
+    return loaded
+
+
+def show_task(task: Any, images: list[torch.Tensor], num: int) -> list[tuple[str, torch.Tensor]]:
+    """Run ``task.collator`` on ``images`` and return ``task.visualize`` rows, checked: each a
+    ``(caption, N x 3 x H x W float in [0, 1])``."""
+    batch = task.collator(images)
+    rows = task.visualize(batch, max_images=num)
+    out = []
+    for i, row in enumerate(rows):
+        if not (isinstance(row, (tuple, list)) and len(row) == 2
+                and isinstance(row[1], torch.Tensor) and row[1].ndim == 4
+                and row[1].shape[1] in (1, 3)):
+            raise ValueError(
+                f"{type(task).__name__}.visualize row {i}: expected (caption, N x 3 x H x W "
+                f"tensor). Got {type(row).__name__}"
+            )
+        pictures = row[1].detach().float().cpu().clamp(0, 1)
+        out.append((str(row[0]), pictures.expand(-1, 3, -1, -1)))
+    return out
+
+
+def render_grid(rows: list[tuple[str, torch.Tensor]], out: str | os.PathLike[str],
+                title: str = "", cell: int = CELL) -> tuple[int, int]:
+    """Draw the rows into a PNG (written atomically) and return its ``(width, height)``.
+
+    Each picture is scaled (keeping its aspect ratio, nearest-neighbour when enlarging so pixels
+    stay visible) to ``cell`` pixels high. The size is ``width = PAD + max_row(sum(cell_w +
+    PAD))`` and ``height = PAD + title + len(rows) * (CAPTION_HEIGHT + cell + PAD)``; long
+    captions are cut to the width.
+    """
+    if not rows:
+        raise ValueError("rows: expected at least one row of pictures. Got none")
+    widths = [[_cell_width(p, cell) for p in pictures] for _, pictures in rows]
+    width = PAD + max(sum(w + PAD for w in ws) for ws in widths)
+    top = PAD + (CAPTION_HEIGHT if title else 0)
+    height = top + len(rows) * (CAPTION_HEIGHT + cell + PAD)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    if title:
+        draw.text((PAD, PAD), _fit(draw, title, width - 2 * PAD, font), fill="black", font=font)
+    y = top
+    for (caption, pictures), ws in zip(rows, widths):
+        draw.text((PAD, y + 3), _fit(draw, caption, width - 2 * PAD, font), fill="black",
+                  font=font)
+        x = PAD
+        for picture, w in zip(pictures, ws):
+            canvas.paste(_to_pil(picture, (cell, w)), (x, y + CAPTION_HEIGHT))
+            x += w + PAD
+        y += CAPTION_HEIGHT + cell + PAD
+    _save_png(canvas, Path(out))
+    return width, height
+
+
+def _cell_width(picture: torch.Tensor, cell: int) -> int:
+    return max(1, round(cell * picture.shape[-1] / picture.shape[-2]))
+
+
+def _to_pil(picture: torch.Tensor, hw: tuple[int, int]) -> Image.Image:
+    mode = "nearest" if hw[0] >= picture.shape[-2] else "area"
+    x = F.interpolate(picture[None], size=hw, mode=mode)[0]
+    array = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(array, "RGB")
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: Any) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def _save_png(image: Image.Image, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_shard(shard: Path, num: int, loaded: Loaded) -> None:
+    try:
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if len(loaded.images) >= num:
+                    return
+                suffix = "." + member.name.rsplit(".", 1)[-1].lower()
+                if member.isfile() and suffix in IMAGE_SUFFIXES:
+                    f = tar.extractfile(member)
+                    if f is not None:
+                        _add(loaded, f.read(), f"{shard.name}:{member.name}")
+    except (tarfile.TarError, OSError) as err:
+        loaded.skipped.append(f"{shard}: {err}")
+
+
+def _add(loaded: Loaded, data: bytes, where: str) -> None:
+    try:
+        loaded.images.append(decode(data, where=where))
+    except ValueError as err:
+        loaded.skipped.append(str(err))
+
+
+def _skimage_photos(num: int) -> Loaded:
+    try:
+        import skimage.data
+    except ImportError as err:
+        raise ValueError(
+            "data: no --data given and scikit-image (the default photos) is not installed; "
+            "pass --data DIR or `pip install scikit-image`"
+        ) from err
+    images = []
+    for i in range(num):
+        name = SKIMAGE_PHOTOS[i % len(SKIMAGE_PHOTOS)]
+        images.append(to_chw_uint8(getattr(skimage.data, name)(), where=f"skimage.data.{name}"))
+    return Loaded(images, "skimage.data photos")
