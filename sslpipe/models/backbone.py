@@ -1,0 +1,106 @@
+"""``create_backbone``: every backbone is a timm model created with ``num_classes=0``.
+
+The backbone returns pooled features ``B x num_features`` (float) for a float ``B x C x H x W``
+input. sslpipe adds two things on top of timm: close-match suggestions for an unknown name, and
+a small-input stem (3x3 stride-1 first convolution, no max-pool) for 32 px data such as CIFAR
+and FashionMNIST, as the SimCLR/solo-learn CIFAR recipes do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import timm
+from torch import nn
+
+import sslpipe.models.alexnet  # noqa: F401  (registers alexnet_bn into timm)
+
+__all__ = ["create_backbone", "check_arch"]
+
+
+def create_backbone(
+    arch: str,
+    pretrained: bool = False,
+    small_input: bool = False,
+    in_chans: int = 3,
+    checkpoint: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """A timm backbone without classifier (``num_classes=0``).
+
+    Args:
+        arch: any ``timm.list_models()`` name, or ``alexnet_bn``.
+        pretrained: load timm's pretrained weights (needs them cached or a ``file`` in
+            ``pretrained_cfg_overlay``; sslpipe never downloads).
+        small_input: replace the stem by a 3x3 stride-1 convolution without max-pool, for
+            32 px inputs. ResNet-family models (``conv1`` + ``maxpool``) and ``alexnet_bn``.
+        in_chans: input channels.
+        checkpoint: a ``.safetensors`` / ``.pt`` file of backbone weights to load after the
+            stem is built (use this for ``small_input`` weights, which plain timm cannot rebuild).
+        **kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``global_pool``, ...).
+
+    Raises:
+        ValueError: unknown ``arch`` (with the closest timm names), or ``small_input`` for an
+            architecture without a stem that sslpipe knows how to replace.
+    """
+    check_arch(arch)
+    if small_input and arch == "alexnet_bn":
+        kwargs["small_input"] = True
+    model = timm.create_model(arch, pretrained=pretrained, num_classes=0, in_chans=in_chans,
+                              **kwargs)
+    if small_input and arch != "alexnet_bn":
+        _small_stem(model, arch, in_chans)
+    if checkpoint is not None:
+        load_backbone_weights(model, checkpoint)
+    return model
+
+
+def check_arch(arch: str) -> None:
+    """Raise ValueError, listing close matches, unless timm knows ``arch``."""
+    if timm.is_model(arch):
+        return
+    names = timm.list_models()
+    close = difflib.get_close_matches(arch, names, n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(f"arch: unknown timm architecture {arch!r}.{hint} "
+                     "See timm.list_models() for every name.")
+
+
+def load_backbone_weights(model: nn.Module, path: str) -> None:
+    """Load a state dict file (safetensors or torch) into ``model``; keys must match exactly."""
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        import torch
+
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"checkpoint {path!r} does not fit {type(model).__name__}: {err}") from err
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"checkpoint {path!r} does not fit {type(model).__name__}: missing keys "
+            f"{missing[:5]}, unexpected keys {result.unexpected_keys[:5]}"
+        )
+
+
+def _small_stem(model: nn.Module, arch: str, in_chans: int) -> None:
+    conv1, maxpool = getattr(model, "conv1", None), getattr(model, "maxpool", None)
+    if isinstance(conv1, nn.Conv2d) and maxpool is not None:
+        model.conv1 = nn.Conv2d(in_chans, conv1.out_channels, 3, 1, 1, bias=conv1.bias is not None)
+    elif (isinstance(conv1, nn.Sequential) and isinstance(conv1[0], nn.Conv2d)
+          and maxpool is not None):
+        conv1[0].stride = (1, 1)  # deep stems (resnet*d): the first of three 3x3 convs
+    else:
+        raise ValueError(
+            f"small_input: sslpipe replaces the stem of ResNet-family models (conv1 + maxpool) "
+            f"and alexnet_bn. Got {arch!r}; use a model built for small inputs or 64+ px data"
+        )
+    model.maxpool = nn.Identity()
+    for info in getattr(model, "feature_info", []):
+        info["reduction"] = max(1, info["reduction"] // 4)

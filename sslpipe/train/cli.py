@@ -1,0 +1,117 @@
+"""``sslpipe train`` and ``sslpipe export``.
+
+Every option defaults to None here: only what the user typed overrides the config file
+(``--config``), which overrides :class:`~sslpipe.train.config.TrainConfig`'s defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+_FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batch_size",
+           "max_steps", "optimizer", "lr", "momentum", "weight_decay", "scale_lr",
+           "warmup_epochs", "schedule", "min_lr", "precision", "channels_last", "compile",
+           "backend", "num_workers", "gpus", "procs", "sync_bn", "out", "resume", "seed",
+           "checkpoint_every", "keep_checkpoints", "log_every", "probe", "num_classes",
+           "progress", "device")
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("task", required=False)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="YAML or TOML file of TrainConfig fields.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--data", help="Shard directory (with manifest.json).")
+@click.option("--val", help="Validation shard directory (val loss, online probe accuracy).")
+@click.option("--arch", help="timm architecture, e.g. resnet50, alexnet_bn. [resnet50]")
+@click.option("--small-input/--no-small-input", default=None,
+              help="3x3 stride-1 stem without max-pool, for 32 px data.")
+@click.option("--freeze-until", help="Freeze the backbone up to this stage (conv3, layer2).")
+@click.option("--epochs", type=int, help="[100]")
+@click.option("--batch-size", type=int, help="Global batch size over all processes. [256]")
+@click.option("--max-steps", type=int, help="Stop after this many steps (0: no limit).")
+@click.option("--optimizer", type=click.Choice(["sgd", "lars", "adamw"]), help="[sgd]")
+@click.option("--lr", type=float, help="Peak learning rate. [0.1]")
+@click.option("--momentum", type=float, help="[0.9]")
+@click.option("--weight-decay", type=float, help="[1e-4]")
+@click.option("--scale-lr/--no-scale-lr", default=None, help="lr x batch_size / 256.")
+@click.option("--warmup-epochs", type=float, help="[0]")
+@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), help="[cosine]")
+@click.option("--min-lr", type=float, help="Final lr of the cosine schedule. [0]")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="[auto]")
+@click.option("--channels-last/--no-channels-last", default=None)
+@click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model.")
+@click.option("--backend", type=click.Choice(["auto", "dali", "nvjpeg", "cpu"]), help="[auto]")
+@click.option("--num-workers", type=int, help="Loader workers per process. [4]")
+@click.option("--gpus", type=int, help="GPUs (processes, NCCL) on this node.")
+@click.option("--procs", type=int, help="CPU processes (gloo DDP).")
+@click.option("--sync-bn/--no-sync-bn", default=None, help="SyncBatchNorm under DDP.")
+@click.option("--out", help="Run directory. [runs/train]")
+@click.option("--resume", is_flag=True, default=None, help="Continue from the newest checkpoint.")
+@click.option("--seed", type=int, help="[0]")
+@click.option("--checkpoint-every", type=int, help="Also checkpoint every N steps.")
+@click.option("--keep-checkpoints", type=int, help="[3]")
+@click.option("--log-every", type=int, help="[10]")
+@click.option("--probe/--no-probe", default=None, help="Online linear probe on the labels.")
+@click.option("--num-classes", type=int, help="Probe classes (default: from the manifest).")
+@click.option("--progress/--no-progress", default=None)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--task-option", "-o", "task_option", multiple=True, metavar="KEY=VALUE",
+              help="Task option, repeatable: -o size=32 -o jigsaw.grid=3.")
+def train(task: str | None, config_file: str | None, print_config: bool, task_option: tuple[str],
+          **options: Any) -> None:
+    """Pretrain a backbone on TASK (e.g. rotation, jigsaw, rotation+jigsaw).
+
+    \b
+    sslpipe train rotation --data shards/fmnist --arch resnet18 --small-input \\
+        --epochs 10 --batch-size 256 -o size=32 --out runs/rot
+    sslpipe train jigsaw --data shards/in60k --arch resnet50 --gpus 4
+    sslpipe train rotation --out runs/rot --resume
+    """
+    from sslpipe.train.config import TrainConfig, load_config, merge, parse_task_options
+    from sslpipe.train.trainer import TrainingDiverged
+    from sslpipe.train.trainer import train as run
+
+    try:
+        config = load_config(config_file) if config_file else TrainConfig()
+        values = {k: v for k, v in options.items() if k in _FIELDS and v is not None}
+        if task:
+            values["task"] = task
+        if task_option:
+            values["task_options"] = parse_task_options(task_option)
+        config = merge(config, values)
+        if print_config:
+            click.echo(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+            return
+        result = run(config)
+    except (ValueError, TrainingDiverged) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"run directory: {result.run_dir}")
+    click.echo(f"backbone: {result.backbone}")
+    click.echo("final: " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Output file, e.g. backbone.safetensors.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
+              help="A specific checkpoint (default: the run's newest).")
+def export(run_dir: str, out: str, checkpoint: str | None) -> None:
+    """Write the backbone of RUN_DIR as timm weights (safetensors).
+
+    \b
+    sslpipe export runs/rot --out backbone.safetensors
+    timm.create_model(ARCH, pretrained=True, num_classes=0,
+                      pretrained_cfg_overlay=dict(file="backbone.safetensors"))
+    """
+    from sslpipe.train.export import export_run
+
+    try:
+        path = export_run(run_dir, out, checkpoint)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(path)

@@ -1,0 +1,139 @@
+"""Online linear probe: a linear classifier on detached backbone features, trained alongside.
+
+As in solo-learn, the probe reads the pooled features the backbone produced for the pretext
+task (no extra forward pass), detached so that no gradient reaches the backbone, and has its
+own SGD optimizer. Its accuracy tracks representation quality during pretraining at almost no
+cost. It runs when batches carry dataset labels and the number of classes is known
+(``config.num_classes``, the loader's ``num_classes`` or the manifest's ``classes``).
+
+Feature rows are matched to labels directly (``N == B``) or through ``batch.meta["source"]``
+(the source image of each input, e.g. rotation's four rotated copies); tasks whose backbone
+output matches neither (per-tile jigsaw) run without probe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslpipe.batch import Batch
+
+__all__ = ["OnlineProbe", "probe_classes"]
+
+
+class OnlineProbe:
+    """Linear probe over ``backbone``'s pooled ``B x num_features`` output (disabled if
+    ``num_classes`` is 0)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, lr: float, device: torch.device,
+                 distributed: bool) -> None:
+        self.backbone, self.num_classes = backbone, num_classes
+        self.features: torch.Tensor | None = None
+        self.linear: nn.Module | None = None
+        self.model: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        if num_classes <= 0:
+            return
+        self.linear = nn.Linear(int(backbone.num_features), num_classes).to(device)
+        self.model = self.linear
+        if distributed:
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.linear, device_ids=ids)
+        self.optimizer = torch.optim.SGD(self.linear.parameters(), lr=lr, momentum=0.9)
+
+    @classmethod
+    def create(cls, config: Any, backbone: nn.Module, loader: Any, info: Any) -> OnlineProbe:
+        """The probe of a run (disabled when ``config.probe`` is off or classes are unknown)."""
+        classes = probe_classes(config, loader) if config.probe else 0
+        return cls(backbone, classes, config.probe_lr, info.device, info.distributed)
+
+    @property
+    def enabled(self) -> bool:
+        return self.model is not None
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        """Record the backbone's first output of the forward pass run inside the block."""
+        self.features = None
+        if not self.enabled:
+            yield
+            return
+
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if self.features is None and isinstance(output, torch.Tensor) and output.ndim == 2:
+                self.features = output.detach()
+
+        handle = self.backbone.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        """One SGD step on the captured features; ``{"loss", "acc"}`` or ``{}`` when it can't."""
+        pair = self._pair(batch)
+        if pair is None or self.optimizer is None or self.model is None:
+            return {}
+        features, labels = pair
+        logits = self.model(features)
+        loss = F.cross_entropy(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        acc = (logits.argmax(1) == labels).float().mean()
+        return {"loss": float(loss.detach()), "acc": float(acc)}
+
+    def evaluate(self, batch: Batch) -> dict[str, float]:
+        """Accuracy on the captured features (no update)."""
+        pair = self._pair(batch)
+        if pair is None or self.linear is None:
+            return {}
+        with torch.no_grad():
+            logits = self.linear(pair[0])
+        return {"acc": float((logits.argmax(1) == pair[1]).float().mean())}
+
+    def train(self) -> None:
+        if self.model is not None:
+            self.model.train()
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.linear is None or self.optimizer is None:
+            return {}
+        return {"linear": self.linear.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.linear is not None and self.optimizer is not None and state:
+            self.linear.load_state_dict(state["linear"])
+            self.optimizer.load_state_dict(state["optimizer"])
+
+    def _pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        features, labels = self.features, batch.labels
+        if features is None or labels is None:
+            return None
+        if features.shape[0] != labels.shape[0]:
+            source = batch.meta.get("source")
+            if source is None or source.shape[0] != features.shape[0]:
+                return None
+            labels = labels[source.to(labels.device)]
+        return features.float(), labels
+
+
+def probe_classes(config: Any, loader: Any) -> int:
+    """Number of probe classes: config, then the loader, then the manifest (0 if unknown)."""
+    if config.num_classes:
+        return int(config.num_classes)
+    classes = getattr(loader, "num_classes", 0)
+    if classes:
+        return int(classes)
+    if config.data is not None:
+        from sslpipe.data import read_manifest
+
+        manifest = read_manifest(config.data)
+        if manifest.get("labeled", True):
+            return len(manifest.get("classes") or [])
+    return 0

@@ -1,0 +1,423 @@
+"""The training loop: ``train(config)`` and the :class:`Trainer` behind it.
+
+Per step the trainer does only ``task.loss(model(batch.inputs), batch)`` with
+``model = task.build(backbone)``: everything task-specific lives in the task. Around it: mixed
+precision, DDP, the learning-rate schedule, an online linear probe on the dataset labels,
+NaN/inf detection, checkpoints and logging.
+
+Run directory::
+
+    RUN_DIR/config.json, config.yaml   the resolved TrainConfig
+    RUN_DIR/metrics.jsonl              one JSON line per log step and per epoch
+    RUN_DIR/checkpoints/step-*.pt      the last ``keep_checkpoints`` checkpoints
+    RUN_DIR/backbone.safetensors       the final backbone (plain timm state dict)
+    RUN_DIR/final.json                 last epoch's metrics, steps, paths
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslpipe.batch import Batch
+from sslpipe.train import checkpoint as ckpt
+from sslpipe.train.config import TrainConfig
+from sslpipe.train.distributed import DistInfo, all_reduce_sum, barrier, launch, under_torchrun
+from sslpipe.train.export import backbone_prefix, export_state
+from sslpipe.train.logging import RunLogger, write_config
+from sslpipe.train.optim import create_optimizer, lr_at, set_lr
+from sslpipe.train.probe import OnlineProbe
+
+__all__ = ["TrainResult", "Trainer", "TrainingDiverged", "train", "default_loader"]
+
+# make_loader(config, task, split, info) -> loader; split is "train" or "val"
+MakeLoader = Callable[[TrainConfig, Any, str, DistInfo], Any]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the run directory, the final metrics and the step count."""
+
+    run_dir: str
+    metrics: dict[str, float]
+    steps: int
+    backbone: str
+
+
+def train(config: TrainConfig, loader: Any = None,
+          make_loader: MakeLoader | None = None) -> TrainResult:
+    """Train ``config.task`` on ``config.arch``; returns a :class:`TrainResult`.
+
+    Args:
+        config: the run's settings.
+        loader: an already built loader (one process only): an iterable of Batches with
+            ``len()`` and ``set_epoch(epoch)``, optionally ``iter_from(start)`` for free resume.
+        make_loader: ``make_loader(config, task, split, info)`` building each rank's loader
+            (must be picklable for ``procs``/``gpus`` > 1); default :func:`default_loader`,
+            which reads ``config.data`` with :func:`sslpipe.data.create_loader`.
+
+    Raises:
+        ValueError: bad input, found before any work starts (unknown arch or task, a data
+            directory without manifest, a batch size not divisible by the processes, a
+            resume whose config differs from the run's).
+        TrainingDiverged: the loss became NaN or inf.
+    """
+    validate(config, loader is not None or make_loader is not None)
+    if loader is not None and (config.world_size > 1 or under_torchrun()):
+        raise ValueError("loader: an injected loader serves one process; pass make_loader for "
+                         f"{config.world_size} processes")
+    use_cuda = _use_cuda(config)
+    if config.world_size > 1 or under_torchrun():
+        launch(_run_rank, config.world_size, use_cuda, (config, make_loader))
+        return _read_result(config.out)
+    device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+    return Trainer(config, DistInfo(device=device), loader=loader, make_loader=make_loader).fit()
+
+
+def validate(config: TrainConfig, has_loader: bool) -> None:
+    """Check what can be checked before any work starts (see :func:`train`)."""
+    from sslpipe.models import check_arch
+    from sslpipe.registry import create_task
+
+    check_arch(config.arch)
+    create_task(config.task, **config.task_options)
+    if not has_loader:
+        if config.data is None:
+            raise ValueError("data: a shard directory is required (or inject a loader)")
+        from sslpipe.data import read_manifest
+
+        for path in (config.data, config.val):
+            if path is not None:
+                read_manifest(path)
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' asked for but CUDA is not available")
+    if config.gpus and not torch.cuda.is_available():
+        raise ValueError(f"gpus: {config.gpus} asked for but CUDA is not available; on CPU use "
+                         "procs")
+    if config.resume:
+        last = ckpt.latest_checkpoint(config.out)
+        if last is None:
+            raise ValueError(f"resume: no checkpoint in {config.out!r}/checkpoints")
+        saved_file = Path(config.out) / "config.json"
+        saved = (json.loads(saved_file.read_text()) if saved_file.is_file()
+                 else ckpt.load_checkpoint(last)["config"])
+        ckpt.check_resume_config(saved, config.to_dict(), config.out)
+
+
+def default_loader(config: TrainConfig, task: Any, split: str, info: DistInfo) -> Any:
+    """``sslpipe.data.create_loader`` over ``config.data`` (or ``config.val``) for this rank."""
+    from sslpipe.data import create_loader
+
+    return create_loader(
+        config.data if split == "train" else config.val, task, config.batch_size // info.world_size,
+        device=info.device, backend=config.backend, num_workers=config.num_workers,
+        seed=config.seed, rank=info.rank, world_size=info.world_size,
+        drop_last=split == "train",
+    )
+
+
+class Trainer:
+    """One process' share of a run. Build it, then :meth:`fit`."""
+
+    def __init__(self, config: TrainConfig, info: DistInfo | None = None, loader: Any = None,
+                 make_loader: MakeLoader | None = None) -> None:
+        from sslpipe.models import create_backbone, freeze_until
+        from sslpipe.registry import create_task
+
+        self.config, self.info = config, info or DistInfo()
+        if config.batch_size % self.info.world_size:
+            raise ValueError(f"batch_size must be divisible by the number of processes "
+                             f"({self.info.world_size}). Got {config.batch_size}")
+        self.device = self.info.device
+        self.run_dir = Path(config.out)
+        self.dtype = _autocast_dtype(config.precision, self.device)
+        torch.manual_seed(config.seed)
+        self.task = create_task(config.task, **config.task_options)
+        backbone = create_backbone(config.arch, small_input=config.small_input)
+        if config.freeze_until:
+            freeze_until(backbone, config.freeze_until)
+        self.backbone = backbone
+        model = self.task.build(backbone)
+        self.prefix = backbone_prefix(model, backbone)
+        if self.info.distributed and config.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(self.device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.module = model
+        make_loader = make_loader or default_loader
+        self.loader = loader if loader is not None else make_loader(config, self.task, "train",
+                                                                    self.info)
+        self.val_loader = (make_loader(config, self.task, "val", self.info)
+                           if config.val is not None else None)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise ValueError("data: the loader yields no batch per epoch (too few samples for "
+                             f"batch_size={config.batch_size})")
+        self.model: nn.Module = model
+        if self.info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if config.compile:
+            self.model = torch.compile(self.model)  # type: ignore[assignment]
+        self.optimizer = create_optimizer(config, [model])
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.dtype == torch.float16)
+        self.probe = OnlineProbe.create(config, backbone, self.loader, self.info)
+        self.step, self.epoch, self.start_batch = 0, 0, 0
+        self.last_checkpoint: str | None = None
+        self.saved_step = -1  # the same on every rank, unlike last_checkpoint (rank 0 only)
+        if config.resume:
+            self._restore(ckpt.latest_checkpoint(self.run_dir))
+
+    # ---------------------------------------------------------------- public
+    def fit(self) -> TrainResult:
+        """Run the remaining epochs; checkpoint, export the backbone, return the result."""
+        config = self.config
+        total = config.epochs * self.steps_per_epoch
+        if config.max_steps:
+            total = min(total, config.max_steps)
+        if self.info.main:
+            write_config(self.run_dir, config.to_dict())
+        logger = RunLogger(self.run_dir, total, self.step, self.info.main, config.progress,
+                           config.tensorboard)
+        summary: dict[str, float] = {}
+        try:
+            while self.epoch < config.epochs and not self._done():
+                summary = self._epoch(logger)
+                if self.start_batch == 0:  # the epoch completed
+                    summary.update(self._validate())
+                    logger.log({"event": "epoch", "step": self.step, "epoch": self.epoch,
+                                **summary})
+                    logger.message(f"epoch {self.epoch}: " + ", ".join(
+                        f"{k} {v:.4g}" for k, v in summary.items()))
+                    self.epoch += 1
+                    self._save()
+            if self.saved_step != self.step:
+                self._save()
+        finally:
+            logger.close()
+        return self._finish(summary)
+
+    # ---------------------------------------------------------------- one epoch
+    def _epoch(self, logger: RunLogger) -> dict[str, float]:
+        config = self.config
+        self.model.train()
+        self.probe.train()
+        totals = _Totals()
+        window = _Totals()
+        t_last = time.perf_counter()
+        for batch, wait in _timed(self._batches()):
+            lr = lr_at(config, self.step, self.steps_per_epoch)
+            set_lr(self.optimizer, lr)
+            stats = self._step(batch)
+            self.step += 1
+            self.start_batch += 1
+            stats["data_wait_s"] = wait
+            totals.add(stats)
+            window.add(stats)
+            if self.step % config.log_every == 0 or self.start_batch == self.steps_per_epoch:
+                now = time.perf_counter()
+                record = window.means(now - t_last)
+                record["lr"] = lr
+                logger.log({"event": "step", "step": self.step, "epoch": self.epoch, **record})
+                logger.advance(window.steps, {k: record[k] for k in
+                                              ("loss", "lr", "img_per_s", "data_wait")})
+                window, t_last = _Totals(), now
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                self._save()
+            if self._done():
+                break
+        if self.start_batch >= self.steps_per_epoch:
+            self.start_batch = 0
+        return totals.means(None)
+
+    def _batches(self) -> Iterator[Batch]:
+        self.loader.set_epoch(self.epoch)
+        if self.start_batch and hasattr(self.loader, "iter_from"):
+            yield from self.loader.iter_from(self.start_batch)
+            return
+        it = iter(self.loader)
+        for _ in range(self.start_batch):  # replay the consumed batches: same seed, same order
+            next(it)
+        yield from it
+
+    def _step(self, batch: Batch) -> dict[str, float]:
+        batch = batch.to(self.device, non_blocking=True)
+        inputs = batch.inputs
+        if self.config.channels_last:
+            inputs = _channels_last(inputs)
+        autocast = (torch.autocast(self.device.type, dtype=self.dtype)
+                    if self.dtype is not None else contextlib.nullcontext())
+        with self.probe.capture(), autocast:
+            outputs = self.model(inputs)
+            loss = self.task.loss(outputs, batch)
+        metrics = self.task.metrics(outputs, batch)
+        probe = self.probe.step(batch)
+        n = batch.batch_size
+        keys = sorted(metrics)
+        packed = torch.tensor(
+            [float(loss.detach()) * n, n, float(not torch.isfinite(loss.detach())),
+             probe.get("loss", 0.0) * n, probe.get("acc", 0.0) * n, float(bool(probe))]
+            + [metrics[k] * n for k in keys], dtype=torch.float64, device=self.device)
+        packed = all_reduce_sum(packed).tolist()
+        if packed[2]:
+            where = self.last_checkpoint or "none written yet"
+            raise TrainingDiverged(
+                f"loss is {float(loss.detach())} at epoch {self.epoch}, step {self.step} (lr "
+                f"{self.optimizer.param_groups[0]['lr']:.4g}). Training stopped; last good "
+                f"checkpoint: {where}. Lower the lr, add warm-up or use bf16/fp32")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        images = packed[1]
+        out = {"loss": packed[0] / images, "images": images}
+        if packed[5]:
+            out.update(probe_loss=packed[3] / images, probe_acc=packed[4] / images)
+        out.update({k: v / images for k, v in zip(keys, packed[6:])})
+        return out
+
+    # ---------------------------------------------------------------- val, save, restore
+    def _validate(self) -> dict[str, float]:
+        if self.val_loader is None:
+            return {}
+        self.model.eval()
+        totals = _Totals()
+        self.val_loader.set_epoch(0)
+        with torch.no_grad():
+            for batch in self.val_loader:
+                batch = batch.to(self.device, non_blocking=True)
+                with self.probe.capture():
+                    outputs = self.model(batch.inputs)
+                n = batch.batch_size
+                probe = self.probe.evaluate(batch)
+                stats = torch.tensor([float(self.task.loss(outputs, batch)) * n, n,
+                                      probe.get("acc", 0.0) * n, float(bool(probe)) * n],
+                                     dtype=torch.float64, device=self.device)
+                totals.add(dict(zip(("loss", "images", "probe_acc", "probe_n"),
+                                    all_reduce_sum(stats).tolist())))
+        self.model.train()
+        out = {"val_loss": totals.sums["loss"] / max(1.0, totals.sums["images"])}
+        if totals.sums.get("probe_n"):
+            out["val_probe_acc"] = totals.sums["probe_acc"] / totals.sums["probe_n"]
+        return out
+
+    def _done(self) -> bool:
+        return bool(self.config.max_steps) and self.step >= self.config.max_steps
+
+    def _save(self) -> None:
+        if self.info.main:
+            state = {
+                "model": self.module.state_dict(), "backbone_prefix": self.prefix,
+                "probe": self.probe.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(),
+                "step": self.step, "epoch": self.epoch, "batch": self.start_batch,
+                "config": self.config.to_dict(),
+            }
+            self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, state, self.step,
+                                                        self.config.keep_checkpoints)
+        self.saved_step = self.step
+        barrier()
+
+    def _restore(self, path: str | None) -> None:
+        if path is None:
+            raise ValueError(f"resume: no checkpoint in {str(self.run_dir)!r}/checkpoints")
+        state = ckpt.load_checkpoint(path)
+        ckpt.check_resume_config(state["config"], self.config.to_dict(), path)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.probe.load_state_dict(state["probe"])
+        ckpt.set_rng_state(state["rng"])
+        self.step, self.epoch, self.start_batch = state["step"], state["epoch"], state["batch"]
+        self.last_checkpoint, self.saved_step = path, self.step
+
+    def _finish(self, summary: dict[str, float]) -> TrainResult:
+        backbone = str(self.run_dir / "backbone.safetensors")
+        if self.info.main:
+            export_state(self.module.state_dict(), self.prefix, self.config.to_dict(), backbone)
+            final = {"metrics": summary, "steps": self.step, "backbone": backbone,
+                     "run_dir": str(self.run_dir), "checkpoint": self.last_checkpoint}
+            tmp = self.run_dir / ".final.json.tmp"
+            tmp.write_text(json.dumps(final, indent=2))
+            os.replace(tmp, self.run_dir / "final.json")
+        barrier()
+        return TrainResult(str(self.run_dir), summary, self.step, backbone)
+
+
+class _Totals:
+    """Image-weighted sums of per-step numbers and the time spent waiting for data."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, stats: dict[str, float]) -> None:
+        self.steps += 1
+        n = stats.get("images", 1.0)
+        for key, value in stats.items():
+            weight = 1.0 if key in ("images", "data_wait_s") else n
+            self.sums[key] = self.sums.get(key, 0.0) + value * weight
+
+    def means(self, seconds: float | None) -> dict[str, float]:
+        images = max(1.0, self.sums.get("images", 0.0))
+        out = {k: v / images for k, v in self.sums.items() if k not in ("images", "data_wait_s")}
+        out["images"] = self.sums.get("images", 0.0)
+        if seconds:
+            out["img_per_s"] = self.sums.get("images", 0.0) / seconds
+            out["data_wait"] = min(1.0, self.sums.get("data_wait_s", 0.0) / seconds)
+        return out
+
+
+def _timed(batches: Iterator[Batch]) -> Iterator[tuple[Batch, float]]:
+    # The time spent in next() is the data wait: the share of a step the model sat idle.
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - t0
+
+
+def _run_rank(info: DistInfo, config: TrainConfig, make_loader: MakeLoader | None) -> None:
+    Trainer(config, info, make_loader=make_loader).fit()
+
+
+def _read_result(run_dir: str) -> TrainResult:
+    final = json.loads((Path(run_dir) / "final.json").read_text())
+    return TrainResult(final["run_dir"], final["metrics"], final["steps"], final["backbone"])
+
+
+def _use_cuda(config: TrainConfig) -> bool:
+    if config.device == "cpu" or config.procs > 1:
+        return False
+    return config.device == "cuda" or config.gpus > 0 or torch.cuda.is_available()
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def _channels_last(inputs: Any) -> Any:
+    if isinstance(inputs, tuple):
+        return tuple(_channels_last(x) for x in inputs)
+    if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+        return inputs.contiguous(memory_format=torch.channels_last)
+    return inputs

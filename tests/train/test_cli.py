@@ -1,0 +1,30 @@
+"""`sslpipe train` / `sslpipe export` on the embedded FashionMNIST sample, with create_loader."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from sslpipe.cli import main
+from sslpipe.data import sample_path
+
+
+def test_train_resume_export_on_embedded_sample(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "rotation", "--data", sample_path("train"), "--arch", "resnet18",
+            "--small-input", "--batch-size", "8", "--epochs", "1", "-o", "size=32",
+            "-o", "mode=random", "--backend", "cpu", "--num-workers", "0", "--out", str(out),
+            "--no-progress", "--log-every", "1"]
+    first = CliRunner().invoke(main, args + ["--max-steps", "2"])
+    assert first.exit_code == 0, first.output
+    resumed = CliRunner().invoke(main, args + ["--max-steps", "3", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert [s["step"] for s in steps if s["event"] == "step"] == [1, 2, 3]
+    assert all(s["images"] == 8 and 0 <= s["data_wait"] <= 1 and s["img_per_s"] > 0
+               for s in steps)
+    config = json.loads((out / "config.json").read_text())
+    assert config["task_options"] == {"size": 32, "mode": "random"}
+    exported = CliRunner().invoke(main, ["export", str(out), "--out", str(tmp_path / "b.st")])
+    assert exported.exit_code == 0 and (tmp_path / "b.st").is_file()

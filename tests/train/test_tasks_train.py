@@ -1,0 +1,48 @@
+"""Every registered task trains a few steps through the trainer and its loss goes down."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import fake_data, tiny_options
+
+import sslpipe
+from sslpipe.train import TrainConfig, train
+
+
+class RepeatLoader:
+    """The same collated batch ``steps`` times per epoch: the loss on it must fall."""
+
+    def __init__(self, batch, steps: int) -> None:
+        self.batch, self.steps = batch, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self):
+        return iter([self.batch] * self.steps)
+
+
+@pytest.mark.parametrize("name", sslpipe.list_tasks())
+def test_task_loss_goes_down(name, tmp_path):
+    options = tiny_options(name, tmp_path)
+    task = sslpipe.create_task(name, **options)
+    size = options.get("size", 32)
+    images, labels = fake_data(8, size)
+    samples = list(zip(images, labels.tolist()))
+    batch = task.collator(samples, generator=torch.Generator().manual_seed(0))
+    config = TrainConfig(task=name, arch="resnet18", epochs=1, batch_size=8,
+                         optimizer="adamw", lr=1e-3, weight_decay=0.0, schedule="constant",
+                         task_options=options, out=str(tmp_path / "run"), log_every=1,
+                         progress=False, probe=False)
+    result = train(config, loader=RepeatLoader(batch, 4))
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").open()
+              if json.loads(line)["event"] == "step"]
+    assert result.steps == 4 and len(losses) == 4
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0], losses

@@ -1,0 +1,126 @@
+"""Trainer: exact resume, NaN stop, bad input before work, export round trip through timm."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+from click.testing import CliRunner
+from conftest import fake_data
+from safetensors.torch import load_file
+
+import sslpipe
+from sslpipe.cli import main
+from sslpipe.models import create_backbone
+from sslpipe.train import MemoryLoader, TrainConfig, TrainingDiverged, train
+from sslpipe.train.checkpoint import latest_checkpoint, load_checkpoint
+
+OPTIONS = {"size": 32, "mode": "random"}
+
+
+def _config(tmp_path, name="run", **kw) -> TrainConfig:
+    base = dict(task="rotation", arch="resnet18", epochs=2, batch_size=8, lr=0.05,
+                warmup_epochs=0.5, task_options=OPTIONS, out=str(tmp_path / name), log_every=1,
+                progress=False, num_classes=10, seed=3)
+    return TrainConfig(**{**base, **kw})
+
+
+def _loader(config: TrainConfig, n: int = 32) -> MemoryLoader:
+    images, labels = fake_data(n)
+    task = sslpipe.create_task(config.task, **config.task_options)
+    return MemoryLoader(images, labels, task.collator, config.batch_size, seed=config.seed)
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    full = _config(tmp_path, "full")
+    train(full, loader=_loader(full))
+    part = _config(tmp_path, "part", max_steps=5)  # stops mid-epoch 1 (4 steps per epoch)
+    assert train(part, loader=_loader(part)).steps == 5
+    ckpt = load_checkpoint(latest_checkpoint(part.out))
+    assert (ckpt["epoch"], ckpt["batch"], ckpt["step"]) == (1, 1, 5)
+    resumed = part.replace(max_steps=0, resume=True)
+    assert train(resumed, loader=_loader(resumed)).steps == 8
+    a = load_file(str(tmp_path / "full" / "backbone.safetensors"))
+    b = load_file(str(tmp_path / "part" / "backbone.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    probe_a = load_checkpoint(latest_checkpoint(full.out))["probe"]["linear"]["weight"]
+    probe_b = load_checkpoint(latest_checkpoint(part.out))["probe"]["linear"]["weight"]
+    torch.testing.assert_close(probe_a, probe_b, rtol=0, atol=1e-6)
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    config = _config(tmp_path, max_steps=1)
+    train(config, loader=_loader(config))
+    changed = config.replace(lr=0.5, resume=True)
+    with pytest.raises(ValueError, match="lr: run has 0.05, now 0.5"):
+        train(changed, loader=_loader(changed))
+
+
+class _PoisonedLoader(MemoryLoader):
+    """Batch 2 of each epoch has NaN inputs."""
+
+    def iter_from(self, start):
+        for i, batch in enumerate(super().iter_from(start), start):
+            if i == 2:
+                batch.inputs = batch.inputs * float("nan")
+            yield batch
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tmp_path):
+    config = _config(tmp_path, checkpoint_every=1)
+    images, labels = fake_data(32)
+    task = sslpipe.create_task("rotation", **OPTIONS)
+    loader = _PoisonedLoader(images, labels, task.collator, 8, seed=3)
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 0, step 2.*step-00000002"):
+        train(config, loader=loader)
+    last = latest_checkpoint(config.out)
+    assert last.endswith("step-00000002.pt")
+    state = load_checkpoint(last)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_bad_input_fails_before_work(tmp_path):
+    runner = CliRunner()
+    cases = [
+        (["train", "rotaton", "--data", str(tmp_path)], "Did you mean: rotation"),
+        (["train", "rotation", "--arch", "resnet1", "--data", str(tmp_path)], "resnet18"),
+        (["train", "rotation", "--arch", "resnet18", "--data", str(tmp_path)], "manifest.json"),
+        (["train", "rotation", "--batch-size", "7", "--procs", "2"], "divisible"),
+        (["train", "rotation", "--arch", "resnet18", "--data", str(tmp_path), "--resume",
+          "--out", str(tmp_path / "none")], None),
+    ]
+    for args, message in cases:
+        result = runner.invoke(main, args)
+        assert result.exit_code != 0, args
+        if message:
+            assert message in result.output, (args, result.output)
+    assert not (tmp_path / "none").exists()
+
+
+def test_export_round_trips_through_timm(tmp_path):
+    config = _config(tmp_path, arch="alexnet_bn", freeze_until="conv2", max_steps=2,
+                     task_options={"size": 64, "mode": "random"})
+    images, labels = fake_data(32, size=64)
+    task = sslpipe.create_task("rotation", size=64, mode="random")
+    train(config, loader=MemoryLoader(images, labels, task.collator, 8, seed=0))
+    out = tmp_path / "backbone.safetensors"
+    result = CliRunner().invoke(main, ["export", config.out, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    loaded = timm.create_model("alexnet_bn", pretrained=True, num_classes=0,
+                               pretrained_cfg_overlay=dict(file=str(out))).eval()
+    state = load_checkpoint(latest_checkpoint(config.out))
+    expected = create_backbone("alexnet_bn")
+    expected.load_state_dict({k[len("backbone."):]: v for k, v in state["model"].items()
+                              if k.startswith("backbone.")}, strict=False)
+    expected.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected(x), rtol=0, atol=0)
+    trained = state["model"]["backbone.conv4.0.weight"]
+    assert torch.equal(loaded.conv4[0].weight, trained)
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final["steps"] == 2
