@@ -47,6 +47,7 @@ def linear_probe(
     device: torch.device | str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_key: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """A linear classifier per layer on frozen, pooled features.
 
@@ -61,6 +62,7 @@ def linear_probe(
         device: where to run (default: CUDA when available, else CPU).
         cache_dir, cache_key: cache features on disk (``cache_key`` names the checkpoint,
             e.g. ``{"checkpoint": sha256}``; the data's manifest hash and ``size`` are added).
+        progress: show a progress bar over the feature-extraction batches.
 
     Returns:
         ``{layer: {"top1": %, "top5": %, "dim": D, "weight_decay": wd}}``, accuracies in
@@ -68,7 +70,7 @@ def linear_probe(
     """
     opts = options or LinearOptions()
     feats = _features(backbone, train, test, layers, pool, size, batch_size, workers, device,
-                      cache_dir, cache_key)
+                      cache_dir, cache_key, progress)
     out: dict[str, dict[str, float]] = {}
     for layer in feats[0].features:
         result = train_linear(feats[0].features[layer], feats[0].labels, feats[1].features[layer],
@@ -116,7 +118,8 @@ def as_batches(data: Data, size: int, batch_size: int, workers: int) -> Iterable
 def _features(backbone: nn.Module, train: Data, test: Data, layers: str | Sequence[str],
               pool: int, size: int, batch_size: int, workers: int,
               device: torch.device | str | None, cache_dir: str | os.PathLike[str] | None,
-              cache_key: dict[str, Any] | None) -> tuple[Features, Features]:
+              cache_key: dict[str, Any] | None, progress: bool = False
+              ) -> tuple[Features, Features]:
     out = []
     for split, data in (("train", train), ("test", test)):
         key = None
@@ -125,5 +128,9 @@ def _features(backbone: nn.Module, train: Data, test: Data, layers: str | Sequen
             key = {**cache_key, "data": describe_data(data)["manifest_sha256"], "size": size,
                    "split": split}
         batches = as_batches(data, size, batch_size, workers)
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc=f"features ({split})", unit="batch", leave=False)
         out.append(extract_features(backbone, batches, layers, pool, device, cache_dir, key))
     return out[0], out[1]
