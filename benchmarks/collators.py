@@ -113,8 +113,11 @@ def make_corpus(n: int, size: int) -> dict[str, Any]:
         jpegs.append(buf.getvalue())
         pils.append(Image.open(io.BytesIO(jpegs[-1])).convert("RGB"))
     tensors = [TF.pil_to_tensor(p) for p in pils]
-    tensor_input: Any = torch.stack(tensors) if size <= 64 else tensors
-    return {"jpeg": jpegs, "jpeg_ref": jpegs, "tensor": tensor_input, "tensor_ref": pils}
+    # labelled as a DataLoader hands them (the supervised task needs labels; the others
+    # pass them through), decoded tensors of one size are stacked as one uint8 batch by collect
+    labels = [i % 10 for i in range(n)]
+    return {"jpeg": list(zip(jpegs, labels)), "jpeg_ref": jpegs,
+            "tensor": list(zip(tensors, labels)), "tensor_ref": pils}
 
 
 def time_collator(collator: Callable[[Any], Any], samples: Any, iters: int) -> float:
@@ -149,7 +152,8 @@ def train_step_row(name: str, task: Any, samples: Any) -> tuple[str, ...]:
     start = time.perf_counter()
     batch = task.collator(samples)
     collate_ms = (time.perf_counter() - start) * 1e3
-    size = str(samples.shape[-1] if isinstance(samples, torch.Tensor) else "mixed")
+    first = samples[0][0]
+    size = f"{first.shape[-1]}" if isinstance(first, torch.Tensor) else "mixed"
     try:
         model = task.build(timm.create_model("resnet50", num_classes=0))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)

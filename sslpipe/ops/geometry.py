@@ -149,27 +149,26 @@ def crop_views(
     """
     out_hw = (size, size) if isinstance(size, int) else tuple(size)
     n = len(images)
-    scale = torch.ones(n, dtype=torch.int64)
     if isinstance(images, torch.Tensor) or not any(isinstance(im, EncodedImage) for im in images):
-        return [resized_crop(images, b, out_hw) for b in boxes], scale
-    per_view: list[list[torch.Tensor]] = [[] for _ in boxes]
+        return [resized_crop(images, b, out_hw) for b in boxes], torch.ones(n, dtype=torch.int64)
     stacked = torch.stack(boxes, 1)  # B x V x 4
-    for i, image in enumerate(images):
-        b = stacked[i]
+    sides = torch.minimum(stacked[..., 2] - stacked[..., 0], stacked[..., 3] - stacked[..., 1])
+    smallest = sides.amin(1).tolist()
+    decoded: list[torch.Tensor] = []
+    factors: list[tuple[float, float]] = []
+    for image, side in zip(images, smallest):
         if isinstance(image, EncodedImage):
-            side = float(torch.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]).min())
             r = next((r for r in (8, 4, 2) if side >= r * max(out_hw)), 1)
             pixels = image.decode(r if image.format == "JPEG" else 1)
-            scale[i] = round(image.width / pixels.shape[-1])
-            fx = pixels.shape[-1] / image.width
-            fy = pixels.shape[-2] / image.height
-            b = b * torch.tensor([fx, fy, fx, fy])
+            factors.append((pixels.shape[-1] / image.width, pixels.shape[-2] / image.height))
         else:
             pixels = image
-        crops = resized_crop([pixels] * len(boxes), b, out_hw, method="interpolate")
-        for v in range(len(boxes)):
-            per_view[v].append(crops[v])
-    return [torch.stack(c) for c in per_view], scale
+            factors.append((1.0, 1.0))
+        decoded.append(pixels)
+    f = torch.tensor(factors, dtype=torch.float32).repeat(1, 2)  # B x 4: fx, fy, fx, fy
+    scale = torch.round(1.0 / f[:, 0]).to(torch.int64)
+    scaled = stacked * f[:, None, :]
+    return [_crop_interpolate(decoded, scaled[:, v], out_hw) for v in range(len(boxes))], scale
 
 
 def hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:

@@ -188,19 +188,22 @@ class EncodedImage:
     mirror a decoded tensor's, so :meth:`Images.sizes` works unchanged.
     """
 
-    __slots__ = ("data", "format", "height", "width", "where")
+    __slots__ = ("_pil", "data", "format", "height", "width", "where")
 
     def __init__(self, data: bytes, where: str = "image") -> None:
         if len(data) == 0:
             raise ValueError(f"{where}: encoded image is empty (0 bytes)")
         try:
-            with Image.open(io.BytesIO(data)) as pil:
-                self.width, self.height = pil.size
-                self.format = pil.format or ""
+            # Image.open parses only the header; the open image is kept for decode(), since
+            # for small images a second open costs as much as the decode itself.
+            pil = Image.open(io.BytesIO(data))
         except (OSError, SyntaxError, ValueError) as err:
             raise ValueError(
                 f"{where}: cannot read image header ({len(data)} bytes): {err}"
             ) from err
+        self._pil: Image.Image | None = pil
+        self.width, self.height = pil.size
+        self.format = pil.format or ""
         self.data = data
         self.where = where
 
@@ -223,8 +226,9 @@ class EncodedImage:
         """
         if reduce not in (1, 2, 4, 8):
             raise ValueError(f"reduce must be 1, 2, 4 or 8. Got {reduce!r}")
+        kept, self._pil = self._pil, None  # a kept image decodes once; later calls reopen
         try:
-            with Image.open(io.BytesIO(self.data)) as pil:
+            with kept if kept is not None else Image.open(io.BytesIO(self.data)) as pil:
                 if reduce > 1 and pil.format == "JPEG":
                     pil.draft("RGB", (max(1, self.width // reduce), max(1, self.height // reduce)))
                 pil.load()
