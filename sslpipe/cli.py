@@ -33,12 +33,13 @@ class LazyGroup(click.Group):
     """A click group whose subcommands are imported when first asked for."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(_available()))
+        return sorted(set(super().list_commands(ctx)) | set(_COMMANDS))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in _available():
+        if name in _COMMANDS:
             module, attr = _COMMANDS[name].split(":")
-            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
         return super().get_command(ctx, name)
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
@@ -50,18 +51,6 @@ class LazyGroup(click.Group):
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise click.UsageError(f"no such command {name!r}.{hint}", ctx)
         return super().resolve_command(ctx, args)
-
-
-def _available() -> list[str]:
-    names = []
-    for name, target in _COMMANDS.items():
-        module = target.split(":")[0]
-        try:
-            if importlib.util.find_spec(module) is not None:
-                names.append(name)
-        except ModuleNotFoundError:
-            pass
-    return names
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -112,8 +112,4 @@ def _load_builtins() -> None:
         return
     _loaded = True
     for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"sslpipe.tasks.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"sslpipe.tasks.{module}":
-                raise
+        importlib.import_module(f"sslpipe.tasks.{module}")

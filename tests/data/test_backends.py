@@ -7,7 +7,6 @@ import builtins
 
 import pytest
 import torch
-from loader_shards import encode, image, make_shards
 from torchvision.io import decode_jpeg
 
 from sslpipe import Batch
@@ -17,6 +16,7 @@ from sslpipe.data.backends.dali import require_dali
 from sslpipe.data.prefetch import prefetch_to_device
 from sslpipe.data.reading import ReadPlan, resolve_shards, steps_per_epoch
 from sslpipe.ops.images import collect, decode
+from tests.data.loader_shards import encode, image, make_shards
 
 
 def raw_collator(samples, generator=None):

@@ -11,10 +11,10 @@ import threading
 import pytest
 import torch
 import webdataset as wds
-from loader_shards import encode, image, make_shards
 
 import sslpipe
 from sslpipe.data import create_loader, sample_path
+from tests.data.loader_shards import encode, image, make_shards
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-from loader_shards import make_shards
 
 from sslpipe.data.reading import (
     ReadPlan,
@@ -15,6 +14,7 @@ from sslpipe.data.reading import (
     steps_per_epoch,
     worker_batch_sizes,
 )
+from tests.data.loader_shards import make_shards
 
 
 @pytest.fixture()

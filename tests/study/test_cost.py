@@ -3,12 +3,12 @@ import os
 
 import pytest
 from click.testing import CliRunner
-from conftest import study_dict
 
 from sslpipe.study.cli import study as study_command
 from sslpipe.study.cost import DEFAULT_IMG_PER_S, estimate
 from sslpipe.study.grid import build_grid
 from sslpipe.study.spec import parse_study
+from tests.study.conftest import study_dict
 
 
 def _study(**changes):

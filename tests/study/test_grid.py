@@ -1,7 +1,6 @@
-from conftest import study_dict
-
 from sslpipe.study.grid import build_grid, cell_hash, data_fingerprint
 from sslpipe.study.spec import parse_study
+from tests.study.conftest import study_dict
 
 
 def test_grid_sizes_ids_and_labels():

@@ -3,11 +3,11 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import FakeBackend, study_dict
 
 from sslpipe.study.report import sensitivity
 from sslpipe.study.runner import run_study
 from sslpipe.study.spec import parse_study
+from tests.study.conftest import FakeBackend, study_dict
 
 
 def test_sensitivity_is_the_mean_over_datasets_of_the_std_across_sizes():

@@ -3,11 +3,11 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import FakeBackend, study_dict
 
 from sslpipe.study.grid import build_grid
 from sslpipe.study.runner import read_record, run_study
 from sslpipe.study.spec import parse_study
+from tests.study.conftest import FakeBackend, study_dict
 
 
 def _run(tmp_path, backend, resume=False, **changes):

@@ -1,9 +1,9 @@
 import os
 
 import pytest
-from conftest import study_dict
 
 from sslpipe.study.spec import load_study, parse_study
+from tests.study.conftest import study_dict
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
 

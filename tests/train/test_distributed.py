@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import fake_data
 from safetensors.torch import load_file
 
 from sslpipe.train import MemoryLoader, TrainConfig, train
 from sslpipe.train.checkpoint import latest_checkpoint, load_checkpoint
+from tests.train.conftest import fake_data
 
 
 class RankLoader:

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from conftest import fake_data, tiny_options
 
 import sslpipe
 from sslpipe.train import TrainConfig, train
+from tests.train.conftest import fake_data, tiny_options
 
 
 class RepeatLoader:

@@ -8,7 +8,6 @@ import pytest
 import timm
 import torch
 from click.testing import CliRunner
-from conftest import fake_data
 from safetensors.torch import load_file
 
 import sslpipe
@@ -16,6 +15,7 @@ from sslpipe.cli import main
 from sslpipe.models import create_backbone
 from sslpipe.train import MemoryLoader, TrainConfig, TrainingDiverged, train
 from sslpipe.train.checkpoint import latest_checkpoint, load_checkpoint
+from tests.train.conftest import fake_data
 
 OPTIONS = {"size": 32, "mode": "random"}
 

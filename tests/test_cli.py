@@ -1,0 +1,45 @@
+"""The `sslpipe` command group: help, version, tasks, and mistyped commands."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+import sslpipe
+from sslpipe.cli import _COMMANDS, main
+
+
+def test_help_lists_every_command() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for name in _COMMANDS:
+        assert name in result.output
+
+
+def test_every_command_imports_and_has_help() -> None:
+    for name in _COMMANDS:
+        result = CliRunner().invoke(main, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "Usage" in result.output
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and sslpipe.__version__ in result.output
+
+
+def test_mistyped_command_suggests_the_closest() -> None:
+    result = CliRunner().invoke(main, ["tsks"])
+    assert result.exit_code != 0 and "Did you mean: tasks" in result.output
+
+
+def test_tasks_lists_every_task_with_options() -> None:
+    result = CliRunner().invoke(main, ["tasks"])
+    assert result.exit_code == 0
+    for name in sslpipe.list_tasks():
+        assert name in result.output
+    assert "num_permutations" in result.output  # options are listed
+    filtered = CliRunner().invoke(main, ["tasks", "rot*", "--no-options"])
+    assert filtered.output.splitlines()[0].startswith("rotation")
+    assert "jigsaw" not in filtered.output.splitlines()[0]
+    missing = CliRunner().invoke(main, ["tasks", "zzz*"])
+    assert missing.exit_code != 0 and "no task matches" in missing.output
