@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -59,7 +60,7 @@ class CollatorOptions:
     dct_scaling: bool = True
 
 
-class Collator:
+class Collator(ABC):
     """Batch-level pretext-task work: samples in, :class:`~sslpipe.Batch` out.
 
     Subclasses implement :meth:`make` and may override :meth:`min_input_size`.
@@ -85,6 +86,7 @@ class Collator:
                          decode=not self.options.dct_scaling)
         return self.make(images, generator if generator is not None else self.generator())
 
+    @abstractmethod
     def make(self, images: Images, generator: torch.Generator | None) -> Batch:
         """Build the Batch from collected uint8 images (override in each task).
 
@@ -92,7 +94,6 @@ class Collator:
         entries: pass ``images.images`` to ``ops.geometry.resized_crop`` / ``crop_views``
         (which decode them) before any other pixel work.
         """
-        raise NotImplementedError(f"{type(self).__name__} must implement make()")
 
     def min_input_size(self) -> int | tuple[int, int]:
         """Smallest ``(H, W)`` the task accepts; smaller images raise ValueError."""
@@ -118,7 +119,7 @@ class Collator:
         return state
 
 
-class Task:
+class Task(ABC):
     """A pretext task: its collator, the model wiring (``build``) and the loss.
 
     The trainer only ever does ``task.loss(model(batch.inputs), batch)``.
@@ -126,19 +127,19 @@ class Task:
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = CollatorOptions
-    Collator: ClassVar[type] = Collator
+    Collator: ClassVar[type[Collator]]
 
     def __init__(self, **options: Any) -> None:
         self.options = make_options(self.Options, options, owner=f"task {self.name!r}")
         self.collator = self.Collator(self.options)
 
+    @abstractmethod
     def build(self, backbone: nn.Module) -> nn.Module:
         """Wire a timm backbone (``num_classes=0``) to this task's head(s)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement build()")
 
+    @abstractmethod
     def loss(self, outputs: Any, batch: Batch) -> torch.Tensor:
         """The pretext loss of ``outputs = model(batch.inputs)`` (a pure function)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement loss()")
 
     def metrics(self, outputs: Any, batch: Batch) -> dict[str, float]:
         """Extra per-step numbers for the log (e.g. pretext accuracy); none by default."""
