@@ -168,3 +168,16 @@ def test_too_small_image_names_the_sample(name: str) -> None:
         collator([(INPUT_KINDS["numpy_hwc"][0], 0), (small, 1)])
     except ValueError as err:
         assert "samples[1]" in str(err)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", TASKS)
+def test_same_parameters_and_targets_on_cuda(name: str) -> None:
+    """Parameters are drawn on the CPU: one seed gives the same pseudo-labels on every device."""
+    images = INPUT_KINDS["uint8_batch"]
+    cpu = sslpipe.create_collator(name, **_options(name))([(im, 0) for im in images])
+    gpu = sslpipe.create_collator(name, **_options(name))([(im.cuda(), 0) for im in images])
+    assert all(x.is_cuda and torch.isfinite(x).all() for x in _tensors(gpu.inputs))
+    for a, b in zip(_tensors((cpu.targets, cpu.meta)), _tensors((gpu.targets, gpu.meta))):
+        if a.dtype in (torch.int64, torch.bool):
+            assert torch.equal(a, b.cpu())

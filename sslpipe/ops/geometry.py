@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sslpipe.ops.images import EncodedImage, ImageList
+from sslpipe.ops.images import EncodedImage, ImageList, image_sizes
 
 
 def center_square_boxes(sizes: list[tuple[int, int]]) -> torch.Tensor:
@@ -40,6 +40,15 @@ def square_boxes(
     if crop == "random":
         return random_square_boxes(sizes, generator)
     raise ValueError(f"crop must be 'center' or 'random'. Got {crop!r}")
+
+
+def square_crops(
+    images: ImageList, size: int, crop: str, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Square crops of every image under the square-crop policy (:func:`square_boxes`),
+    resized to ``size``: uint8 ``B x 3 x size x size`` and the ``B x 4`` boxes used."""
+    boxes = square_boxes(image_sizes(images), crop, generator)
+    return resized_crop(images, boxes, size), boxes
 
 
 def random_square_boxes(

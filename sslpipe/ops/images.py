@@ -48,10 +48,11 @@ class Images:
 
     def sizes(self) -> list[tuple[int, int]]:
         """``(H, W)`` of each image."""
-        if isinstance(self.images, torch.Tensor):
-            h, w = self.images.shape[-2:]
-            return [(int(h), int(w))] * self.images.shape[0]
-        return [(int(im.shape[-2]), int(im.shape[-1])) for im in self.images]
+        return image_sizes(self.images)
+
+    def labels_on(self, device: torch.device) -> torch.Tensor | None:
+        """The labels moved to ``device`` (None when the samples had none)."""
+        return None if self.labels is None else self.labels.to(device)
 
 
 def collect(samples: Any, *, min_size: int | tuple[int, int] = 1, decode: bool = True) -> Images:
@@ -122,6 +123,14 @@ def stack_channels_last(images: list[torch.Tensor]) -> torch.Tensor:
     """Stack ``3 x H x W`` images into a ``B x 3 x H x W`` tensor in channels-last memory
     (what uint8 resizes and the HWC decoders want)."""
     return torch.stack([im.permute(1, 2, 0) for im in images]).permute(0, 3, 1, 2)
+
+
+def image_sizes(images: ImageList) -> list[tuple[int, int]]:
+    """``(H, W)`` of each image of a uint8 batch tensor or a (ragged, maybe lazy) list."""
+    if isinstance(images, torch.Tensor):
+        h, w = images.shape[-2:]
+        return [(int(h), int(w))] * images.shape[0]
+    return [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
 
 
 def to_chw_uint8(image: Any, where: str = "image") -> torch.Tensor:

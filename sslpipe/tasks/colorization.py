@@ -29,7 +29,7 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import denormalize, normalize
-from sslpipe.ops.geometry import hflip, resized_crop, square_boxes
+from sslpipe.ops.geometry import hflip, square_crops
 from sslpipe.ops.images import Images, collect
 from sslpipe.ops.lab import ab_bins, encode_ab, lab_to_rgb, nearest_ab_bin, rgb_to_lab
 from sslpipe.registry import register_task
@@ -123,10 +123,9 @@ class ColorizationCollator(Collator):
 
     def make(self, images: Images, generator: torch.Generator | None) -> Batch:
         opt = self.options
-        sizes = images.sizes()
-        boxes = square_boxes(sizes, opt.crop, generator)
+        x, boxes = square_crops(images.images, opt.size, opt.crop, generator)
         flip = torch.rand(len(images), generator=generator) < opt.flip
-        x = hflip(resized_crop(images.images, boxes, opt.size), flip)
+        x = hflip(x, flip)
         lab = rgb_to_lab(x.float() / 255.0)
         grey = (lab[:, :1] * 2.55).expand(-1, 3, -1, -1)  # L / 100 on the 0..255 scale
         inputs = normalize(grey, opt.mean, opt.std)
@@ -138,7 +137,7 @@ class ColorizationCollator(Collator):
             targets.update(bins=bins, soft=soft,
                            weights=self.bin_weights.to(ab.device)[bins[:, 0]])
         device = inputs.device
-        labels = images.labels.to(device) if images.labels is not None else None
+        labels = images.labels_on(device)
         meta = {"boxes": boxes.to(device), "flip": flip.to(device)}
         return Batch(inputs, targets, labels, meta)
 

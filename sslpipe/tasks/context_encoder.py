@@ -35,7 +35,7 @@ from torch.func import functional_call
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import denormalize, normalize
-from sslpipe.ops.geometry import hflip, resized_crop, square_boxes
+from sslpipe.ops.geometry import hflip, square_crops
 from sslpipe.ops.images import Images
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
@@ -129,10 +129,9 @@ class ContextEncoderCollator(Collator):
     def make(self, images: Images, generator: torch.Generator | None) -> Batch:
         opt = self.options
         n, s, o = len(images), opt.size, opt.overlap_px
-        sizes = images.sizes()
-        boxes = square_boxes(sizes, opt.crop, generator)
+        x, boxes = square_crops(images.images, s, opt.crop, generator)
         flip = torch.rand(n, generator=generator) < opt.flip
-        x = hflip(resized_crop(images.images, boxes, s), flip)
+        x = hflip(x, flip)
         original = normalize(x, opt.mean, opt.std)
         device = original.device
         if opt.mask == "center":
@@ -152,7 +151,7 @@ class ContextEncoderCollator(Collator):
             weights = mask.float() + band.float() * opt.overlap_weight
             target = original
         inputs = original.masked_fill(mask, 0.0)
-        labels = images.labels.to(device) if images.labels is not None else None
+        labels = images.labels_on(device)
         targets = {"image": target.contiguous(), "mask": mask, "weights": weights}
         meta = {"boxes": boxes.to(device), "flip": flip.to(device), "mask": mask}
         return Batch(inputs, targets, labels, meta)

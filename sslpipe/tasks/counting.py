@@ -25,7 +25,7 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import denormalize, normalize
-from sslpipe.ops.geometry import resized_crop, square_boxes
+from sslpipe.ops.geometry import square_crops
 from sslpipe.ops.images import Images
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_boxes, tile_origins
 from sslpipe.registry import register_task
@@ -103,9 +103,7 @@ class CountingCollator(Collator):
                 f"samples: counting contrasts each image with another one of the batch, so it "
                 f"needs at least 2 images per batch. Got {n}"
             )
-        sizes = images.sizes()
-        boxes = square_boxes(sizes, opt.crop, generator)
-        crops = resized_crop(images.images, boxes, 2 * s)
+        crops, boxes = square_crops(images.images, 2 * s, opt.crop, generator)
         origins = tile_origins(n, 2, s, s, jitter=0)
         tiles = extract_tiles(crops, origins, s)
         tiles = normalize(tiles.flatten(0, 1), opt.mean, opt.std).view(n, NUM_TILES, 3, s, s)
@@ -113,7 +111,7 @@ class CountingCollator(Collator):
         down = normalize(downsample(crops, method, opt.methods, s), opt.mean, opt.std)
         other = random_derangement(n, generator)
         device = down.device
-        labels = images.labels.to(device) if images.labels is not None else None
+        labels = images.labels_on(device)
         meta = {"boxes": boxes, "tile_boxes": tile_boxes(origins, s), "downsample": method,
                 "other": other}
         meta = {key: v.to(device) for key, v in meta.items()}

@@ -35,7 +35,7 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import denormalize, normalize
-from sslpipe.ops.geometry import resized_crop, square_boxes
+from sslpipe.ops.geometry import square_crops
 from sslpipe.ops.images import Images
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_origins
 from sslpipe.registry import register_task
@@ -202,9 +202,7 @@ class JigsawCollator(Collator):
     def make(self, images: Images, generator: torch.Generator | None) -> Batch:
         opt = self.options
         n, k, t = len(images), opt.grid * opt.grid, opt.tile_side
-        sizes = images.sizes()
-        boxes = square_boxes(sizes, opt.crop, generator)
-        crops = resized_crop(images.images, boxes, opt.size)
+        crops, boxes = square_crops(images.images, opt.size, opt.crop, generator)
         origins = tile_origins(n, opt.grid, opt.cell, t, jitter=None if opt.jitter else 0,
                                generator=generator)
         origins = _channel_origins(origins, opt.channel_shift, opt.size - t, generator)
@@ -222,7 +220,7 @@ class JigsawCollator(Collator):
         if opt.normalize_tiles:
             x = _standardize(x)
         inputs = x.view(n, k, 3, t, t)
-        labels = images.labels.to(device) if images.labels is not None else None
+        labels = images.labels_on(device)
         meta = {"boxes": boxes, "permutation_index": index, "permutation": perm,
                 "tile_origins": origins, "grayscale": gray}
         meta = {key: v.to(device) for key, v in meta.items()}

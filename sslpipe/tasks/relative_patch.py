@@ -32,7 +32,7 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import denormalize, normalize
-from sslpipe.ops.geometry import resized_crop, square_boxes
+from sslpipe.ops.geometry import square_crops
 from sslpipe.ops.images import Images
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_boxes, tile_origins
 from sslpipe.registry import register_task
@@ -120,9 +120,7 @@ class RelativePatchCollator(Collator):
     def make(self, images: Images, generator: torch.Generator | None) -> Batch:
         opt = self.options
         n, p = len(images), opt.size
-        sizes = images.sizes()
-        boxes = square_boxes(sizes, opt.crop, generator)
-        crops = resized_crop(images.images, boxes, opt.region)
+        crops, boxes = square_crops(images.images, opt.region, opt.crop, generator)
         origins = tile_origins(n, 3, p + opt.gap_px, p, jitter=opt.jitter_px, generator=generator)
         if opt.variant == "pair":
             position = torch.randint(NUM_POSITIONS, (n,), generator=generator)
@@ -140,7 +138,7 @@ class RelativePatchCollator(Collator):
         x = x.view(n, k, 3, p, p)
         center, neighbours = x[:, 0], (x[:, 1] if opt.variant == "pair" else x[:, 1:])
         device = x.device
-        labels = images.labels.to(device) if images.labels is not None else None
+        labels = images.labels_on(device)
         meta = {key: v.to(device) for key, v in meta.items()}
         return Batch((center, neighbours), position.to(device), labels, meta)
 

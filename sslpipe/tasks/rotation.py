@@ -20,7 +20,7 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.ops.color import normalize
-from sslpipe.ops.geometry import all_rotations, hflip, resized_crop, rot90, square_boxes
+from sslpipe.ops.geometry import all_rotations, hflip, rot90, square_crops
 from sslpipe.ops.images import Images
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
@@ -80,9 +80,7 @@ class RotationCollator(Collator):
     def make(self, images: Images, generator: torch.Generator | None) -> Batch:
         opt = self.options
         n = len(images)
-        sizes = images.sizes()
-        boxes = square_boxes(sizes, opt.crop, generator)
-        x = resized_crop(images.images, boxes, opt.size)
+        x, boxes = square_crops(images.images, opt.size, opt.crop, generator)
         flip = torch.rand(n, generator=generator) < opt.flip
         # normalise the B source images, then rotate: rotating is a copy, normalising is not
         x = normalize(hflip(x, flip), opt.mean, opt.std)
@@ -95,7 +93,7 @@ class RotationCollator(Collator):
             k = torch.randint(NUM_ROTATIONS, (n,), generator=generator)
             inputs = rot90(x, k)
         device = inputs.device
-        labels = images.labels.to(device) if images.labels is not None else None
+        labels = images.labels_on(device)
         meta = {"boxes": boxes, "flip": flip, "rotation": k, "source": source}
         return Batch(inputs, k.to(device), labels, {key: v.to(device) for key, v in meta.items()})
 

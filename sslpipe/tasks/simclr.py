@@ -162,7 +162,7 @@ class TwoViewCollator(Collator):
             meta.update({f"view{v}_{k}": p for k, p in params.items()})
         meta["decode_scale"] = scale
         device = views[0].device
-        labels = images.labels.to(device) if images.labels is not None else None
+        labels = images.labels_on(device)
         return Batch(tuple(views), None, labels, {k: t.to(device) for k, t in meta.items()})
 
 

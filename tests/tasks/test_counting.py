@@ -132,16 +132,3 @@ def test_model_forward_backward_and_metrics() -> None:
     rows = task.visualize(batch)
     assert len(rows) == 3 and all(p.shape[:2] == (2, 3) for _, p in rows)
     assert all(float(p.min()) >= 0 and float(p.max()) <= 1 for _, p in rows)
-
-
-@pytest.mark.gpu
-def test_same_parameters_on_cuda() -> None:
-    images = _images(4)
-    cpu = _task(seed=9).collator(images)
-    gpu = _task(seed=9).collator(images.cuda())
-    inputs = gpu.inputs if isinstance(gpu.inputs, tuple) else (gpu.inputs,)
-    assert all(x.is_cuda and torch.isfinite(x).all() for x in inputs)
-    if cpu.targets is not None:
-        assert torch.equal(cpu.targets, gpu.targets.cpu())
-    for key, value in cpu.meta.items():
-        assert torch.equal(value, gpu.meta[key].cpu()), key

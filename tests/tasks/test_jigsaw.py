@@ -186,16 +186,3 @@ def test_visualize_rows() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _task(normalize_tiles=False).visualize(batch)
-
-
-@pytest.mark.gpu
-def test_same_parameters_on_cuda() -> None:
-    images = _images(4)
-    cpu = _task(seed=9).collator(images)
-    gpu = _task(seed=9).collator(images.cuda())
-    inputs = gpu.inputs if isinstance(gpu.inputs, tuple) else (gpu.inputs,)
-    assert all(x.is_cuda and torch.isfinite(x).all() for x in inputs)
-    if cpu.targets is not None:
-        assert torch.equal(cpu.targets, gpu.targets.cpu())
-    for key, value in cpu.meta.items():
-        assert torch.equal(value, gpu.meta[key].cpu()), key

@@ -159,16 +159,3 @@ def test_model_forward_backward(variant: str) -> None:
     assert 0.0 <= task.metrics(out, batch)["pretext_acc"] <= 1.0
     caption, pic = task.visualize(batch)[0]
     assert pic.shape == (2, 3, 52, 52) and float(pic.min()) >= 0 and float(pic.max()) <= 1
-
-
-@pytest.mark.gpu
-def test_same_parameters_on_cuda() -> None:
-    images = _images(4)
-    cpu = _task(seed=9).collator(images)
-    gpu = _task(seed=9).collator(images.cuda())
-    inputs = gpu.inputs if isinstance(gpu.inputs, tuple) else (gpu.inputs,)
-    assert all(x.is_cuda and torch.isfinite(x).all() for x in inputs)
-    if cpu.targets is not None:
-        assert torch.equal(cpu.targets, gpu.targets.cpu())
-    for key, value in cpu.meta.items():
-        assert torch.equal(value, gpu.meta[key].cpu()), key
