@@ -29,6 +29,7 @@ FIGSIZE = (8.0, 4.5)
 DPI = 100
 LAYER_COLUMNS = ["protocol", "dataset", "method", "layer", "top1", "top5"]
 DATASET_COLUMNS = ["protocol", "method", "dataset", "best_layer", "top1"]
+MAX_SERIES = 8  # bars per group in one chart before it stops being readable
 SUBSET_COLUMNS = ["protocol", "dataset", "method", "pretrain_images", "best_layer", "top1"]
 
 
@@ -94,10 +95,15 @@ def _layer_section(records: list[dict[str, Any]], out: str, md: list[str],
                     csv_rows.append([protocol, dataset, _label(r, group), layer,
                                      _num(n["top1"]), _num(n.get("top5"))])
         name = f"layers_{_safe(protocol)}_{_safe(dataset)}"
+        charted, title = group, f"{protocol} top-1 on {dataset}"
+        if len(group) > MAX_SERIES:
+            # a bar per (method, subset) is unreadable: chart each method's largest run
+            charted = _largest_per_method(group)
+            title += " (largest pretraining set of each method)"
         paths[f"png:{name}"] = _bars(
             os.path.join(out, name + ".png"), layers,
             {_label(r, group): [r["results"].get(layer, {}).get("top1") for layer in layers]
-             for r in group}, f"{protocol} top-1 on {dataset}")
+             for r in charted}, title)
         md += [f"![{name}]({name}.png)", ""]
     return csv_rows
 
@@ -155,6 +161,16 @@ def _ordered_layers(records: list[dict[str, Any]]) -> list[str]:
         return (1 if name == "pooled" else 2, 0, name)
 
     return sorted(names, key=key)
+
+
+def _largest_per_method(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per method: the one pretrained on the most images (in group order)."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in group:
+        kept = best.get(r["method"])
+        if kept is None or (_subset_size(r) or 0) > (_subset_size(kept) or 0):
+            best[r["method"]] = r
+    return [r for r in group if best.get(r["method"]) is r]
 
 
 def _label(record: dict[str, Any], group: list[dict[str, Any]]) -> str:
@@ -215,13 +231,19 @@ def _bars(path: str, groups: list[str], values: dict[str, list[float | None]],
     width = 0.8 / max(1, len(values))
     for i, (method, ys) in enumerate(values.items()):
         xs = [g + (i - (len(values) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, [y if y is not None else 0.0 for y in ys], width, label=method)
+        bars = ax.bar(xs, [y if y is not None else 0.0 for y in ys], width, label=method)
+        if len(values) * len(groups) <= 24:  # numbers on the bars while they stay legible
+            ax.bar_label(bars, labels=[f"{y:.1f}" if y is not None else "" for y in ys],
+                         fontsize="x-small", rotation=90, padding=2)
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel("top-1 (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 108)  # room for the value labels above 100 %
+    ax.set_yticks(range(0, 101, 20))
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small", ncols=min(4, len(values)), loc="upper left")
+    # below the axes, so that no bar is hidden behind it
+    ax.legend(fontsize="small", ncols=min(3, len(values)), loc="upper center",
+              bbox_to_anchor=(0.5, -0.08), frameon=False)
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png.tmp")
     os.close(fd)
