@@ -182,9 +182,12 @@ def dali_native(task: str, urls: list[str], batch: int, threads: int, device: to
         decoded = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu",
                                     output_type=types.RGB)
         if task != "simclr":
+            # the same work as the other rotation paths: centre square, then all 4 rotations
             square = fn.resize(decoded, resize_shorter=224)
-            return fn.crop_mirror_normalize(square, crop=(224, 224), mean=[m * 255 for m in MEAN],
+            base = fn.crop_mirror_normalize(square, crop=(224, 224), output_layout="HWC",
+                                            mean=[m * 255 for m in MEAN],
                                             std=[s * 255 for s in STD])
+            return (base, *(fn.rotate(base, angle=a, keep_size=True) for a in (90, 180, 270)))
         views = []
         for _ in range(2):
             crop = fn.random_resized_crop(decoded, size=224)

@@ -22,6 +22,7 @@ import tempfile
 import time
 
 import numpy as np
+import torch
 from PIL import Image
 from skimage import data as photos
 
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
+    torch.set_num_threads(1)  # per core, as `sslpipe shard` runs each worker process
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_tree(tmp, args.images)
         records = [Record(f"k{i}", 0, path=p) for i, p in enumerate(paths)]

@@ -23,6 +23,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import torch
 
 from sslpipe.data.encode import Encoded, EncodeOptions, encode_record
 from sslpipe.data.manifest import (
@@ -214,19 +215,25 @@ def _encoded(records: list[Record], options: ShardOptions, total: int,
              start: int) -> Iterator[Encoded]:
     work = partial(encode_record, options=options.encode)
     bar = _progress(total, start, options.progress)
+    threads = torch.get_num_threads()
     try:
+        # parallelism is across processes: torch's intra-op threads (the resize) would only
+        # spin against the other workers
         if options.workers == 1:
+            torch.set_num_threads(1)
             for record in records:
                 yield work(record)
                 bar.update()
             return
         context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        with context.Pool(options.workers) as pool:
+        with context.Pool(options.workers, initializer=torch.set_num_threads,
+                          initargs=(1,)) as pool:
             # imap keeps input order, so the shards do not depend on the number of workers
             for result in pool.imap(work, records, chunksize=16):
                 yield result
                 bar.update()
     finally:
+        torch.set_num_threads(threads)
         bar.close()
 
 

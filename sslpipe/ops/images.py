@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sslpipe.ops.jpeg import decode_jpeg, jpeg_reduction, jpeg_size
+
 ImageList = torch.Tensor | list[torch.Tensor]
 
 _IMAGE_KEYS = ("image", "jpg", "jpeg", "png", "webp", "img")
@@ -176,11 +178,17 @@ def decode(data: bytes, where: str = "image", *, min_side: int | None = None) ->
     """
     if len(data) == 0:
         raise ValueError(f"{where}: encoded image is empty (0 bytes)")
+    size = jpeg_size(data)
+    if size is not None:
+        reduce = jpeg_reduction(min(size), min_side)
+        fast = decode_jpeg(data, reduce)
+        if fast is not None:
+            return torch.from_numpy(fast).permute(2, 0, 1)
     try:
         with Image.open(io.BytesIO(data)) as pil:
             if min_side is not None and pil.format == "JPEG":
                 w, h = pil.size
-                scale = max(1, min(w, h) // max(1, min_side))
+                scale = jpeg_reduction(min(w, h), min_side)
                 if scale >= 2:
                     pil.draft("RGB", (max(1, w // scale), max(1, h // scale)))
             pil.load()
@@ -202,6 +210,14 @@ class EncodedImage:
     def __init__(self, data: bytes, where: str = "image") -> None:
         if len(data) == 0:
             raise ValueError(f"{where}: encoded image is empty (0 bytes)")
+        self.data = data
+        self.where = where
+        self._pil: Image.Image | None = None
+        size = jpeg_size(data)  # microseconds, against ~0.1 ms for PIL's Image.open
+        if size is not None:
+            self.height, self.width = size
+            self.format = "JPEG"
+            return
         try:
             # Image.open parses only the header; the open image is kept for decode(), since
             # for small images a second open costs as much as the decode itself.
@@ -210,11 +226,9 @@ class EncodedImage:
             raise ValueError(
                 f"{where}: cannot read image header ({len(data)} bytes): {err}"
             ) from err
-        self._pil: Image.Image | None = pil
+        self._pil = pil
         self.width, self.height = pil.size
         self.format = pil.format or ""
-        self.data = data
-        self.where = where
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -235,6 +249,10 @@ class EncodedImage:
         """
         if reduce not in (1, 2, 4, 8):
             raise ValueError(f"reduce must be 1, 2, 4 or 8. Got {reduce!r}")
+        if self._pil is None and self.format == "JPEG":
+            fast = decode_jpeg(self.data, reduce)
+            if fast is not None:
+                return torch.from_numpy(fast).permute(2, 0, 1)
         kept, self._pil = self._pil, None  # a kept image decodes once; later calls reopen
         try:
             with kept if kept is not None else Image.open(io.BytesIO(self.data)) as pil:
