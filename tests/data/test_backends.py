@@ -153,3 +153,23 @@ def test_dali_mixed_decoder_on_cuda(tmp_path):
     loader = create_loader(str(tmp_path), "rotation", 4, device="cuda", backend="dali")
     batch = next(iter(loader))
     assert batch.inputs.is_cuda and batch.inputs.shape == (16, 3, 224, 224)
+
+
+def test_jpeg_the_gpu_decoder_rejects_is_decoded_on_the_cpu():
+    """nvJPEG refuses some valid JPEGs (CMYK): they fall back to the CPU decoder, not dropped."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image(3)).convert("CMYK").save(buf, "JPEG")
+    data = [encode(image(0), "jpg"), buf.getvalue(), b"\xff\xd8\xff broken jpeg"]
+
+    def picky(tensors, mode, device):
+        if any(t.numel() == len(data[1]) for t in tensors):
+            raise RuntimeError("unsupported colour space")
+        return decode_jpeg(tensors, mode=mode, device=device)
+
+    images, bad = decode_encoded(data, torch.device("cpu"), picky)
+    assert [i for i, _ in bad] == [2]
+    assert images[1] is not None and torch.equal(images[1], decode(data[1]))

@@ -106,13 +106,17 @@ def _decode_jpegs(
             decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
         return [_rgb(x) for x in decoded]
     except RuntimeError:
-        # One bad JPEG fails the whole batched call: decode one by one to find it.
+        # One JPEG nvJPEG rejects fails the whole batched call: decode one by one, and give
+        # the rejected ones (CMYK, unusual sampling) to the CPU decoder before calling them bad.
         out: list[torch.Tensor | str] = []
-        for t in tensors:
+        for raw, t in zip(data, tensors):
             try:
                 out.append(_rgb(decode_jpeg([t], mode=ImageReadMode.RGB, device=device)[0]))
             except RuntimeError as err:
-                out.append(f"cannot decode JPEG ({t.numel()} bytes): {err}")
+                try:
+                    out.append(decode(bytes(raw)).to(device, non_blocking=True))
+                except ValueError:
+                    out.append(f"cannot decode JPEG ({t.numel()} bytes): {err}")
         return out
 
 
