@@ -33,20 +33,24 @@ def prefetch_to_device(batches: Iterable[Batch], device: torch.device | str) -> 
             yield batch if _on(batch, device) else batch.to(device)
         return
     stream = torch.cuda.Stream(device=device)
-    pending: Batch | None = None
+    pending: tuple[Batch, torch.cuda.Event] | None = None
     for batch in batches:
         with torch.cuda.stream(stream):
             ready = batch.to(device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(stream)
         if pending is not None:
-            yield _wait(pending, stream)
-        pending = ready
+            yield _wait(*pending, device)
+        pending = (ready, copied)
     if pending is not None:
-        yield _wait(pending, stream)
+        yield _wait(*pending, device)
 
 
-def _wait(batch: Batch, stream: torch.cuda.Stream) -> Batch:
-    current = torch.cuda.current_stream(stream.device)
-    current.wait_stream(stream)
+def _wait(batch: Batch, copied: torch.cuda.Event, device: torch.device) -> Batch:
+    # wait for this batch's copy only: waiting on the whole side stream would also wait for
+    # the next batch's copy, which was just queued, and lose the overlap
+    current = torch.cuda.current_stream(device)
+    current.wait_event(copied)
     return batch.apply(lambda t: _record(t, current))
 
 
