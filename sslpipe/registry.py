@@ -69,7 +69,7 @@ def describe_task(name: str) -> str:
     return _DESCRIPTIONS[_resolve(name)]
 
 
-def task_class(name: str) -> type:
+def task_class(name: str) -> Any:
     """The registered Task class for ``name`` (single task names only)."""
     return _TASKS[_resolve(name)]
 

@@ -101,7 +101,7 @@ class TrainCollator(EvalCollator):
     def __call__(self, samples: Any) -> Batch:
         images = collect(samples)
         gen = self._generator()
-        boxes = random_resized_crop_boxes(images.sizes(), gen, scale=self.scale)  # type: ignore[arg-type]
+        boxes = random_resized_crop_boxes(images.sizes(), gen, scale=self.scale)
         x = resized_crop(images.images, boxes, self.size)
         flip = torch.rand(len(images), generator=gen) < 0.5
         x = hflip(x, flip)

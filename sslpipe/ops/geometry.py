@@ -67,7 +67,7 @@ def random_square_boxes(
 
 def random_resized_crop_boxes(
     sizes: list[tuple[int, int]],
-    generator: torch.Generator,
+    generator: torch.Generator | None,
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     attempts: int = 10,
@@ -129,18 +129,19 @@ def resized_crop(
     Returns:
         uint8 ``B x 3 x h x w`` on the images' device.
     """
-    out_hw = (size, size) if isinstance(size, int) else tuple(size)
-    device = images.device if isinstance(images, torch.Tensor) else images[0].device
+    out_hw = _hw(size)
     if boxes.shape != (len(images), 4):
         raise ValueError(f"boxes must be B x 4 with B={len(images)}. Got {tuple(boxes.shape)}")
-    if not isinstance(images, torch.Tensor) and any(isinstance(i, EncodedImage) for i in images):
+    decoded = _decoded(images)
+    if decoded is None:  # lazy JPEGs: decoded at the scale the boxes allow
         return crop_views(images, [boxes], out_hw)[0][0]
+    device = decoded.device if isinstance(decoded, torch.Tensor) else decoded[0].device
     if method == "auto":
         method = "interpolate" if device.type == "cpu" else "roi_align"
     if method == "interpolate":
-        return _crop_interpolate(images, boxes, out_hw)
+        return _crop_interpolate(decoded, boxes, out_hw)
     if method == "roi_align":
-        return _crop_roi_align(images, boxes, out_hw)
+        return _crop_roi_align(decoded, boxes, out_hw)
     raise ValueError(f"method must be 'auto', 'interpolate' or 'roi_align'. Got {method!r}")
 
 
@@ -156,9 +157,9 @@ def crop_views(
     reduction: a 4x smaller decode is several times cheaper than a full one followed by a
     resize. Boxes stay in full-resolution coordinates.
     """
-    out_hw = (size, size) if isinstance(size, int) else tuple(size)
+    out_hw = _hw(size)
     n = len(images)
-    if isinstance(images, torch.Tensor) or not any(isinstance(im, EncodedImage) for im in images):
+    if _decoded(images) is not None:
         return [resized_crop(images, b, out_hw) for b in boxes], torch.ones(n, dtype=torch.int64)
     stacked = torch.stack(boxes, 1)  # B x V x 4
     sides = torch.minimum(stacked[..., 2] - stacked[..., 0], stacked[..., 3] - stacked[..., 1])
@@ -217,8 +218,23 @@ def all_rotations(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.rot90(x, r, dims=(-2, -1)) for r in range(4)], 1).flatten(0, 1)
 
 
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+Decoded = torch.Tensor | list[torch.Tensor]
+
+
+def _decoded(images: ImageList) -> Decoded | None:
+    """``images`` as decoded tensors, or None when the list holds lazy (encoded) images."""
+    if isinstance(images, torch.Tensor):
+        return images
+    tensors = [im for im in images if isinstance(im, torch.Tensor)]
+    return tensors if len(tensors) == len(images) else None
+
+
 def _crop_interpolate(
-    images: ImageList, boxes: torch.Tensor, out_hw: tuple[int, int]
+    images: Decoded, boxes: torch.Tensor, out_hw: tuple[int, int]
 ) -> torch.Tensor:
     out = []
     if isinstance(images, torch.Tensor) and images.device.type == "cpu":
@@ -243,7 +259,7 @@ def _crop_interpolate(
 
 
 def _crop_roi_align(
-    images: ImageList, boxes: torch.Tensor, out_hw: tuple[int, int]
+    images: Decoded, boxes: torch.Tensor, out_hw: tuple[int, int]
 ) -> torch.Tensor:
     from torchvision.ops import roi_align
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ from PIL import Image
 
 from sslpipe.ops.jpeg import decode_jpeg, jpeg_reduction, jpeg_size
 
-ImageList = torch.Tensor | list[torch.Tensor]
+# a uint8 B x 3 x H x W batch, or a ragged list (EncodedImage: bytes kept for lazy decoding)
+ImageList: TypeAlias = "torch.Tensor | list[torch.Tensor | EncodedImage]"
 
 _IMAGE_KEYS = ("image", "jpg", "jpeg", "png", "webp", "img")
 _LABEL_KEYS = ("cls", "label", "target")
@@ -73,13 +74,13 @@ def collect(samples: Any, *, min_size: int | tuple[int, int] = 1, decode: bool =
     """
     min_hw = (min_size, min_size) if isinstance(min_size, int) else tuple(min_size)
     if isinstance(samples, torch.Tensor):
-        images, labels = _from_tensor(samples), None
-        if images.shape[-2] < min_hw[0] or images.shape[-1] < min_hw[1]:
+        batch = _from_tensor(samples)
+        if batch.shape[-2] < min_hw[0] or batch.shape[-1] < min_hw[1]:
             raise ValueError(
                 f"samples: images must be at least {min_hw[0]}x{min_hw[1]} (H x W) for this "
-                f"task. Got a batch of {images.shape[-2]}x{images.shape[-1]}"
+                f"task. Got a batch of {batch.shape[-2]}x{batch.shape[-1]}"
             )
-        return Images(images, labels)
+        return Images(batch, None)
     if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence):
         raise ValueError(
             "samples: expected a uint8 B x C x H x W tensor or a list of samples "
@@ -87,7 +88,7 @@ def collect(samples: Any, *, min_size: int | tuple[int, int] = 1, decode: bool =
         )
     if len(samples) == 0:
         raise ValueError("samples: expected at least one sample. Got an empty list")
-    images: list[torch.Tensor] = []
+    images: list[torch.Tensor | EncodedImage] = []
     labels: list[int] = []
     for i, sample in enumerate(samples):
         image, label = _split_sample(sample, i)
@@ -116,9 +117,10 @@ def collect(samples: Any, *, min_size: int | tuple[int, int] = 1, decode: bool =
         )
     label_tensor = torch.tensor(labels, dtype=torch.int64) if labels else None
     shapes = {tuple(im.shape) for im in images}
-    lazy = any(isinstance(im, EncodedImage) for im in images)
-    batch: ImageList = stack_channels_last(images) if len(shapes) == 1 and not lazy else images
-    return Images(batch, label_tensor)
+    decoded = [im for im in images if isinstance(im, torch.Tensor)]
+    if len(shapes) == 1 and len(decoded) == len(images):
+        return Images(stack_channels_last(decoded), label_tensor)
+    return Images(images, label_tensor)
 
 
 def stack_channels_last(images: list[torch.Tensor]) -> torch.Tensor:

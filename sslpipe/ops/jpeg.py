@@ -55,8 +55,8 @@ def decode_jpeg(data: bytes, reduce: int = 1) -> np.ndarray | None:
     height, width = size
     try:
         if reduce == 1:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB")  # type: ignore[no-any-return]
-        return simplejpeg.decode_jpeg(  # type: ignore[no-any-return]
+            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        return simplejpeg.decode_jpeg(
             data, colorspace="RGB", min_height=math.ceil(height / reduce),
             min_width=math.ceil(width / reduce), min_factor=reduce,
         )

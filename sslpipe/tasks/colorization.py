@@ -279,8 +279,10 @@ def estimate_ab_prior(batches: Iterable[Any], max_batches: int | None = None) ->
         if max_batches is not None and i >= max_batches:
             break
         images = collect(samples)
-        stack = images.images if isinstance(images.images, torch.Tensor) else None
-        for im in ([stack] if stack is not None else [im[None] for im in images.images]):
+        batch = images.images
+        singles = [] if isinstance(batch, torch.Tensor) else [im[None] for im in batch
+                                                              if isinstance(im, torch.Tensor)]
+        for im in ([batch] if isinstance(batch, torch.Tensor) else singles):
             ab = rgb_to_lab(im.float() / 255.0)[:, 1:]
             counts += torch.bincount(nearest_ab_bin(ab).flatten().cpu(),
                                      minlength=NUM_AB_BINS).double()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,7 +66,7 @@ class BackboneWithHead(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: Any) -> Any:
         return self.head(self.backbone(x))
 
 

@@ -114,7 +114,7 @@ class MultiTask(Task):
                 f"a multi-task name joins two or more different task names with '+'. Got {name!r}"
             )
         classes = {n: task_class(n) for n in names}
-        own = {k: options.pop(k) for k in ("weights", "schedule") if k in options}
+        own: dict[str, Any] = {k: options.pop(k) for k in ("weights", "schedule") if k in options}
         per_member = {n: options.pop(n) for n in names if n in options}
         for n, value in per_member.items():
             if not isinstance(value, dict):
@@ -181,7 +181,8 @@ class MultiTask(Task):
         prefix = f"{name}{SEPARATOR}"
         targets = batch.targets.get(name) if isinstance(batch.targets, dict) else None
         meta = {k[len(prefix):]: v for k, v in batch.meta.items() if k.startswith(prefix)}
-        return Batch(batch.inputs[index], targets, batch.labels, meta)  # type: ignore[index]
+        inputs = batch.inputs[index] if isinstance(batch.inputs, tuple) else batch.inputs
+        return Batch(inputs, targets, batch.labels, meta)
 
     def _present(self, outputs: dict[str, Any]) -> list[str]:
         if not isinstance(outputs, dict) or not outputs:
@@ -211,6 +212,7 @@ class MultiTaskModel(nn.Module):
         self.backbone = backbone
         self.members = nn.ModuleDict(members)
         self.schedule = schedule
+        self.step: torch.Tensor
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
 
     def forward(self, inputs: tuple[Any, ...]) -> dict[str, Any]:

@@ -118,7 +118,10 @@ class Rotation(Task):
         return rotation_loss(outputs, batch.targets)  # type: ignore[arg-type]
 
     def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
-        acc = (outputs.argmax(1) == batch.targets).float().mean()
+        targets = batch.targets
+        if not isinstance(targets, torch.Tensor):
+            return {}
+        acc = torch.eq(outputs.argmax(1), targets).float().mean()
         return {"pretext_acc": float(acc)}
 
     def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:

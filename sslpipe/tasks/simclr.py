@@ -255,7 +255,8 @@ def view_rows(batch: Batch, options: CollatorOptions, max_images: int
               ) -> list[tuple[str, torch.Tensor]]:
     """``sslpipe show`` rows of a two-view batch: the views of the same images, one row each."""
     rows = []
-    for v, x in enumerate(batch.inputs, 1):  # type: ignore[arg-type]
+    views = batch.inputs if isinstance(batch.inputs, tuple) else (batch.inputs,)
+    for v, x in enumerate(views, 1):
         rows.append((f"view {v}", denormalize(x[:max_images].float().cpu(), options.mean,
                                               options.std)))
     return rows

@@ -50,7 +50,7 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> str | None:
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint on the CPU."""
-    return torch.load(path, map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def check_resume_config(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:

@@ -50,8 +50,8 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # optional: tensorboard is not a dependency
-                SummaryWriter = None  # noqa: N806
-            if SummaryWriter is not None:
+                pass
+            else:
                 self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def log(self, record: dict[str, Any]) -> None:

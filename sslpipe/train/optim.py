@@ -27,7 +27,8 @@ def create_optimizer(config: TrainConfig, modules: Iterable[nn.Module]) -> torch
     Each parameter group stores its ``lr_scale`` (1.0); :func:`set_lr` sets
     ``lr = lr_scale * lr_at(step)``.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
     for module in modules:
         for p in module.parameters():

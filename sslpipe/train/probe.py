@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslpipe.batch import Batch
+from sslpipe.tasks.heads import feature_dim
 
 __all__ = ["OnlineProbe", "probe_classes"]
 
@@ -39,7 +40,7 @@ class OnlineProbe:
         self.optimizer: torch.optim.Optimizer | None = None
         if num_classes <= 0:
             return
-        self.linear = nn.Linear(int(backbone.num_features), num_classes).to(device)
+        self.linear = nn.Linear(feature_dim(backbone), num_classes).to(device)
         self.model = self.linear
         if distributed:
             ids = [device.index] if device.type == "cuda" else None

@@ -273,8 +273,8 @@ class Trainer:
             [float(loss.detach()) * n, n, float(not torch.isfinite(loss.detach())),
              probe.get("loss", 0.0) * n, probe.get("acc", 0.0) * n, float(bool(probe))]
             + [metrics[k] * n for k in keys], dtype=torch.float64, device=self.device)
-        packed = all_reduce_sum(packed).tolist()
-        if packed[2]:
+        totals: list[float] = all_reduce_sum(packed).tolist()
+        if totals[2]:
             where = self.last_checkpoint or "none written yet"
             raise TrainingDiverged(
                 f"loss is {float(loss.detach())} at epoch {self.epoch}, step {self.step} (lr "
@@ -284,11 +284,11 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        images = packed[1]
-        out = {"loss": packed[0] / images, "images": images}
-        if packed[5]:
-            out.update(probe_loss=packed[3] / images, probe_acc=packed[4] / images)
-        out.update({k: v / images for k, v in zip(keys, packed[6:])})
+        images = totals[1]
+        out = {"loss": totals[0] / images, "images": images}
+        if totals[5]:
+            out.update(probe_loss=totals[3] / images, probe_acc=totals[4] / images)
+        out.update({k: v / images for k, v in zip(keys, totals[6:])})
         return out
 
     # ---------------------------------------------------------------- val, save, restore
