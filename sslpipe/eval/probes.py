@@ -93,13 +93,14 @@ def knn_probe(
     device: torch.device | str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_key: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Weighted kNN (cosine, ``k``, ``temperature``) per layer on frozen features.
 
     Arguments as :func:`linear_probe`; returns ``{layer: {"top1": %, "top5": %, "dim": D}}``.
     """
     feats = _features(backbone, train, test, layers, pool, size, batch_size, workers, device,
-                      cache_dir, cache_key)
+                      cache_dir, cache_key, progress)
     out: dict[str, dict[str, float]] = {}
     for layer in feats[0].features:
         result = knn_accuracy(feats[0].features[layer], feats[0].labels, feats[1].features[layer],
