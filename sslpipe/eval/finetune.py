@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslpipe.batch import Batch
-from sslpipe.eval.data import eval_loader
 from sslpipe.eval.linear import topk_accuracy
 from sslpipe.eval.probes import Data, as_batches
 from sslpipe.eval.transform import DEFAULT_SIZE, TrainCollator
@@ -88,8 +87,12 @@ def finetune(
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(train, (str, os.PathLike)):
-        train_batches: Iterable[Batch] = eval_loader(
-            train, TrainCollator(opt.size, seed=opt.seed), opt.batch_size, workers)
+        from sslpipe.data import create_loader
+
+        # the training input path: shards and samples reshuffled every epoch (set_epoch)
+        train_batches: Iterable[Batch] = create_loader(
+            os.fspath(train), TrainCollator(opt.size, seed=opt.seed), opt.batch_size,
+            device="cpu", backend="cpu", num_workers=workers, seed=opt.seed, drop_last=False)
     else:
         train_batches = train
     classes = num_classes or _num_classes(train, train_batches)
@@ -107,8 +110,10 @@ def finetune(
     sched = torch.optim.lr_scheduler.LambdaLR(
         sgd, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     done = 0
-    for _ in range(opt.epochs):
+    for epoch in range(opt.epochs):
         model.train()
+        if hasattr(train_batches, "set_epoch"):
+            train_batches.set_epoch(epoch)
         for batch in train_batches:
             inputs, labels = _unpack(batch, dev)
             loss = F.cross_entropy(model(inputs), labels)

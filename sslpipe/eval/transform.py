@@ -58,7 +58,9 @@ class EvalCollator:
         self.mean = tuple(mean)
         self.std = tuple(std)
 
-    def __call__(self, samples: Any) -> Batch:
+    def __call__(self, samples: Any, generator: torch.Generator | None = None) -> Batch:
+        """Resize and normalise a batch (no randomness: ``generator`` is accepted, as
+        ``create_loader`` passes one to every collator, and unused)."""
         images = collect(samples)
         boxes = center_square_boxes(images.sizes())
         x = resized_crop(images.images, boxes, self.size)
@@ -98,9 +100,11 @@ class TrainCollator(EvalCollator):
         self._gen: torch.Generator | None = None
         self._gen_key: tuple[int, int] | None = None
 
-    def __call__(self, samples: Any) -> Batch:
+    def __call__(self, samples: Any, generator: torch.Generator | None = None) -> Batch:
+        """Augment a batch; ``generator`` (as ``create_loader`` passes one per step) overrides
+        the collator's own seeded stream."""
         images = collect(samples)
-        gen = self._generator()
+        gen = generator if generator is not None else self._generator()
         boxes = random_resized_crop_boxes(images.sizes(), gen, scale=self.scale)
         x = resized_crop(images.images, boxes, self.size)
         flip = torch.rand(len(images), generator=gen) < 0.5

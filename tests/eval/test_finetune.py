@@ -38,3 +38,21 @@ def test_no_freeze_trains_the_stem() -> None:
     finetune(backbone, _batches(1), _batches(1), FinetuneOptions(epochs=1, lr=0.1),
              num_classes=3, device="cpu")
     assert not torch.equal(stem, backbone.conv1.weight)
+
+
+def test_finetune_training_data_is_reshuffled_every_epoch():
+    """finetune reads shard directories through create_loader with TrainCollator: each epoch
+    sees the samples in a new (seeded) order, and the same seed gives the same order."""
+    from sslpipe.data import create_loader, sample_path
+    from sslpipe.eval.transform import TrainCollator
+
+    def order(epoch: int) -> list[int]:
+        loader = create_loader(sample_path("test"), TrainCollator(16, seed=0), 250,
+                               num_workers=0, seed=0, drop_last=False)
+        loader.set_epoch(epoch)
+        return [int(x) for b in loader for x in b.labels]
+
+    first, second = order(0), order(1)
+    assert sorted(first) == sorted(second) and len(first) == 1000
+    assert first != second
+    assert order(0) == first
