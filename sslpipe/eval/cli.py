@@ -41,10 +41,13 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--arch", default=None, help="timm architecture (default: the run's)."),
         click.option("--small-input/--standard-input", "small_input", default=None,
                      help="sslpipe's 3x3 stride-1 stem for 32 px data (default: the run's)."),
-        click.option("--train", "train_dir", required=True, type=click.Path(exists=True),
+        click.option("--train", "train_dir", default=None, type=click.Path(exists=True),
                      help="Shard directory of the labelled training split."),
-        click.option("--test", "test_dir", required=True, type=click.Path(exists=True),
+        click.option("--test", "test_dir", default=None, type=click.Path(exists=True),
                      help="Shard directory of the test split."),
+        click.option("--data", "data_dir", default=None, type=click.Path(exists=True),
+                     help="A directory holding train/ and test/ shard directories (instead "
+                          "of --train and --test)."),
         click.option("--size", default=DEFAULT_SIZE, show_default=True,
                      help="Image side: centre square of the shorter side resized to it."),
         click.option("--batch-size", default=256, show_default=True),
@@ -61,11 +64,31 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> None:
         try:
+            _resolve_splits(kwargs)
             fn(**kwargs)
         except ValueError as err:
             raise click.ClickException(str(err)) from err
 
     return wrapper
+
+
+def _resolve_splits(kwargs: dict[str, Any]) -> None:
+    """Fill --train / --test from --data DIR (DIR/train, DIR/test) where they are not given."""
+    data = kwargs.pop("data_dir")
+    for split in ("train", "test"):
+        key = f"{split}_dir"
+        if kwargs[key] is None and data is not None:
+            path = os.path.join(data, split)
+            if not os.path.isfile(os.path.join(path, "manifest.json")):
+                raise ValueError(
+                    f"--data {data}: expected shard directories {data}/train and {data}/test "
+                    f"(each with a manifest.json, as `sslpipe shard ... --split {split}` writes). "
+                    f"{path} has no manifest.json; or pass --train and --test"
+                )
+            kwargs[key] = path
+        if kwargs[key] is None:
+            raise ValueError(f"--{split}: a shard directory is required (or --data DIR with "
+                             f"DIR/train and DIR/test)")
 
 
 def _probe_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -117,3 +117,23 @@ def test_truncated_data_is_reported(tmp_path) -> None:
     short = _write_shards(tmp_path / "short", "short", 6, 0, drop_last=2)
     with pytest.raises(ValueError, match="read 4 images but the manifest lists 6"):
         list(eval_loader(short, EvalCollator(32), batch_size=4))
+
+
+def test_data_dir_with_train_and_test_splits(data, tmp_path) -> None:
+    import os
+
+    train, _ = data
+    base = os.path.dirname(train)  # holds train/ and test/
+    args = ["eval", "knn", "--checkpoint", "random", "--arch", "resnet18", "--k", "5",
+            "--batch-size", "8", "--workers", "0"]
+    result = _invoke([*args, "--data", base, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "a" / "eval_knn_toy_random.json").read_text())
+    assert record["data"]["train"]["num_samples"] == 24
+    assert record["data"]["test"]["num_samples"] == 10
+    lonely = tmp_path / "only-train"
+    lonely.mkdir()
+    result = CliRunner().invoke(main, [*args, "--data", str(lonely), "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "train" in result.output and "manifest.json" in result.output
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "--train" in result.output
