@@ -15,7 +15,6 @@ result file's config, so every method sees exactly the same pixels.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -29,7 +28,7 @@ from sslpipe.ops.geometry import (
     resized_crop,
 )
 from sslpipe.ops.images import collect
-from sslpipe.tasks.base import check_positive
+from sslpipe.tasks.base import SeededStream, check_positive
 
 DEFAULT_SIZE = 32
 
@@ -97,14 +96,13 @@ class TrainCollator(EvalCollator):
             raise ValueError(f"scale must satisfy 0 < min <= max <= 1. Got {scale!r}")
         self.scale = (float(scale[0]), float(scale[1]))
         self.seed = seed
-        self._gen: torch.Generator | None = None
-        self._gen_key: tuple[int, int] | None = None
+        self._stream = SeededStream(seed) if seed is not None else None
 
     def __call__(self, samples: Any, generator: torch.Generator | None = None) -> Batch:
         """Augment a batch; ``generator`` (as ``create_loader`` passes one per step) overrides
         the collator's own seeded stream."""
         images = collect(samples)
-        gen = generator if generator is not None else self._generator()
+        gen = generator if generator is not None else (self._stream() if self._stream else None)
         boxes = random_resized_crop_boxes(images.sizes(), gen, scale=self.scale)
         x = resized_crop(images.images, boxes, self.size)
         flip = torch.rand(len(images), generator=gen) < 0.5
@@ -112,17 +110,6 @@ class TrainCollator(EvalCollator):
         batch = _to_batch(x, images.labels, self.mean, self.std)
         batch.meta = {"boxes": boxes.to(x.device), "flip": flip.to(x.device)}
         return batch
-
-    def _generator(self) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        info = torch.utils.data.get_worker_info()
-        key = (os.getpid(), info.id if info is not None else -1)
-        if self._gen is None or self._gen_key != key:
-            # each DataLoader worker draws its own reproducible stream
-            self._gen = torch.Generator().manual_seed(self.seed + 7919 * (key[1] + 1))
-            self._gen_key = key
-        return self._gen
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "train_augment": {"random_resized_crop_scale": list(self.scale),

@@ -74,8 +74,7 @@ class Collator(ABC):
                 f"generator must be a CPU torch.Generator (parameters are drawn on the CPU). "
                 f"Got {gen!r}"
             )
-        self._gen_key: tuple[int, int] | None = None
-        self._gen: torch.Generator | None = None
+        self._stream = SeededStream(options.seed) if options.seed is not None else None
 
     def __call__(self, samples: Any, generator: torch.Generator | None = None) -> Batch:
         """Make a Batch from a list of samples or a uint8 ``B x C x H x W`` tensor.
@@ -103,20 +102,32 @@ class Collator(ABC):
         """The generator to draw this call's parameters from (None: torch's global RNG)."""
         if self.options.generator is not None:
             return self.options.generator
-        if self.options.seed is None:
-            return None
+        return self._stream() if self._stream is not None else None
+
+
+class SeededStream:
+    """A CPU generator for ``seed`` that is reproducible per process and DataLoader worker.
+
+    Each worker draws its own stream (the worker id is mixed into the seed), and a forked
+    process never continues its parent's stream: the generator is re-seeded whenever the
+    process or worker changes, and not pickled.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._gen: torch.Generator | None = None
+        self._key: tuple[int, int] | None = None
+
+    def __call__(self) -> torch.Generator:
         info = torch.utils.data.get_worker_info()
         key = (os.getpid(), info.id if info is not None else -1)
-        if self._gen is None or self._gen_key != key:
-            # A forked worker must not continue the parent's stream: re-seed per process.
-            self._gen = torch.Generator().manual_seed(self.options.seed + 7919 * (key[1] + 1))
-            self._gen_key = key
+        if self._gen is None or self._key != key:
+            self._gen = torch.Generator().manual_seed(self.seed + 7919 * (key[1] + 1))
+            self._key = key
         return self._gen
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_gen"], state["_gen_key"] = None, None
-        return state
+        return {"seed": self.seed, "_gen": None, "_key": None}
 
 
 class Task(ABC):
