@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -22,9 +23,17 @@ import torch
 
 from sslpipe.batch import Batch
 from sslpipe.data.backends import CpuBackend, DaliBackend, NvjpegBackend, select_backend
+from sslpipe.data.backends.dali import dali_rank_samples
 from sslpipe.data.backends.workers import Event
 from sslpipe.data.prefetch import prefetch_to_device
-from sslpipe.data.reading import ReadPlan, rank_quota, resolve_shards, steps_per_epoch
+from sslpipe.data.reading import (
+    ReadPlan,
+    ShardSource,
+    rank_quota,
+    resolve_shards,
+    single_pass_steps,
+    steps_per_epoch,
+)
 from sslpipe.tasks.base import check_choice, check_positive
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,7 @@ def create_loader(
     resample: bool = False,
     on_error: str = "skip",
     hw_decoder_load: float = 0.65,
+    single_pass: bool = False,
 ) -> Loader:
     """A loader of Batches from WebDataset shards, decoded by ``backend`` on ``device``.
 
@@ -73,6 +83,11 @@ def create_loader(
         on_error: ``"skip"`` (bad samples and shards are skipped, counted in ``loader.stats``
             and logged at epoch end) or ``"raise"``.
         hw_decoder_load: share of JPEG decoding on the GPU's hardware decoder (dali on CUDA).
+        single_pass: read every sample exactly once, for evaluation and feature extraction:
+            shards in their given order, no resampling and no fixed step count; each reader's
+            last batch is partial (``drop_last`` and ``epoch_size`` do not apply), and
+            ``len(loader)`` counts the batches when the shards' sizes are known. Pass
+            ``shuffle_buffer=0`` for sample order too.
 
     Returns:
         a :class:`Loader`: iterate it for Batches on ``device``; ``len(loader)`` is the number
@@ -93,22 +108,18 @@ def create_loader(
     num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
     check_positive("num_workers", num_workers, allow_zero=True)
     source = resolve_shards(shards)
-    if epoch_size is None:
-        epoch_size = source.num_samples
-        if epoch_size is None:
-            raise ValueError(
-                "epoch_size is required: the shards have no manifest.json giving their sample "
-                "count (pass epoch_size=the number of samples per epoch over all ranks)"
-            )
-    check_positive("epoch_size", epoch_size)
-    plan = ReadPlan(
-        source, batch_size, steps_per_epoch(epoch_size, batch_size, world_size, drop_last),
-        rank_quota(epoch_size, world_size, drop_last), rank, world_size, seed,
-        shuffle_buffer=shuffle_buffer, resample=resample,
-    )
     name, why = select_backend(backend, device, source)
-    if name != "dali":
-        plan.check_readers(num_workers)
+    if single_pass:
+        if resample or epoch_size is not None:
+            raise ValueError("single_pass=True reads every sample once: it takes neither "
+                             "resample=True nor epoch_size")
+        plan = _single_pass_plan(source, name, batch_size, rank, world_size, num_workers, seed,
+                                 shuffle_buffer)
+    else:
+        plan = _epoch_plan(source, batch_size, epoch_size, drop_last, rank, world_size, seed,
+                           shuffle_buffer, resample)
+        if name != "dali":
+            plan.check_readers(num_workers)
     collate = _collator(task_or_collator)
     impl: Any
     if name == "cpu":
@@ -118,9 +129,41 @@ def create_loader(
     else:
         impl = DaliBackend(collate, device, source, max(1, num_workers), hw_decoder_load,
                            shuffle_buffer)
-    log.info("sslpipe loader: backend %r (%s); %d steps per epoch of %d on rank %d/%d",
+    log.info("sslpipe loader: backend %r (%s); %s steps per epoch of %d on rank %d/%d",
              name, why, plan.steps, batch_size, rank, world_size)
     return Loader(impl, plan, device, why)
+
+
+def _epoch_plan(source: ShardSource, batch_size: int, epoch_size: int | None, drop_last: bool,
+                rank: int, world_size: int, seed: int, shuffle_buffer: int,
+                resample: bool) -> ReadPlan:
+    if epoch_size is None:
+        epoch_size = source.num_samples
+        if epoch_size is None:
+            raise ValueError(
+                "epoch_size is required: the shards have no manifest.json giving their sample "
+                "count (pass epoch_size=the number of samples per epoch over all ranks)"
+            )
+    check_positive("epoch_size", epoch_size)
+    return ReadPlan(
+        source, batch_size, steps_per_epoch(epoch_size, batch_size, world_size, drop_last),
+        rank_quota(epoch_size, world_size, drop_last), rank, world_size, seed,
+        shuffle_buffer=shuffle_buffer, resample=resample,
+    )
+
+
+def _single_pass_plan(source: ShardSource, backend: str, batch_size: int, rank: int,
+                      world_size: int, num_workers: int, seed: int,
+                      shuffle_buffer: int) -> ReadPlan:
+    total = source.num_samples
+    if backend == "dali":  # DALI's reader splits the samples, not the shards, over ranks
+        per_rank = None if total is None else dali_rank_samples(total, rank, world_size)
+        steps = None if per_rank is None else math.ceil(per_rank / batch_size)
+    else:
+        steps = single_pass_steps(source, batch_size, rank, world_size, num_workers)
+        per_rank = None
+    return ReadPlan(source, batch_size, steps, per_rank or 0, rank, world_size, seed,
+                    shuffle_buffer=shuffle_buffer, single_pass=True)
 
 
 @dataclass
@@ -164,6 +207,9 @@ class Loader:
         self.stats = LoaderStats()
 
     def __len__(self) -> int:
+        if self._plan.steps is None:
+            raise TypeError("this single-pass loader has no length: its shards' sample counts "
+                            "are unknown (read a shard directory with a manifest.json)")
         return self._plan.steps
 
     @property
@@ -189,6 +235,8 @@ class Loader:
     def _counted(self) -> Iterator[Batch]:
         for batch, events in self._impl.batches(self._plan):
             self.stats.add(events)
+            if batch is None:  # events met after a worker's last batch
+                continue
             self.stats.batches += 1
             self.stats.samples += batch.batch_size
             yield batch

@@ -9,6 +9,11 @@ data-parallel rank ever waits on another. A reader that runs out of samples befo
 starts another (reshuffled) pass over its own shards; with ``resample=True`` a reader instead
 draws shards with replacement from the whole list, which also serves more readers than shards.
 
+A *single-pass* plan (evaluation, feature extraction) reads every sample exactly once instead:
+shards in their given order, dealt round-robin over the readers, no repeat, and each reader's
+last batch partial; a rank then runs as many steps as its shards fill
+(:func:`single_pass_steps`), so step counts may differ between ranks.
+
 Samples are dicts ``{"__key__", "__url__", ext: bytes}`` as webdataset yields them. Shards
 are opened with webdataset's ``gopen``: local paths, ``pipe:`` commands and http(s) URLs
 (and object stores through fsspec where webdataset supports them).
@@ -117,6 +122,23 @@ def rank_quota(epoch_size: int, world_size: int, drop_last: bool) -> int:
     return epoch_size // world_size if drop_last else math.ceil(epoch_size / world_size)
 
 
+def single_pass_steps(
+    source: ShardSource, batch_size: int, rank: int, world_size: int, num_workers: int
+) -> int | None:
+    """Steps of one rank in a single pass, or None when a shard's sample count is unknown.
+
+    Every reader (``rank x worker``) makes ``ceil(samples of its shards / batch_size)`` batches.
+    """
+    readers = world_size * max(1, num_workers)
+    steps = 0
+    for worker in range(max(1, num_workers)):
+        counts = source.samples[rank * max(1, num_workers) + worker :: readers]
+        if any(n is None for n in counts):
+            return None
+        steps += math.ceil(sum(n for n in counts if n is not None) / batch_size)
+    return steps
+
+
 def worker_batch_sizes(
     per_rank: int, batch_size: int, steps: int, worker: int, num_workers: int
 ) -> list[int]:
@@ -133,11 +155,14 @@ def worker_batch_sizes(
 
 @dataclass
 class ReadPlan:
-    """What one rank reads in one epoch (picklable: it travels to DataLoader workers)."""
+    """What one rank reads in one epoch (picklable: it travels to DataLoader workers).
+
+    ``steps`` is None only for a single-pass plan over shards of unknown size.
+    """
 
     source: ShardSource
     batch_size: int
-    steps: int
+    steps: int | None
     per_rank: int
     rank: int = 0
     world_size: int = 1
@@ -145,6 +170,7 @@ class ReadPlan:
     epoch: int = 0
     shuffle_buffer: int = 1000
     resample: bool = False
+    single_pass: bool = False
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
     def check_readers(self, num_workers: int) -> None:
@@ -161,12 +187,14 @@ class ReadPlan:
     def shards_for(self, worker: int, num_workers: int) -> list[str]:
         """This reader's shards for the epoch (the same permutation on every rank)."""
         order = list(self.source.urls)
-        random.Random(f"shards-{self.seed}-{self.epoch}").shuffle(order)
+        if not self.single_pass:
+            random.Random(f"shards-{self.seed}-{self.epoch}").shuffle(order)
         slot = self.rank * num_workers + worker
         return order[slot :: self.world_size * num_workers]
 
     def samples(self, worker: int, num_workers: int) -> Iterator[dict[str, Any]]:
-        """Endless stream of this reader's samples, each pass shuffled through the buffer.
+        """Endless stream of this reader's samples, each pass shuffled through the buffer
+        (a single-pass plan: one pass, then the stream ends).
 
         The buffer is flushed at the end of every pass over the reader's shards, so one pass
         holds each of its samples exactly once. Unreadable and truncated shards are recorded
@@ -174,6 +202,9 @@ class ReadPlan:
         """
         rng = random.Random(f"samples-{self.seed}-{self.epoch}-{self.rank}-{worker}")
         own = self.shards_for(worker, num_workers)
+        if self.single_pass:  # once through this reader's shards, then the stream ends
+            yield from _shuffle(self._read(own), self.shuffle_buffer, rng)
+            return
         passes = 0
         while True:
             if self.resample:

@@ -36,21 +36,24 @@ def encode(array: np.ndarray, fmt: str) -> bytes:
 
 
 def make_shards(
-    directory: str, num_shards: int, per_shard: int, *, fmt: str = "jpg",
+    directory: str, num_shards: int, per_shard: int | list[int], *, fmt: str = "jpg",
     size: tuple[int, int] = (24, 32), labeled: bool = True, name: str = "t",
 ) -> list[str]:
     """Write ``num_shards`` shards of ``per_shard`` samples, index files and manifest.json.
 
+    ``per_shard``: samples in every shard, or a list of one count per shard (uneven shards).
     ``fmt``: ``"jpg"``, ``"png"`` or ``"mix"`` (odd samples PNG). Returns the shard paths.
     """
     os.makedirs(directory, exist_ok=True)
+    counts = per_shard if isinstance(per_shard, list) else [per_shard] * num_shards
+    assert len(counts) == num_shards
     shards, paths = [], []
-    for s in range(num_shards):
+    for s, count in enumerate(counts):
         file = f"{name}-{s:06d}.tar"
         path = os.path.join(directory, file)
         with wds.TarWriter(path) as sink:
-            for j in range(per_shard):
-                i = s * per_shard + j
+            for j in range(count):
+                i = sum(counts[:s]) + j
                 ext = "png" if fmt == "png" or (fmt == "mix" and i % 2) else "jpg"
                 sample = {"__key__": f"{i:08d}", ext: encode(image(i, size), ext)}
                 if labeled:
@@ -59,10 +62,10 @@ def make_shards(
         idx = f"{name}-{s:06d}.idx"
         with open(os.path.join(directory, idx), "w") as f:
             f.write(index_text(members_of_tar(path)))
-        shards.append({"file": file, "index_file": idx, "samples": per_shard,
+        shards.append({"file": file, "index_file": idx, "samples": count,
                        "bytes": os.path.getsize(path), "sha256": ""})
         paths.append(path)
-    total = num_shards * per_shard
+    total = sum(counts)
     write_manifest(directory, {
         "format": "sslpipe-shards", "version": 1, "name": name, "source": "test", "root": "",
         "split": "train", "classes": [str(i) for i in range(total)], "labeled": labeled,

@@ -23,7 +23,8 @@ from sslpipe.data.reading import ReadPlan
 class CpuBackend:
     """Decode and collate in ``num_workers`` DataLoader worker processes (0: in this process).
 
-    Yields ``(Batch, events)`` per step, the Batch on the CPU (pinned when ``device`` is CUDA).
+    Yields ``(Batch, events)`` per step, the Batch on the CPU (pinned when ``device`` is CUDA),
+    and ``(None, events)`` for what a worker met after its last batch.
     """
 
     name = "cpu"
@@ -37,7 +38,7 @@ class CpuBackend:
         self.num_workers = num_workers
         self.on_error = on_error
 
-    def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch, list[Event]]]:
+    def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
         stream = BatchStream(plan, self.collate, self.on_error)
         yield from _worker_loader(stream, self.num_workers, pin=self.device.type == "cuda")
 

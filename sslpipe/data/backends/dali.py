@@ -13,6 +13,7 @@ DALI is optional (``pip install 'sslpipe[dali]'``) and imported only when this b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -81,9 +82,16 @@ class DaliBackend:
         self._pipe: Any = None
 
     def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch, list[Event]]]:
+        if plan.single_pass:
+            # a fresh pipeline starts at the first sample of this rank's part, in order
+            self._pipe = None
         pipe = self._pipeline(plan)
-        for step in range(plan.steps):
-            size = min(plan.batch_size, plan.per_rank - step * plan.batch_size)
+        per_rank = plan.per_rank
+        if plan.single_pass:
+            per_rank = dali_rank_samples(pipe.reader_meta("reader")["epoch_size"], plan.rank,
+                                         plan.world_size)
+        for step in range(math.ceil(per_rank / plan.batch_size)):
+            size = min(plan.batch_size, per_rank - step * plan.batch_size)
             try:
                 outputs = pipe.run()
             except RuntimeError as err:
@@ -103,19 +111,27 @@ class DaliBackend:
                 self.source, plan.batch_size, self.device, rank=plan.rank,
                 world_size=plan.world_size, seed=plan.seed, num_threads=self.num_threads,
                 shuffle_buffer=self.shuffle_buffer, hw_decoder_load=self.hw_decoder_load,
+                single_pass=plan.single_pass,
             )
         return self._pipe
+
+
+def dali_rank_samples(total: int, rank: int, world_size: int) -> int:
+    """Samples DALI's reader gives shard ``rank`` of ``world_size`` (it splits by sample)."""
+    return total * (rank + 1) // world_size - total * rank // world_size
 
 
 def build_pipeline(
     source: ShardSource, batch_size: int, device: torch.device, *, rank: int = 0,
     world_size: int = 1, seed: int = 0, num_threads: int = 2, shuffle_buffer: int = 1000,
-    hw_decoder_load: float = 0.65,
+    hw_decoder_load: float = 0.65, single_pass: bool = False,
 ) -> Any:
     """The DALI pipeline: webdataset reader, image decoder; outputs ``(images[, cls])``.
 
     ``images`` are ``H x W x 3`` uint8 RGB (ragged), ``cls`` the ASCII bytes of the class
-    index (only when the shards are labeled).
+    index (only when the shards are labeled). ``single_pass``: the reader stays on its rank's
+    part and pads the last batch (the padding is dropped by the backend), for reading every
+    sample once.
     """
     require_dali()
     from nvidia.dali import fn, types
@@ -135,6 +151,7 @@ def build_pipeline(
             missing_component_behavior="error", case_sensitive_extensions=False,
             shard_id=rank, num_shards=world_size, random_shuffle=shuffle_buffer > 1,
             initial_fill=max(1, shuffle_buffer), seed=seed % (2**31), name="reader",
+            pad_last_batch=single_pass, stick_to_shard=single_pass,
         )
         encoded = outputs[0] if labeled else outputs
         decode_args: dict[str, Any] = {"hw_decoder_load": hw_decoder_load} if gpu else {}

@@ -32,8 +32,9 @@ class NvjpegBackend:
         decode_jpeg: the batched JPEG decoder, ``f(list of uint8 1-D CPU tensors, device=...)
             -> list of 3 x H x W uint8 tensors``; torchvision's ``decode_jpeg`` by default.
 
-    Yields ``(Batch, events)`` per step; a sample that fails to decode is dropped from its
-    batch (the batch is smaller by one) and reported, or raises with ``on_error="raise"``.
+    Yields ``(Batch, events)`` per step (``(None, events)`` for what a worker met after its
+    last batch); a sample that fails to decode is dropped from its batch (the batch is
+    smaller by one) and reported, or raises with ``on_error="raise"``.
     """
 
     name = "nvjpeg"
@@ -48,9 +49,12 @@ class NvjpegBackend:
         self.on_error = on_error
         self.decode_jpeg = decode_jpeg
 
-    def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch, list[Event]]]:
+    def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
         stream = BatchStream(plan, None, self.on_error)
         for step, (encoded, events) in enumerate(_worker_loader(stream, self.num_workers, False)):
+            if encoded is None:  # the events met after a worker's last batch
+                yield None, events
+                continue
             images, bad = decode_encoded(encoded.data, self.device, self.decode_jpeg)
             for i, why in bad:
                 if self.on_error == "raise":

@@ -66,23 +66,43 @@ class BatchStream(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         plan = self.plan
-        sizes = worker_batch_sizes(plan.per_rank, plan.batch_size, plan.steps, worker, num_workers)
         self._stream = plan.samples(worker, num_workers)
-        self._pending: list[EncodedBatch] = []
         self._labeled = plan.source.labeled
-        for step, size in zip(range(worker, plan.steps, num_workers), sizes):
+        for step, size in self._steps(worker, num_workers):
             encoded = self._take(size)
-            if self.collate is None:
-                yield encoded, self._drain()
-            else:
-                yield self._collate(encoded, step, size), self._drain()
+            if not encoded.data:  # a single pass ran out of samples
+                break
+            payload = encoded if self.collate is None else self._collate(encoded, step, size)
+            if payload is None:  # the last samples of a single pass were all bad
+                break
+            yield payload, self._drain()
+        events = self._drain()
+        if events:  # what the end of a single pass met still reaches the loader's statistics
+            yield None, events
+
+    def _steps(self, worker: int, num_workers: int) -> Iterator[tuple[int, int]]:
+        """``(step, batch size)`` of this worker's batches: a fixed list for a training epoch,
+        full batches until the stream ends for a single pass."""
+        plan = self.plan
+        if plan.single_pass:
+            step = worker
+            while True:
+                yield step, plan.batch_size
+                step += num_workers
+        assert plan.steps is not None  # only a single pass may have an unknown length
+        sizes = worker_batch_sizes(plan.per_rank, plan.batch_size, plan.steps, worker, num_workers)
+        yield from zip(range(worker, plan.steps, num_workers), sizes)
 
     def _take(self, size: int) -> EncodedBatch:
         data: list[bytes] = []
         labels: list[int] = []
         keys: list[str] = []
         while len(data) < size:
-            sample = next(self._stream)
+            try:
+                sample = next(self._stream)
+            except StopIteration:  # only a single pass ends; a training stream is endless
+                self._check_events()
+                break
             self._check_events()
             parsed = self._parse(sample)
             if parsed is None:
@@ -111,7 +131,7 @@ class BatchStream(IterableDataset):
             self._bad(where, f".{LABEL_EXT} must be an ASCII class index. Got {raw!r}")
             return None
 
-    def _collate(self, encoded: EncodedBatch, step: int, size: int) -> Any:
+    def _collate(self, encoded: EncodedBatch, step: int, size: int) -> Any | None:
         plan, collate = self.plan, self.collate
         assert collate is not None  # only called with a collator
         gen = step_generator(plan.seed, plan.epoch, plan.rank, step)
@@ -123,8 +143,9 @@ class BatchStream(IterableDataset):
                 bad = self._find_bad(encoded)
                 if not bad:
                     raise
-                for i in reversed(bad):
-                    self._bad(encoded.keys[i], f"{err if len(bad) == 1 else 'cannot collate'}")
+                for i, why in bad:  # reported in sample order
+                    self._bad(encoded.keys[i], why)
+                for i, _ in reversed(bad):
                     del encoded.data[i], encoded.keys[i]
                     if encoded.labels is not None:
                         del encoded.labels[i]
@@ -133,16 +154,19 @@ class BatchStream(IterableDataset):
                 encoded.keys += refill.keys
                 if encoded.labels is not None and refill.labels is not None:
                     encoded.labels += refill.labels
+                if not encoded.data:
+                    return None
                 gen.set_state(state)
 
-    def _find_bad(self, encoded: EncodedBatch) -> list[int]:
+    def _find_bad(self, encoded: EncodedBatch) -> list[tuple[int, str]]:
+        """``(index, why)`` of the samples that fail to collate on their own."""
         bad = []
         collate: Any = self.collate
         for i, sample in enumerate(encoded.samples()):
             try:
                 collate([sample], generator=torch.Generator().manual_seed(0))
-            except ValueError:
-                bad.append(i)
+            except ValueError as err:
+                bad.append((i, str(err)))
         return bad
 
     def _bad(self, where: str, why: str) -> None:
