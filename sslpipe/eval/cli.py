@@ -52,6 +52,10 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Image side: centre square of the shorter side resized to it."),
         click.option("--batch-size", default=256, show_default=True),
         click.option("--workers", default=2, show_default=True, help="DataLoader workers."),
+        click.option("--backend", type=click.Choice(["auto", "dali", "nvjpeg", "cpu"]),
+                     default="auto", show_default=True,
+                     help="Decode backend, as for `sslpipe train` (auto: dali or nvjpeg on "
+                          "CUDA, cpu otherwise)."),
         click.option("--seed", default=0, show_default=True),
         click.option("--device", default=None, help="Default: cuda when available, else cpu."),
         click.option("--name", default=None, help="Method name in tables (default: the task)."),
@@ -116,7 +120,7 @@ def linear(**kw: Any) -> None:
     opts = LinearOptions(kw["epochs"], kw["batch_size"], kw["lr"], wds, kw["seed"])
     _run("linear", kw, options_dict(opt=opts), lambda backbone, key, cache: linear_probe(
         backbone, kw["train_dir"], kw["test_dir"], kw["layers"], kw["pool"], opts, kw["size"],
-        kw["batch_size"], kw["workers"], kw["device"], cache, key))
+        kw["batch_size"], kw["workers"], kw["device"], cache, key, backend=kw["backend"]))
 
 
 @eval_group.command()
@@ -131,7 +135,8 @@ def knn(**kw: Any) -> None:
     config = {"k": kw["k"], "temperature": kw["temperature"]}
     _run("knn", kw, config, lambda backbone, key, cache: knn_probe(
         backbone, kw["train_dir"], kw["test_dir"], kw["layers"], kw["pool"], kw["k"],
-        kw["temperature"], kw["size"], kw["batch_size"], kw["workers"], kw["device"], cache, key))
+        kw["temperature"], kw["size"], kw["batch_size"], kw["workers"], kw["device"], cache, key,
+        backend=kw["backend"]))
 
 
 @eval_group.command()
@@ -153,7 +158,8 @@ def finetune(**kw: Any) -> None:
 
     def go(backbone: Any, _key: Any, _cache: Any) -> dict[str, Any]:
         result = run_finetune(backbone, kw["train_dir"], kw["test_dir"], opts,
-                              workers=kw["workers"], device=kw["device"])
+                              workers=kw["workers"], device=kw["device"],
+                              backend=kw["backend"])
         return {f"freeze:{kw['freeze'] or 'none'}": result}
 
     _run("finetune", kw, asdict(opts), go)
@@ -196,7 +202,8 @@ def _run(protocol: str, kw: dict[str, Any], config: dict[str, Any],
     results = evaluate(backbone, key, cache)
     seconds = time.perf_counter() - start
     config = {**config, "layers": kw.get("layers"), "pool": kw.get("pool"), "size": kw["size"],
-              "batch_size": kw["batch_size"], "resize": "centre square, bilinear to size"}
+              "batch_size": kw["batch_size"], "resize": "centre square, bilinear to size",
+              "backend": kw["backend"]}
     record = make_record(protocol, kw["name"] or info.method, info.arch or "",
                          data["test"]["name"], results, info.to_json(), data, kw["seed"],
                          config, seconds, shlex.join(["sslpipe", *sys.argv[1:]]))

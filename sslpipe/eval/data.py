@@ -1,25 +1,22 @@
 """Evaluation data: shard directories read once, in order, through an evaluation collator.
 
 Every sample of every shard is read exactly once (no shuffling, no resampling, no dropped last
-batch), decoded by the collator exactly as pretraining decodes it (``sslpipe.ops.images``), and
-the number of images read is checked against the manifest: a truncated or unreadable shard is
-an error naming it, never a silently smaller test set.
+batch) by the pretraining input path (``create_loader``'s single-pass mode, with its decode
+backends), and the number of images read is checked against the manifest: a truncated or
+unreadable shard is an error naming it, never a silently smaller test set.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sslpipe.batch import Batch
 from sslpipe.data.manifest import MANIFEST, read_manifest
-from sslpipe.data.reading import iter_shard
 
 
 def describe_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -50,24 +47,36 @@ def dataset_name(manifest: dict[str, Any]) -> str:
 
 def eval_loader(
     directory: str | os.PathLike[str],
-    collator: Callable[[Any], Batch],
+    collator: Callable[..., Batch],
     batch_size: int = 256,
     workers: int = 0,
+    device: torch.device | str = "cpu",
+    backend: str = "auto",
 ) -> CheckedLoader:
-    """Batches of every sample of a shard directory, made by ``collator``.
+    """Batches of every sample of a shard directory, made by ``collator``, on ``device``.
+
+    The pretraining input path in its single-pass mode
+    (:func:`~sslpipe.data.create_loader` with ``single_pass=True``): the same readers and the
+    same decode backends (cpu, nvjpeg, dali), every sample exactly once, in shard order.
 
     Args:
         directory: a shard directory (``manifest.json`` + ``{name}-000000.tar`` ...).
-        collator: e.g. :class:`~sslpipe.eval.transform.EvalCollator`; takes a list of
-            webdataset sample dicts (``{"png"|"jpg": bytes, "cls": bytes}``).
+        collator: e.g. :class:`~sslpipe.eval.transform.EvalCollator`; it gets the samples as
+            the backend delivers them (encoded bytes for cpu, decoded images on the device
+            for nvjpeg and dali) with their labels.
         batch_size: images per batch (> 0).
-        workers: DataLoader worker processes (0 decodes in this process); shards are dealt
-            out to workers round-robin.
+        workers: DataLoader worker processes (0 decodes in this process; DALI threads for
+            the dali backend); shards are dealt out to workers round-robin.
+        device: where the Batches are delivered (and decoded, for nvjpeg and dali).
+        backend: as ``create_loader``'s; ``"auto"`` picks what pretraining picks.
 
     Returns:
         an iterable of :class:`~sslpipe.Batch` that raises ValueError at its end when fewer
-        images were read than the manifest lists.
+        images were read than the manifest lists. A corrupt sample or shard raises at once,
+        naming it: evaluation never runs on a silently smaller set.
     """
+    from sslpipe.data.loader import create_loader
+
     if batch_size <= 0:
         raise ValueError(f"`batch_size` must be > 0. Got {batch_size}")
     if workers < 0:
@@ -76,23 +85,23 @@ def eval_loader(
     if not manifest["labeled"]:
         raise ValueError(f"{os.fspath(directory)!r} has no labels (manifest 'labeled' is false); "
                          "evaluation needs a labeled dataset")
-    urls = [os.path.join(os.fspath(directory), s["file"]) for s in manifest["shards"]]
-    workers = min(workers, len(urls))
-    loader = DataLoader(_Shards(urls), batch_size=batch_size, collate_fn=collator,
-                        num_workers=workers, pin_memory=torch.cuda.is_available())
+    workers = min(workers, len(manifest["shards"]))
+    loader = create_loader(os.fspath(directory), collator, batch_size, device=device,
+                           backend=backend, num_workers=workers, shuffle_buffer=0,
+                           on_error="raise", single_pass=True, world_size=1, rank=0)
     return CheckedLoader(loader, int(manifest["num_samples"]), os.fspath(directory))
 
 
 class CheckedLoader:
-    """Iterates a DataLoader and checks at the end that ``expected`` images came through."""
+    """Iterates a loader and checks at the end that ``expected`` images came through."""
 
-    def __init__(self, loader: DataLoader, expected: int, where: str) -> None:
+    def __init__(self, loader: Iterable[Batch], expected: int, where: str) -> None:
         self.loader = loader
         self.expected = expected
         self.where = where
 
     def __len__(self) -> int:
-        return -(-self.expected // int(self.loader.batch_size or 1))
+        return len(self.loader)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[Batch]:
         seen = 0
@@ -103,18 +112,3 @@ class CheckedLoader:
             raise ValueError(f"{self.where}: read {seen} images but the manifest lists "
                              f"{self.expected}; a shard is truncated or unreadable "
                              "(check it with `sslpipe shard --verify` or rewrite it)")
-
-
-class _Shards(IterableDataset):
-    def __init__(self, urls: list[str]) -> None:
-        self.urls = urls
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        mine = self.urls if info is None else self.urls[info.id::info.num_workers]
-        events: list[tuple[str, str, str]] = []
-        for url in mine:
-            yield from iter_shard(url, events)
-        for kind, url, why in events:
-            # the count check in CheckedLoader raises; this says which shard and why
-            warnings.warn(f"sslpipe eval: shard {kind}: {url}: {why}", stacklevel=1)

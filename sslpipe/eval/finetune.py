@@ -20,7 +20,7 @@ from torch import nn
 
 from sslpipe.batch import Batch
 from sslpipe.eval.linear import topk_accuracy
-from sslpipe.eval.probes import Data, as_batches
+from sslpipe.eval.probes import Data, as_batches, default_device
 from sslpipe.eval.transform import DEFAULT_SIZE, TrainCollator
 from sslpipe.tasks.base import check_positive
 from sslpipe.tasks.heads import feature_dim
@@ -65,6 +65,7 @@ def finetune(
     num_classes: int | None = None,
     workers: int = 0,
     device: torch.device | str | None = None,
+    backend: str = "auto",
 ) -> dict[str, object]:
     """Fine-tune ``backbone`` (modified in place) with a new linear classifier.
 
@@ -77,6 +78,7 @@ def finetune(
         num_classes: default: the manifest's class count, else ``max(train label) + 1``.
         workers: DataLoader workers for shard directories.
         device: default CUDA when available, else CPU.
+        backend: decode backend for shard directories (``create_loader``'s), as pretraining.
 
     Returns:
         ``{"top1": %, "top5": %, "frozen": [module paths], "steps": n}``.
@@ -84,15 +86,14 @@ def finetune(
     from sslpipe.models import freeze_until
 
     opt = options or FinetuneOptions()
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    dev = default_device(device)
     if isinstance(train, (str, os.PathLike)):
         from sslpipe.data import create_loader
 
         # the training input path: shards and samples reshuffled every epoch (set_epoch)
         train_batches: Iterable[Batch] = create_loader(
             os.fspath(train), TrainCollator(opt.size, seed=opt.seed), opt.batch_size,
-            device="cpu", backend="cpu", num_workers=workers, seed=opt.seed, drop_last=False)
+            device=dev, backend=backend, num_workers=workers, seed=opt.seed, drop_last=False)
     else:
         train_batches = train
     classes = num_classes or _num_classes(train, train_batches)
@@ -122,7 +123,8 @@ def finetune(
             sgd.step()
             sched.step()
             done += 1
-    result = evaluate(model, as_batches(test, opt.size, opt.batch_size, workers), dev)
+    result = evaluate(model, as_batches(test, opt.size, opt.batch_size, workers, dev, backend),
+                      dev)
     return {**result, "frozen": frozen, "steps": done}
 
 

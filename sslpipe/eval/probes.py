@@ -48,6 +48,7 @@ def linear_probe(
     cache_dir: str | os.PathLike[str] | None = None,
     cache_key: dict[str, Any] | None = None,
     progress: bool = False,
+    backend: str = "auto",
 ) -> dict[str, dict[str, float]]:
     """A linear classifier per layer on frozen, pooled features.
 
@@ -63,6 +64,8 @@ def linear_probe(
         cache_dir, cache_key: cache features on disk (``cache_key`` names the checkpoint,
             e.g. ``{"checkpoint": sha256}``; the data's manifest hash and ``size`` are added).
         progress: show a progress bar over the feature-extraction batches.
+        backend: decode backend for shard directories (``create_loader``'s: ``"auto"``,
+            ``"cpu"``, ``"nvjpeg"``, ``"dali"``), so evaluation reads images as pretraining does.
 
     Returns:
         ``{layer: {"top1": %, "top5": %, "dim": D, "weight_decay": wd}}``, accuracies in
@@ -70,7 +73,7 @@ def linear_probe(
     """
     opts = options or LinearOptions()
     feats = _features(backbone, train, test, layers, pool, size, batch_size, workers, device,
-                      cache_dir, cache_key, progress)
+                      cache_dir, cache_key, progress, backend)
     out: dict[str, dict[str, float]] = {}
     for layer in feats[0].features:
         result = train_linear(feats[0].features[layer], feats[0].labels, feats[1].features[layer],
@@ -94,13 +97,14 @@ def knn_probe(
     cache_dir: str | os.PathLike[str] | None = None,
     cache_key: dict[str, Any] | None = None,
     progress: bool = False,
+    backend: str = "auto",
 ) -> dict[str, dict[str, float]]:
     """Weighted kNN (cosine, ``k``, ``temperature``) per layer on frozen features.
 
     Arguments as :func:`linear_probe`; returns ``{layer: {"top1": %, "top5": %, "dim": D}}``.
     """
     feats = _features(backbone, train, test, layers, pool, size, batch_size, workers, device,
-                      cache_dir, cache_key, progress)
+                      cache_dir, cache_key, progress, backend)
     out: dict[str, dict[str, float]] = {}
     for layer in feats[0].features:
         result = knn_accuracy(feats[0].features[layer], feats[0].labels, feats[1].features[layer],
@@ -109,18 +113,29 @@ def knn_probe(
     return out
 
 
-def as_batches(data: Data, size: int, batch_size: int, workers: int) -> Iterable[Batch]:
-    """A shard directory as evaluation Batches; any other iterable is returned as it is."""
+def as_batches(data: Data, size: int, batch_size: int, workers: int,
+               device: torch.device | str | None = None, backend: str = "auto"
+               ) -> Iterable[Batch]:
+    """A shard directory as evaluation Batches on ``device`` (default: CUDA when available),
+    read by ``backend``; any other iterable is returned as it is."""
     if isinstance(data, (str, os.PathLike)):
-        return eval_loader(data, EvalCollator(size), batch_size, workers)
+        return eval_loader(data, EvalCollator(size), batch_size, workers, default_device(device),
+                           backend)
     return data
+
+
+def default_device(device: torch.device | str | None) -> torch.device:
+    """``device``, or CUDA when available, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _features(backbone: nn.Module, train: Data, test: Data, layers: str | Sequence[str],
               pool: int, size: int, batch_size: int, workers: int,
               device: torch.device | str | None, cache_dir: str | os.PathLike[str] | None,
-              cache_key: dict[str, Any] | None, progress: bool = False
-              ) -> tuple[Features, Features]:
+              cache_key: dict[str, Any] | None, progress: bool = False,
+              backend: str = "auto") -> tuple[Features, Features]:
     out = []
     for split, data in (("train", train), ("test", test)):
         key = None
@@ -128,7 +143,7 @@ def _features(backbone: nn.Module, train: Data, test: Data, layers: str | Sequen
         if cache_key and isinstance(data, (str, os.PathLike)):
             key = {**cache_key, "data": describe_data(data)["manifest_sha256"], "size": size,
                    "split": split}
-        batches = as_batches(data, size, batch_size, workers)
+        batches = as_batches(data, size, batch_size, workers, device, backend)
         if progress:
             from tqdm import tqdm
 
