@@ -56,10 +56,23 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
             "last (an interrupted run has none: finish it with `sslpipe shard ... --resume`)"
         )
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raw = path.read_bytes()
+    except OSError as error:
         raise ValueError(f"{str(path)!r} is not a readable JSON manifest: {error}") from error
-    _check(manifest, path)
+    return parse_manifest(raw, str(path))
+
+
+def parse_manifest(raw: bytes | str, where: str) -> dict[str, Any]:
+    """Parse and check the text of a manifest read from ``where`` (a path or URL, for errors).
+
+    Raises:
+        ValueError: not JSON, or a field is missing or wrong; the message names ``where``.
+    """
+    try:
+        manifest = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{where!r} is not a readable JSON manifest: {error}") from error
+    _check(manifest, where)
     return dict(manifest)
 
 
@@ -92,25 +105,25 @@ def write_text_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _check(manifest: Any, path: Path) -> None:
+def _check(manifest: Any, where: str) -> None:
     if not isinstance(manifest, dict):
-        raise ValueError(f"{str(path)!r}: expected a JSON object. Got {type(manifest).__name__}")
+        raise ValueError(f"{where!r}: expected a JSON object. Got {type(manifest).__name__}")
     if manifest.get("format") != FORMAT:
         raise ValueError(
-            f"{str(path)!r}: expected \"format\": {FORMAT!r}. Got {manifest.get('format')!r}"
+            f"{where!r}: expected \"format\": {FORMAT!r}. Got {manifest.get('format')!r}"
         )
     if manifest.get("version") != VERSION:
         raise ValueError(
-            f"{str(path)!r}: expected \"version\": {VERSION} (this sslpipe reads version "
+            f"{where!r}: expected \"version\": {VERSION} (this sslpipe reads version "
             f"{VERSION}). Got {manifest.get('version')!r}"
         )
     for field, kind in _REQUIRED.items():
         if not isinstance(manifest.get(field), kind):
             raise ValueError(
-                f"{str(path)!r}: field {field!r} must be a {kind.__name__}. "
+                f"{where!r}: field {field!r} must be a {kind.__name__}. "
                 f"Got {manifest.get(field)!r}"
             )
     for i, shard in enumerate(manifest["shards"]):
         missing = [f for f in _SHARD_FIELDS if not isinstance(shard, dict) or f not in shard]
         if missing:
-            raise ValueError(f"{str(path)!r}: shards[{i}] lacks the field(s) {missing}")
+            raise ValueError(f"{where!r}: shards[{i}] lacks the field(s) {missing}")

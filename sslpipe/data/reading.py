@@ -15,8 +15,9 @@ last batch partial; a rank then runs as many steps as its shards fill
 (:func:`single_pass_steps`), so step counts may differ between ranks.
 
 Samples are dicts ``{"__key__", "__url__", ext: bytes}`` as webdataset yields them. Shards
-are opened with webdataset's ``gopen``: local paths, ``pipe:`` commands and http(s) URLs
-(and object stores through fsspec where webdataset supports them).
+are opened with webdataset's ``gopen`` (local paths, ``pipe:`` commands, http(s), ``gs://``
+through gsutil, ...); a URL scheme that webdataset does not know (``s3://``, ``az://``,
+``memory://``, ...) is opened through fsspec when it is installed.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from webdataset.shardlists import expand_urls
 
-from sslpipe.data.manifest import MANIFEST, read_manifest
+from sslpipe.data.manifest import MANIFEST, parse_manifest, read_manifest
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 LABEL_EXT = "cls"
@@ -71,15 +73,23 @@ def resolve_shards(shards: Any) -> ShardSource:
     """Turn the ``shards`` argument of :func:`~sslpipe.data.create_loader` into a ShardSource.
 
     Args:
-        shards: a shard directory (read through its manifest.json), a path or URL with brace
-            ranges (``"in60k-{000000..000099}.tar"``, ``"pipe:cat a-{0..3}.tar"``,
-            ``"http://host/a-{0..3}.tar"``), several joined with ``::``, or a list of these.
+        shards: a shard directory (read through its manifest.json), the path or URL of a
+            shard directory's manifest.json (``"https://host/in60k/manifest.json"``,
+            ``"s3://bucket/in60k/manifest.json"``: shard URLs and sample counts are read from
+            it), a path or URL with brace ranges (``"in60k-{000000..000099}.tar"``,
+            ``"pipe:cat a-{0..3}.tar"``, ``"http://host/a-{0..3}.tar"``), several joined with
+            ``::``, or a list of these.
 
     Raises:
         ValueError: nothing matched, or a local shard does not exist.
     """
     if isinstance(shards, (str, os.PathLike)) and os.path.isdir(shards):
         return _from_directory(os.fspath(shards))
+    if isinstance(shards, (str, os.PathLike)) and os.fspath(shards).endswith(MANIFEST):
+        where = os.fspath(shards)
+        if _is_local(where):
+            return _from_directory(os.path.dirname(where) or ".")
+        return _from_manifest_url(where)
     if isinstance(shards, (str, os.PathLike)):
         urls = expand_urls(os.fspath(shards))
     elif isinstance(shards, Sequence) and all(isinstance(s, (str, os.PathLike)) for s in shards):
@@ -274,9 +284,44 @@ def iter_shard(url: str, events: list[tuple[str, str, str]]) -> Iterator[dict[st
 
 
 def _gopen(url: str) -> Any:
+    """Open ``url`` for reading: webdataset's schemes, else fsspec's."""
     # ``webdataset.gopen`` is both a module and the function it re-exports; take the module.
     module = importlib.import_module("webdataset.gopen")
+    scheme = urlparse(url).scheme
+    if len(scheme) > 1 and scheme not in module.gopen_schemes and scheme != "file":
+        return _fsspec_open(url, scheme)
     return module.gopen(url, "rb")
+
+
+def _fsspec_open(url: str, scheme: str) -> Any:
+    try:
+        import fsspec
+    except ImportError as err:
+        raise ValueError(
+            f"{url!r}: the {scheme}:// scheme is opened through fsspec, which is not installed "
+            "(pip install fsspec, and the filesystem's own package, e.g. s3fs for s3://)"
+        ) from err
+    return fsspec.open(url, "rb").open()
+
+
+def _from_manifest_url(url: str) -> ShardSource:
+    """A ShardSource from a remote shard directory's manifest.json."""
+    try:
+        stream = _gopen(url)
+        try:
+            raw = stream.read()
+        finally:
+            _close(stream)
+    except Exception as err:  # whatever the scheme's opener raises
+        raise ValueError(f"shards: cannot read the manifest {url!r}: "
+                         f"{type(err).__name__}: {err}") from err
+    manifest = parse_manifest(raw, url)
+    base = url[: -len(MANIFEST)]
+    urls = tuple(base + shard["file"] for shard in manifest["shards"])
+    if not urls:
+        raise ValueError(f"shards: the manifest {url!r} lists no shard")
+    counts = tuple(int(shard["samples"]) for shard in manifest["shards"])
+    return ShardSource(urls, counts, (None,) * len(urls), bool(manifest["labeled"]))
 
 
 def _shuffle(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:

@@ -93,10 +93,39 @@ def test_pipe_and_http_sources(shard_dir):
         url = f"http://127.0.0.1:{server.server_address[1]}/{pattern}"
         loader = create_loader(url, "rotation", 8, epoch_size=48, num_workers=2, backend="cpu")
         assert sorted(i for b in _labels(loader) for i in b) == list(range(48))
+        # the manifest's URL: shard URLs and the epoch size come from it
+        manifest = f"http://127.0.0.1:{server.server_address[1]}/manifest.json"
+        loader = create_loader(manifest, "rotation", 8, num_workers=2, backend="cpu")
+        assert len(loader) == 6
+        assert sorted(i for b in _labels(loader) for i in b) == list(range(48))
+        with pytest.raises(ValueError, match="cannot read the manifest.*nothing/manifest.json"):
+            create_loader(manifest.replace("manifest", "nothing/manifest"), "rotation", 8)
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_object_store_urls_through_fsspec(shard_dir):
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    for name in sorted(os.listdir(shard_dir)):
+        with open(os.path.join(shard_dir, name), "rb") as f:
+            memory.pipe(f"/bucket/in/{name}", f.read())
+    try:
+        loader = create_loader("memory://bucket/in/t-{000000..000007}.tar", "rotation", 8,
+                               epoch_size=48, num_workers=0, shuffle_buffer=0)
+        assert loader.backend == "cpu"
+        assert sorted(i for b in _labels(loader) for i in b) == list(range(48))
+        loader = create_loader("memory://bucket/in/manifest.json", "rotation", 8,
+                               num_workers=0, single_pass=True, shuffle_buffer=0)
+        assert [i for b in _labels(loader) for i in b] == list(range(48))
+        missing = create_loader("memory://bucket/in/t-00000{8..9}.tar", "rotation", 2,
+                                epoch_size=4, num_workers=0)
+        with pytest.raises(ValueError, match="read no sample.*unreadable.*FileNotFoundError"):
+            list(missing)
+    finally:
+        memory.rm("/bucket", recursive=True)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

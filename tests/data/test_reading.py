@@ -34,6 +34,21 @@ def test_resolve_directory_pattern_and_list(shard_dir):
     listed = resolve_shards([os.path.join(shard_dir, "t-00000{0..1}.tar"), source.urls[3]])
     assert len(listed.urls) == 3 and listed.num_samples == 9
     assert resolve_shards("pipe:cat a-{0..2}.tar").num_samples is None
+    # a manifest.json path is its directory
+    assert resolve_shards(os.path.join(shard_dir, "manifest.json")) == source
+
+
+def test_unknown_schemes_go_to_fsspec_and_say_how_to_install_it(monkeypatch):
+    import sys
+
+    from sslpipe.data.reading import _gopen
+
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # as if not installed
+    with pytest.raises(ValueError, match=r"s3:// scheme.*fsspec.*not installed.*s3fs"):
+        _gopen("s3://bucket/a-000000.tar")
+    events = []
+    assert list(iter_shard("s3://bucket/a-000000.tar", events)) == []
+    assert events[0][0] == "unreadable" and "pip install fsspec" in events[0][2]
 
 
 def test_resolve_errors(tmp_path):

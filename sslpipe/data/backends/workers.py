@@ -139,7 +139,7 @@ class BatchStream(IterableDataset):
             state = gen.get_state()
             try:
                 return collate(encoded.samples(), generator=gen)
-            except ValueError as err:
+            except ValueError:
                 bad = self._find_bad(encoded)
                 if not bad:
                     raise
