@@ -304,18 +304,36 @@ def _fsspec_open(url: str, scheme: str) -> Any:
     return fsspec.open(url, "rb").open()
 
 
-def _from_manifest_url(url: str) -> ShardSource:
-    """A ShardSource from a remote shard directory's manifest.json."""
+def load_manifest(where: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of a shard directory, given as the directory, its manifest.json, or the
+    URL of that file (any scheme :func:`iter_shard` opens).
+
+    Raises:
+        ValueError: it cannot be read or is not a valid manifest (the message names it).
+    """
+    where = os.fspath(where)
+    if _is_local(where):
+        if where.endswith(MANIFEST):
+            where = os.path.dirname(where) or "."
+        return read_manifest(where)
+    if not where.endswith(MANIFEST):
+        raise ValueError(f"{where!r}: a remote shard directory is given by the URL of its "
+                         f"{MANIFEST} (e.g. 'https://host/in60k/{MANIFEST}')")
     try:
-        stream = _gopen(url)
+        stream = _gopen(where)
         try:
             raw = stream.read()
         finally:
             _close(stream)
     except Exception as err:  # whatever the scheme's opener raises
-        raise ValueError(f"shards: cannot read the manifest {url!r}: "
+        raise ValueError(f"shards: cannot read the manifest {where!r}: "
                          f"{type(err).__name__}: {err}") from err
-    manifest = parse_manifest(raw, url)
+    return parse_manifest(raw, where)
+
+
+def _from_manifest_url(url: str) -> ShardSource:
+    """A ShardSource from a remote shard directory's manifest.json."""
+    manifest = load_manifest(url)
     base = url[: -len(MANIFEST)]
     urls = tuple(base + shard["file"] for shard in manifest["shards"])
     if not urls:

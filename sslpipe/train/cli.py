@@ -24,7 +24,8 @@ _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batc
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="YAML or TOML file of TrainConfig fields.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
-@click.option("--data", help="Shard directory (with manifest.json).")
+@click.option("--data", help="Shard directory (with manifest.json), or the URL of a shard "
+              "directory's manifest.json (http(s), s3:// ... through fsspec).")
 @click.option("--val", help="Validation shard directory (val loss, online probe accuracy).")
 @click.option("--arch", help="timm architecture, e.g. resnet50, alexnet_bn. [resnet50]")
 @click.option("--small-input/--no-small-input", default=None,

@@ -32,7 +32,8 @@ class TrainConfig:
 
     Attributes:
         task: registered task name, or several joined with ``+`` (``rotation+jigsaw``).
-        data: shard directory with a ``manifest.json`` (None when a loader is injected).
+        data: shard directory with a ``manifest.json``, or the URL of such a manifest (None
+            when a loader is injected).
         val: optional validation shard directory (the online probe is evaluated on it).
         arch: timm architecture (``alexnet_bn`` included).
         small_input: 3x3 stride-1 stem without max-pool, for 32 px data.

@@ -132,9 +132,9 @@ def probe_classes(config: Any, loader: Any) -> int:
     if classes:
         return int(classes)
     if config.data is not None:
-        from sslpipe.data import read_manifest
+        from sslpipe.data.reading import load_manifest
 
-        manifest = read_manifest(config.data)
+        manifest = load_manifest(config.data)
         if manifest.get("labeled", True):
             return len(manifest.get("classes") or [])
     return 0

@@ -97,11 +97,11 @@ def validate(config: TrainConfig, has_loader: bool) -> None:
     if not has_loader:
         if config.data is None:
             raise ValueError("data: a shard directory is required (or inject a loader)")
-        from sslpipe.data import read_manifest
+        from sslpipe.data.reading import load_manifest
 
         for path in (config.data, config.val):
             if path is not None:
-                read_manifest(path)
+                load_manifest(path)
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' asked for but CUDA is not available")
     if config.gpus and not torch.cuda.is_available():

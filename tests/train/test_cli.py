@@ -28,3 +28,30 @@ def test_train_resume_export_on_embedded_sample(tmp_path):
     assert config["task_options"] == {"size": 32, "mode": "random"}
     exported = CliRunner().invoke(main, ["export", str(out), "--out", str(tmp_path / "b.st")])
     assert exported.exit_code == 0 and (tmp_path / "b.st").is_file()
+
+
+def test_train_streams_from_a_manifest_url(tmp_path):
+    # data no node holds locally: the shards and their manifest behind a URL (fsspec memory://)
+    import os
+
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for name in os.listdir(sample_path("test")):
+        with open(os.path.join(sample_path("test"), name), "rb") as f:
+            memory.pipe(f"/remote/fm/{name}", f.read())
+    try:
+        out = tmp_path / "run"
+        result = CliRunner().invoke(main, [
+            "train", "rotation", "--data", "memory://remote/fm/manifest.json", "--arch",
+            "resnet18", "--small-input", "--batch-size", "8", "--epochs", "1", "-o", "size=32",
+            "-o", "mode=random", "--num-workers", "0", "--out", str(out), "--no-progress",
+            "--max-steps", "2"])
+        assert result.exit_code == 0, result.output
+        assert (out / "backbone.safetensors").is_file()
+        bad = CliRunner().invoke(main, ["train", "rotation", "--data",
+                                        "memory://remote/none/manifest.json", "--arch",
+                                        "resnet18", "--out", str(tmp_path / "x")])
+        assert bad.exit_code != 0 and "cannot read the manifest" in bad.output
+    finally:
+        memory.rm("/remote", recursive=True)
