@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Everything issue 6 needs a GPU for, in one run on the lent machine (see device_prepare.sh):
+# the gpu-marked tests, the input-pipeline benchmark (SimCLR two views and rotation at 224 px,
+# every path) and the ResNet-50 SimCLR training step against synthetic input. Each part has its
+# own time limit so one slow part cannot eat the others; logs go to $OUT (or ./device-out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-device-out}; mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+[ -f .whl/setup.sh ] && source .whl/setup.sh
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda)"
+  python3 -c "import nvidia.dali as d; print('dali', d.__version__)" 2>/dev/null || echo "dali: not installed"
+  nproc; } 2>&1 | tee "$out/machine.txt"
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit}s): $*"
+  timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
+  echo "== $name: exit ${PIPESTATUS[0]}" | tee -a "$out/$name.log"
+}
+step gpu_tests 150 python3 -m pytest -q -p no:cacheprovider -m gpu -x tests
+step input_pipeline 210 python3 benchmarks/input_pipeline.py --images 4096 --batch 256 \
+  --device cuda --cores "$(nproc)"
+step train_step 150 python3 benchmarks/train_step.py --device cuda --arch resnet50 \
+  --task simclr --size 224 --batch 256 --images 4096 --workers "$(nproc)" --amp
