@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything issue 6 needs a GPU for, in one run on the lent machine (see device_prepare.sh):
 # the gpu-marked tests, the input-pipeline benchmark (SimCLR two views and rotation at 224 px,
-# every path) and the ResNet-50 SimCLR training step against synthetic input. Each part has its
+# every path), the ResNet-50 SimCLR training step against synthetic input, and the ragged-batch
+# crop (loop vs nested padding, to pick one for the GPU path). Each part has its
 # own time limit so one slow part cannot eat the others; logs go to $OUT (or ./device-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,9 @@ step() {  # step NAME SECONDS COMMAND...
   timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
   echo "== $name: exit ${PIPESTATUS[0]}" | tee -a "$out/$name.log"
 }
-step gpu_tests 150 python3 -m pytest -q -p no:cacheprovider -m gpu -x tests
-step input_pipeline 210 python3 benchmarks/input_pipeline.py --images 4096 --batch 256 \
+step gpu_tests 120 python3 -m pytest -q -p no:cacheprovider -m gpu -x tests
+step input_pipeline 200 python3 benchmarks/input_pipeline.py --images 4096 --batch 256 \
   --device cuda --cores "$(nproc)"
-step train_step 150 python3 benchmarks/train_step.py --device cuda --arch resnet50 \
+step train_step 140 python3 benchmarks/train_step.py --device cuda --arch resnet50 \
   --task simclr --size 224 --batch 256 --images 4096 --workers "$(nproc)" --amp
+step ragged_crop 30 python3 benchmarks/ragged_crop.py --device cuda --batch 256 --iters 20
