@@ -121,11 +121,14 @@ def default_loader(config: TrainConfig, task: Any, split: str, info: DistInfo) -
     """``sslpipe.data.create_loader`` over ``config.data`` (or ``config.val``) for this rank."""
     from sslpipe.data import create_loader
 
+    train = split == "train"
+    # validation reads every sample once (ranks may then run different step counts, which
+    # _validate allows: it reduces over ranks once, at the end)
     return create_loader(
-        config.data if split == "train" else config.val, task, config.batch_size // info.world_size,
+        config.data if train else config.val, task, config.batch_size // info.world_size,
         device=info.device, backend=config.backend, num_workers=config.num_workers,
         seed=config.seed, rank=info.rank, world_size=info.world_size,
-        drop_last=split == "train",
+        single_pass=not train, shuffle_buffer=1000 if train else 0,
     )
 
 
@@ -295,25 +298,26 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         if self.val_loader is None:
             return {}
-        self.model.eval()
-        totals = _Totals()
+        # the plain module, not the DDP wrapper: ranks may run different numbers of validation
+        # steps, and DDP's forward would wait on the other ranks (buffer broadcast)
+        self.module.eval()
+        sums = torch.zeros(4, dtype=torch.float64)  # loss x n, n, probe acc x n, probe n
         self.val_loader.set_epoch(0)
         with torch.no_grad():
             for batch in self.val_loader:
                 batch = batch.to(self.device, non_blocking=True)
                 with self.probe.capture():
-                    outputs = self.model(batch.inputs)
+                    outputs = self.module(batch.inputs)
                 n = batch.batch_size
                 probe = self.probe.evaluate(batch)
-                stats = torch.tensor([float(self.task.loss(outputs, batch)) * n, n,
+                sums += torch.tensor([float(self.task.loss(outputs, batch)) * n, n,
                                       probe.get("acc", 0.0) * n, float(bool(probe)) * n],
-                                     dtype=torch.float64, device=self.device)
-                totals.add(dict(zip(("loss", "images", "probe_acc", "probe_n"),
-                                    all_reduce_sum(stats).tolist())))
-        self.model.train()
-        out = {"val_loss": totals.sums["loss"] / max(1.0, totals.sums["images"])}
-        if totals.sums.get("probe_n"):
-            out["val_probe_acc"] = totals.sums["probe_acc"] / totals.sums["probe_n"]
+                                     dtype=torch.float64)
+        self.module.train()
+        loss, images, probe_acc, probe_n = all_reduce_sum(sums.to(self.device)).tolist()
+        out = {"val_loss": loss / max(1.0, images)}
+        if probe_n:
+            out["val_probe_acc"] = probe_acc / probe_n
         return out
 
     def _done(self) -> bool:

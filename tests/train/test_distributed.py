@@ -36,3 +36,30 @@ def test_two_process_gloo_run(tmp_path):
     assert state["step"] == 4 and "module." not in next(iter(state["model"]))
     backbone = load_file(str(tmp_path / "ddp" / "backbone.safetensors"))
     assert torch.isfinite(backbone["conv1.weight"]).all()
+
+
+def test_validation_reads_every_sample_once_over_ranks_with_uneven_steps(tmp_path):
+    import sslpipe
+    from sslpipe.train.distributed import DistInfo
+    from sslpipe.train.trainer import default_loader
+    from tests.data.loader_shards import make_shards
+
+    val = str(tmp_path / "val")
+    make_shards(val, 3, [9, 2, 5], size=(32, 32))  # rank 0 gets shards 0 and 2, rank 1 shard 1
+    make_shards(str(tmp_path / "train"), 4, 8, size=(32, 32))
+    config = TrainConfig(task="rotation", arch="resnet18", epochs=1, batch_size=8, procs=2,
+                         task_options={"size": 32, "mode": "random"}, out=str(tmp_path / "ddp"),
+                         log_every=1, progress=False, num_classes=32, num_workers=0,
+                         data=str(tmp_path / "train"), val=val, small_input=True)
+    task = sslpipe.create_task("rotation", size=32, mode="random")
+    seen, steps = [], []
+    for rank in range(2):
+        info = DistInfo(rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"))
+        loader = default_loader(config, task, "val", info)
+        batches = list(loader)
+        steps.append(len(batches))
+        seen += [i for b in batches for i in b.labels.tolist()]
+    assert sorted(seen) == list(range(16)) and steps == [4, 1]
+    # the two processes run 4 and 1 validation steps and still meet at the end
+    result = train(config)
+    assert result.steps == 4 and "val_loss" in result.metrics
