@@ -4,6 +4,7 @@ from sslpipe.ops.color import denormalize, normalize
 from sslpipe.ops.geometry import (
     center_square_boxes,
     hflip,
+    pad_ragged,
     random_resized_crop_boxes,
     resized_crop,
     rot90,
@@ -24,6 +25,7 @@ __all__ = [
     "lab_to_rgb",
     "nearest_ab_bin",
     "normalize",
+    "pad_ragged",
     "random_resized_crop_boxes",
     "resized_crop",
     "rgb_to_lab",

@@ -8,6 +8,8 @@ drawn on the CPU (they are tiny), so a seed gives the same batch on every device
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -218,6 +220,34 @@ def all_rotations(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.rot90(x, r, dims=(-2, -1)) for r in range(4)], 1).flatten(0, 1)
 
 
+def pad_ragged(images: Sequence[torch.Tensor], method: str = "auto") -> torch.Tensor:
+    """Float32 ``B x C x H_max x W_max`` batch of ``C x H_i x W_i`` images, zero-padded
+    right and bottom.
+
+    Args:
+        images: tensors of one dtype and channel count on one device.
+        method: ``"nested"`` (``torch.nested`` to a padded tensor: one concatenation and one
+            padding kernel on CUDA, however many images), ``"loop"`` (one copy per image:
+            faster on the CPU, where kernel launches cost nothing), or ``"auto"`` (nested on
+            CUDA, loop elsewhere).
+    """
+    if method == "auto":
+        method = "nested" if images[0].is_cuda else "loop"
+    if method == "nested":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.nested warns that it is a prototype
+            nested = torch.nested.as_nested_tensor(list(images), dtype=torch.float32)
+            return nested.to_padded_tensor(0.0)
+    if method != "loop":
+        raise ValueError(f"method must be 'auto', 'nested' or 'loop'. Got {method!r}")
+    h = max(im.shape[-2] for im in images)
+    w = max(im.shape[-1] for im in images)
+    out = images[0].new_zeros((len(images), images[0].shape[0], h, w), dtype=torch.float32)
+    for i, im in enumerate(images):
+        out[i, :, : im.shape[-2], : im.shape[-1]] = im
+    return out
+
+
 def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
@@ -263,14 +293,7 @@ def _crop_roi_align(
 ) -> torch.Tensor:
     from torchvision.ops import roi_align
 
-    if isinstance(images, torch.Tensor):
-        stacked = images.float()
-    else:
-        h = max(im.shape[-2] for im in images)
-        w = max(im.shape[-1] for im in images)
-        stacked = images[0].new_zeros((len(images), 3, h, w), dtype=torch.float32)
-        for i, im in enumerate(images):
-            stacked[i, :, : im.shape[-2], : im.shape[-1]] = im
+    stacked = images.float() if isinstance(images, torch.Tensor) else pad_ragged(images)
     idx = torch.arange(len(images), dtype=torch.float32)[:, None]
     rois = torch.cat([idx, boxes.float()], 1).to(stacked.device)
     # aligned=False: box edges are pixel edges; sampling_ratio=0 averages ceil(box/out)

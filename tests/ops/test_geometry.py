@@ -76,3 +76,33 @@ def test_bad_boxes_and_method() -> None:
         resized_crop(x, torch.zeros(3, 4), 4)
     with pytest.raises(ValueError, match="method"):
         resized_crop(x, center_square_boxes([(8, 8)] * 2), 4, method="nearest")
+
+
+def test_pad_ragged_nested_and_loop_agree() -> None:
+    from sslpipe.ops.geometry import pad_ragged
+
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+              for h, w in [(7, 9), (12, 4), (5, 11)]]
+    loop = pad_ragged(images, "loop")
+    assert loop.shape == (3, 3, 12, 11) and loop.dtype == torch.float32
+    assert torch.equal(pad_ragged(images, "nested"), loop)
+    for i, im in enumerate(images):
+        h, w = im.shape[-2:]
+        assert torch.equal(loop[i, :, :h, :w], im.float())
+        assert loop[i, :, h:].abs().sum() == 0 and loop[i, :, :, w:].abs().sum() == 0
+    with pytest.raises(ValueError, match="method must be"):
+        pad_ragged(images, "scatter")
+
+
+@pytest.mark.gpu
+def test_pad_ragged_on_cuda_matches_the_cpu() -> None:
+    from sslpipe.ops.geometry import pad_ragged
+
+    images = [torch.randint(0, 256, (3, 20 + i, 30 - i), dtype=torch.uint8) for i in range(5)]
+    cpu = pad_ragged(images, "loop")
+    assert torch.equal(pad_ragged([im.cuda() for im in images]).cpu(), cpu)  # auto: nested
+    boxes = torch.tensor([[1.0, 2, 20, 18]] * 5)
+    a = resized_crop([im.cuda() for im in images], boxes, 8, method="roi_align").cpu()
+    b = resized_crop(images, boxes, 8, method="roi_align")
+    assert (a.int() - b.int()).abs().max() <= 1
