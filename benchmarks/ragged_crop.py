@@ -76,7 +76,7 @@ def _per_image(images: list[torch.Tensor], boxes: torch.Tensor, out: int) -> tor
 
 def _roi_align(images: list[torch.Tensor], boxes: torch.Tensor, out: int,
                pad: str) -> torch.Tensor:
-    padded = pad_ragged(images, pad)
+    padded = pad_ragged(images, pad, fill="edge")
     idx = torch.arange(len(images), dtype=torch.float32)[:, None]
     rois = torch.cat([idx, boxes.float()], 1).to(padded.device)
     res = roi_align(padded, rois, (out, out), spatial_scale=1.0, sampling_ratio=0, aligned=False)

@@ -220,9 +220,11 @@ def all_rotations(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.rot90(x, r, dims=(-2, -1)) for r in range(4)], 1).flatten(0, 1)
 
 
-def pad_ragged(images: Sequence[torch.Tensor], method: str = "auto") -> torch.Tensor:
-    """Float32 ``B x C x H_max x W_max`` batch of ``C x H_i x W_i`` images, zero-padded
-    right and bottom.
+def pad_ragged(
+    images: Sequence[torch.Tensor], method: str = "auto", fill: str = "zeros"
+) -> torch.Tensor:
+    """Float32 ``B x C x H_max x W_max`` batch of ``C x H_i x W_i`` images, padded right and
+    bottom.
 
     Args:
         images: tensors of one dtype and channel count on one device.
@@ -230,6 +232,9 @@ def pad_ragged(images: Sequence[torch.Tensor], method: str = "auto") -> torch.Te
             padding kernel on CUDA, however many images), ``"loop"`` (one copy per image:
             faster on the CPU, where kernel launches cost nothing), or ``"auto"`` (nested on
             CUDA, loop elsewhere).
+        fill: ``"zeros"``, or ``"edge"``: the row below and the column right of each image
+            repeat its last row and column, so bilinear sampling up to the image's edge
+            (``roi_align`` samples up to ``H_i``) sees the image's own border, not the padding.
     """
     if method == "auto":
         method = "nested" if images[0].is_cuda else "loop"
@@ -237,15 +242,47 @@ def pad_ragged(images: Sequence[torch.Tensor], method: str = "auto") -> torch.Te
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.nested warns that it is a prototype
             nested = torch.nested.as_nested_tensor(list(images), dtype=torch.float32)
-            return nested.to_padded_tensor(0.0)
-    if method != "loop":
+            out = nested.to_padded_tensor(0.0)
+    elif method == "loop":
+        h = max(im.shape[-2] for im in images)
+        w = max(im.shape[-1] for im in images)
+        out = images[0].new_zeros((len(images), images[0].shape[0], h, w), dtype=torch.float32)
+        for i, im in enumerate(images):
+            out[i, :, : im.shape[-2], : im.shape[-1]] = im
+    else:
         raise ValueError(f"method must be 'auto', 'nested' or 'loop'. Got {method!r}")
-    h = max(im.shape[-2] for im in images)
-    w = max(im.shape[-1] for im in images)
-    out = images[0].new_zeros((len(images), images[0].shape[0], h, w), dtype=torch.float32)
-    for i, im in enumerate(images):
-        out[i, :, : im.shape[-2], : im.shape[-1]] = im
+    if fill == "edge":
+        _extend_edges(out, [im.shape[-2] for im in images], [im.shape[-1] for im in images])
+    elif fill != "zeros":
+        raise ValueError(f"fill must be 'zeros' or 'edge'. Got {fill!r}")
     return out
+
+
+def size_groups(sizes: Sequence[tuple[int, int]], max_waste: float = 4.0) -> list[list[int]]:
+    """Indices of ``sizes`` (``(H, W)``) in groups that pad cheaply together.
+
+    In a group, the padded size (its largest height x its largest width) is at most
+    ``max_waste`` times the pixels of each of its images: portrait and landscape images of
+    different shapes go apart, and an outsized image (a 3000 px photo among 500 px ones) gets
+    a group of its own instead of making the whole batch its size.
+    """
+    order = sorted(range(len(sizes)),
+                   key=lambda i: (sizes[i][0] > sizes[i][1], sizes[i][0] * sizes[i][1]))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    max_h = max_w = smallest = 0
+    for i in order:
+        h, w = sizes[i]
+        grown_h, grown_w = max(max_h, h), max(max_w, w)
+        if current and grown_h * grown_w > max_waste * min(smallest, h * w):
+            groups.append(current)
+            current, grown_h, grown_w = [], h, w
+        smallest = h * w if not current else min(smallest, h * w)
+        current.append(i)
+        max_h, max_w = grown_h, grown_w
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -291,12 +328,40 @@ def _crop_interpolate(
 def _crop_roi_align(
     images: Decoded, boxes: torch.Tensor, out_hw: tuple[int, int]
 ) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        return _roi_align(images.float(), boxes, out_hw)
+    groups = size_groups([(im.shape[-2], im.shape[-1]) for im in images])
+    if len(groups) == 1:
+        return _roi_align(pad_ragged(images, fill="edge"), boxes, out_hw)
+    device = images[0].device
+    out = torch.empty((len(images), images[0].shape[0], *out_hw), dtype=torch.uint8,
+                      device=device)
+    for group in groups:
+        padded = pad_ragged([images[i] for i in group], fill="edge")
+        out[torch.tensor(group, device=device)] = _roi_align(padded, boxes[group], out_hw)
+    return out
+
+
+def _roi_align(stacked: torch.Tensor, boxes: torch.Tensor, out_hw: tuple[int, int]
+               ) -> torch.Tensor:
     from torchvision.ops import roi_align
 
-    stacked = images.float() if isinstance(images, torch.Tensor) else pad_ragged(images)
-    idx = torch.arange(len(images), dtype=torch.float32)[:, None]
+    idx = torch.arange(len(stacked), dtype=torch.float32)[:, None]
     rois = torch.cat([idx, boxes.float()], 1).to(stacked.device)
     # aligned=False: box edges are pixel edges; sampling_ratio=0 averages ceil(box/out)
     # samples per output pixel, which is what keeps a large downscale from aliasing.
     out = roi_align(stacked, rois, out_hw, spatial_scale=1.0, sampling_ratio=0, aligned=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _extend_edges(padded: torch.Tensor, heights: list[int], widths: list[int]) -> None:
+    """Copy each image's last row (column) into the padding row (column) just past it."""
+    height, width = padded.shape[-2:]
+    hs = torch.tensor(heights, device=padded.device)
+    ws = torch.tensor(widths, device=padded.device)
+    rows = (hs < height).nonzero().flatten()
+    if rows.numel():
+        padded[rows, :, hs[rows], :] = padded[rows, :, hs[rows] - 1, :]
+    cols = (ws < width).nonzero().flatten()
+    if cols.numel():
+        padded[cols, :, :, ws[cols]] = padded[cols, :, :, ws[cols] - 1]

@@ -106,3 +106,55 @@ def test_pad_ragged_on_cuda_matches_the_cpu() -> None:
     a = resized_crop([im.cuda() for im in images], boxes, 8, method="roi_align").cpu()
     b = resized_crop(images, boxes, 8, method="roi_align")
     assert (a.int() - b.int()).abs().max() <= 1
+
+
+def test_ragged_roi_align_equals_each_image_alone() -> None:
+    # Padding must not bleed into crops that reach an image's bottom or right edge, and the
+    # grouping of sizes must not change a pixel: the batch equals each image done alone.
+    gen = torch.Generator().manual_seed(1)
+    sizes = [(50, 60), (100, 120), (61, 37), (300, 280), (45, 45)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+              for h, w in sizes]
+    boxes = torch.tensor([[0.0, 0, w, h] for h, w in sizes])
+    boxes[2] = torch.tensor([10.0, 20, 37, 61])  # touches the right and bottom edges
+    together = resized_crop(images, boxes, (16, 16), method="roi_align")
+    for i, im in enumerate(images):
+        alone = resized_crop(im[None], boxes[i : i + 1], (16, 16), method="roi_align")
+        assert torch.equal(together[i], alone[0]), i
+    constant = [torch.full((3, 50, 60), 200, dtype=torch.uint8),
+                torch.full((3, 100, 120), 100, dtype=torch.uint8)]
+    out = resized_crop(constant, torch.tensor([[0.0, 0, 60, 50], [0, 0, 120, 100]]), 16,
+                       method="roi_align")
+    assert torch.all(out[0] == 200) and torch.all(out[1] == 100)
+
+
+def test_size_groups_isolate_outliers_and_split_orientations() -> None:
+    from sslpipe.ops.geometry import size_groups
+
+    sizes = [(375, 500)] * 6 + [(500, 375)] * 4 + [(3000, 4000)]
+    groups = size_groups(sizes)
+    assert sorted(i for g in groups for i in g) == list(range(len(sizes)))
+    assert [10] in groups  # the 3000 x 4000 photo alone
+    assert sorted(map(sorted, groups)) == [list(range(6)), list(range(6, 10)), [10]]
+    assert size_groups([(32, 32)] * 5) == [[0, 1, 2, 3, 4]]
+    # typical shards (shorter side 256): few groups (padding 484 x 484 is < 4x a 256 x 256)
+    mixed = [(256, 256 + 12 * i) for i in range(20)] + [(256 + 12 * i, 256) for i in range(20)]
+    assert len(size_groups(mixed)) == 1
+    ragged = [(h, w) for h in (100, 200, 300) for w in (90, 250, 400)]
+    for group in size_groups(ragged, 2.0):
+        padded = max(ragged[i][0] for i in group) * max(ragged[i][1] for i in group)
+        assert all(padded <= 2.0 * ragged[i][0] * ragged[i][1] for i in group)
+
+
+def test_pad_ragged_edge_fill_repeats_the_last_row_and_column() -> None:
+    from sslpipe.ops.geometry import pad_ragged
+
+    images = [torch.arange(6, dtype=torch.uint8).view(1, 2, 3),
+              torch.zeros(1, 4, 5, dtype=torch.uint8)]
+    for method in ("loop", "nested"):
+        out = pad_ragged(images, method, fill="edge")
+        assert out[0, 0, 2, :3].tolist() == [3.0, 4.0, 5.0]  # row below = last row
+        assert out[0, 0, :2, 3].tolist() == [2.0, 5.0]  # column right = last column
+        assert out[0, 0, 2, 3] == 5.0 and out[0, 0, 3, 4] == 0.0
+    with pytest.raises(ValueError, match="fill must be"):
+        pad_ragged(images, fill="reflect")
