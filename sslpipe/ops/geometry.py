@@ -137,7 +137,7 @@ def resized_crop(
     decoded = _decoded(images)
     if decoded is None:  # lazy JPEGs: decoded at the scale the boxes allow
         return crop_views(images, [boxes], out_hw)[0][0]
-    device = decoded.device if isinstance(decoded, torch.Tensor) else decoded[0].device
+    device = _device_of(decoded)
     if method == "auto":
         method = "interpolate" if device.type == "cpu" else "roi_align"
     if method == "interpolate":
@@ -161,8 +161,14 @@ def crop_views(
     """
     out_hw = _hw(size)
     n = len(images)
-    if _decoded(images) is not None:
-        return [resized_crop(images, b, out_hw) for b in boxes], torch.ones(n, dtype=torch.int64)
+    decoded_images = _decoded(images)
+    if decoded_images is not None:
+        device = _device_of(decoded_images)
+        if device.type != "cpu":  # pad the ragged batch once for all views
+            crops = _crop_roi_align_views(decoded_images, boxes, out_hw)
+        else:
+            crops = [resized_crop(images, b, out_hw) for b in boxes]
+        return crops, torch.ones(n, dtype=torch.int64)
     stacked = torch.stack(boxes, 1)  # B x V x 4
     sides = torch.minimum(stacked[..., 2] - stacked[..., 0], stacked[..., 3] - stacked[..., 1])
     smallest = sides.amin(1).tolist()
@@ -292,6 +298,10 @@ def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
 Decoded = torch.Tensor | list[torch.Tensor]
 
 
+def _device_of(images: Decoded) -> torch.device:
+    return images.device if isinstance(images, torch.Tensor) else images[0].device
+
+
 def _decoded(images: ImageList) -> Decoded | None:
     """``images`` as decoded tensors, or None when the list holds lazy (encoded) images."""
     if isinstance(images, torch.Tensor):
@@ -328,30 +338,42 @@ def _crop_interpolate(
 def _crop_roi_align(
     images: Decoded, boxes: torch.Tensor, out_hw: tuple[int, int]
 ) -> torch.Tensor:
+    return _crop_roi_align_views(images, [boxes], out_hw)[0]
+
+
+def _crop_roi_align_views(
+    images: Decoded, views: list[torch.Tensor], out_hw: tuple[int, int]
+) -> list[torch.Tensor]:
+    """One ``B x 3 x h x w`` crop per box tensor in ``views``: each group of images is padded
+    once and every view's crops of it come from one ``roi_align``."""
     if isinstance(images, torch.Tensor):
-        return _roi_align(images.float(), boxes, out_hw)
+        return _roi_align(images.float(), views, out_hw)
     groups = size_groups([(im.shape[-2], im.shape[-1]) for im in images])
     if len(groups) == 1:
-        return _roi_align(pad_ragged(images, fill="edge"), boxes, out_hw)
+        return _roi_align(pad_ragged(images, fill="edge"), views, out_hw)
     device = images[0].device
-    out = torch.empty((len(images), images[0].shape[0], *out_hw), dtype=torch.uint8,
-                      device=device)
+    outs = [torch.empty((len(images), images[0].shape[0], *out_hw), dtype=torch.uint8,
+                        device=device) for _ in views]
     for group in groups:
         padded = pad_ragged([images[i] for i in group], fill="edge")
-        out[torch.tensor(group, device=device)] = _roi_align(padded, boxes[group], out_hw)
-    return out
+        index = torch.tensor(group, device=device)
+        for out, crops in zip(outs, _roi_align(padded, [b[group] for b in views], out_hw)):
+            out[index] = crops
+    return outs
 
 
-def _roi_align(stacked: torch.Tensor, boxes: torch.Tensor, out_hw: tuple[int, int]
-               ) -> torch.Tensor:
+def _roi_align(stacked: torch.Tensor, views: list[torch.Tensor], out_hw: tuple[int, int]
+               ) -> list[torch.Tensor]:
     from torchvision.ops import roi_align
 
-    idx = torch.arange(len(stacked), dtype=torch.float32)[:, None]
-    rois = torch.cat([idx, boxes.float()], 1).to(stacked.device)
+    n = len(stacked)
+    idx = torch.arange(n, dtype=torch.float32)[:, None]
+    rois = torch.cat([torch.cat([idx, b.float()], 1) for b in views]).to(stacked.device)
     # aligned=False: box edges are pixel edges; sampling_ratio=0 averages ceil(box/out)
     # samples per output pixel, which is what keeps a large downscale from aliasing.
     out = roi_align(stacked, rois, out_hw, spatial_scale=1.0, sampling_ratio=0, aligned=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+    out = out.round_().clamp_(0, 255).to(torch.uint8)
+    return list(out.split(n))
 
 
 def _extend_edges(padded: torch.Tensor, heights: list[int], widths: list[int]) -> None:

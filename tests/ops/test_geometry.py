@@ -158,3 +158,17 @@ def test_pad_ragged_edge_fill_repeats_the_last_row_and_column() -> None:
         assert out[0, 0, 2, 3] == 5.0 and out[0, 0, 3, 4] == 0.0
     with pytest.raises(ValueError, match="fill must be"):
         pad_ragged(images, fill="reflect")
+
+
+def test_all_views_from_one_padding_equal_one_view_at_a_time() -> None:
+    from sslpipe.ops.geometry import _crop_roi_align_views
+
+    gen = torch.Generator().manual_seed(2)
+    sizes = [(40, 60), (64, 48), (400, 500), (33, 33)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+              for h, w in sizes]
+    views = [random_resized_crop_boxes(sizes, gen, scale=(0.2, 1.0)) for _ in range(3)]
+    together = _crop_roi_align_views(images, views, (12, 16))
+    assert len(together) == 3
+    for v, boxes in enumerate(views):
+        assert torch.equal(together[v], resized_crop(images, boxes, (12, 16), "roi_align"))
