@@ -90,8 +90,13 @@ class DaliBackend:
         if plan.single_pass:
             per_rank = dali_rank_samples(pipe.reader_meta("reader")["epoch_size"], plan.rank,
                                          plan.world_size)
+        consumed: torch.cuda.Event | None = None
         for step in range(math.ceil(per_rank / plan.batch_size)):
             size = min(plan.batch_size, per_rank - step * plan.batch_size)
+            if consumed is not None:
+                # run() hands the previous outputs' memory back to DALI: the collator's kernels
+                # reading it (queued on torch's stream) must have run first
+                consumed.synchronize()
             try:
                 outputs = pipe.run()
             except RuntimeError as err:
@@ -103,7 +108,11 @@ class DaliBackend:
             labels = _labels(outputs[1], size) if len(outputs) > 1 else None
             samples: list[Any] = images if labels is None else list(zip(images, labels))
             gen = step_generator(plan.seed, plan.epoch, plan.rank, step)
-            yield self.collate(samples, generator=gen), []
+            batch = self.collate(samples, generator=gen)
+            if self.device.type == "cuda":
+                consumed = torch.cuda.Event()
+                consumed.record(torch.cuda.current_stream(self.device))
+            yield batch, []
 
     def _pipeline(self, plan: ReadPlan) -> Any:
         if self._pipe is None:
@@ -166,7 +175,7 @@ def build_pipeline(
 
 def _to_torch(tensor_list: Any, size: int) -> list[torch.Tensor]:
     # Zero-copy views of DALI's buffers: valid until the next pipe.run(), which happens only
-    # after the collator has made the batch from them.
+    # after the collator's work on them has run (see DaliBackend.batches).
     return [torch.from_dlpack(tensor_list[i]).permute(2, 0, 1) for i in range(size)]
 
 
