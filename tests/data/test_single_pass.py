@@ -136,3 +136,19 @@ def test_cpu_and_dali_single_pass_give_the_same_pixels(uneven):
     assert torch.equal(cpu[0], dali[0])
     for a, b in zip(cpu[1], dali[1]):
         assert a.shape == b.shape and (a.int() - b.int()).abs().max() <= 2
+
+
+def test_nvjpeg_backend_single_pass_with_an_injected_decoder(uneven):
+    from torchvision.io import decode_jpeg
+
+    from sslpipe.data.backends import NvjpegBackend
+    from sslpipe.data.reading import ReadPlan
+
+    source = resolve_shards(uneven)
+    plan = ReadPlan(source, 4, single_pass_steps(source, 4, 0, 1, 2), 0, shuffle_buffer=0,
+                    single_pass=True)
+    backend = NvjpegBackend(raw_collator, torch.device("cpu"), 2, "skip", decode_jpeg=decode_jpeg)
+    out = list(backend.batches(plan))
+    batches = [b for b, _ in out if b is not None]
+    assert len(batches) == plan.steps
+    assert sorted(i for b in batches for i in b.labels.tolist()) == list(range(sum(UNEVEN)))
