@@ -26,6 +26,7 @@ _COMMANDS = {
     "report": "sslpipe.eval.cli:report",
     "study": "sslpipe.study.cli:study",
     "quickstart": "sslpipe.quickstart:quickstart",
+    "bench": "sslpipe.bench:bench",
 }
 
 

@@ -1,0 +1,209 @@
+"""``sslpipe bench``: can the input path keep up with the model, on this machine and these shards?
+
+For one task on the user's shards it measures, in the same run, the images per second of
+``create_loader`` with each decode backend, and of a training step of the model on synthetic
+input already on the device (one real batch, repeated). The ratio says whether the input keeps
+up: at 1.0 or more the loader makes batches at least as fast as the step consumes them.
+
+::
+
+    sslpipe bench simclr --data shards/in60k --arch resnet50 --batch-size 256 --device cuda
+    sslpipe bench rotation --data sslpipe/assets/fashion_mnist_sample/train -o size=32 \\
+        --arch resnet18 --small-input --batch-size 64 --steps 5
+
+The Python side is :func:`bench_loader` and :func:`bench_model_step`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import click
+import torch
+
+from sslpipe.batch import Batch
+
+BACKENDS = ("cpu", "nvjpeg", "dali")
+
+
+@dataclass
+class Rate:
+    """One measured path: ``images_per_s`` is NaN where it could not run (``note`` says why)."""
+
+    path: str
+    images_per_s: float
+    note: str = ""
+
+
+def bench_loader(
+    data: str, task: Any, batch_size: int, steps: int, device: torch.device,
+    backends: Iterable[str] = BACKENDS, num_workers: int | None = None, seed: int = 0,
+) -> list[Rate]:
+    """Images per second of ``create_loader`` over ``data`` with each backend in ``backends``.
+
+    Each loader is timed over ``steps`` batches after its first one (worker start-up, DALI's
+    pipeline build), with the device synchronised at the end. A backend that cannot run here
+    (no CUDA, DALI not installed, remote shards for DALI) gives a NaN rate and the reason.
+    """
+    from sslpipe.data import create_loader
+
+    rates = []
+    for backend in backends:
+        try:
+            loader = create_loader(data, task, batch_size, device=device, backend=backend,
+                                   num_workers=num_workers, seed=seed,
+                                   epoch_size=batch_size * (steps + 1), resample=True)
+            rate = _images_per_s(iter(loader), steps, device)
+        except (ImportError, ValueError, RuntimeError) as err:
+            rates.append(Rate(backend, math.nan, f"{type(err).__name__}: {err}".splitlines()[0]))
+            continue
+        workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
+        unit = "threads" if backend == "dali" else "workers"
+        rates.append(Rate(backend, rate, f"{unit}: {workers}"))
+    return rates
+
+
+def bench_model_step(
+    model: torch.nn.Module, task: Any, batch: Batch, steps: int, device: torch.device,
+    precision: str = "auto",
+) -> Rate:
+    """Images per second of a training step (forward, loss, backward, SGD) of ``model`` on
+    ``batch`` already on ``device``, repeated: the rate an input path has to keep up with."""
+    model = model.to(device).train()
+    batch = batch.to(device)
+    dtype = _autocast_dtype(precision, device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = task.loss(model(batch.inputs), batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up: kernels, allocator, autotuning
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    name = f"model step ({precision_name(dtype)}, synthetic input)"
+    return Rate(name, batch.batch_size * steps / (time.perf_counter() - start))
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``"bf16"``, ``"fp16"`` or ``"fp32"`` for an autocast dtype (None: no autocast)."""
+    if dtype is torch.bfloat16:
+        return "bf16"
+    return "fp16" if dtype is torch.float16 else "fp32"
+
+
+def _images_per_s(batches: Iterator[Batch], steps: int, device: torch.device) -> float:
+    next(batches)
+    _sync(device)
+    start, seen = time.perf_counter(), 0
+    for _ in range(steps):
+        seen += next(batches).batch_size
+    _sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@click.command()
+@click.argument("task")
+@click.option("--data", required=True, help="Shard directory (or manifest URL, brace pattern).")
+@click.option("--arch", default="resnet50", show_default=True, help="timm architecture.")
+@click.option("--small-input", is_flag=True, help="3x3 stride-1 stem, for 32 px data.")
+@click.option("--batch-size", default=256, show_default=True, help="Images per batch.")
+@click.option("--steps", default=10, show_default=True, help="Timed batches per path.")
+@click.option("--device", default=None, help="Default: cuda when available, else cpu.")
+@click.option("--backends", default="all", show_default=True,
+              help="Comma-separated: cpu, nvjpeg, dali, or all.")
+@click.option("--num-workers", type=int, default=None,
+              help="Loader workers (DALI threads). Default: min(8, CPUs).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+              show_default=True, help="Autocast of the model step (auto: bf16 on CUDA).")
+@click.option("--no-model", is_flag=True, help="Measure the input paths only.")
+@click.option("--task-option", "-o", "task_options", multiple=True, metavar="KEY=VALUE",
+              help="A task option (repeatable), e.g. -o size=32; values are YAML.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Also write the rates to this JSON file.")
+def bench(task: str, data: str, arch: str, small_input: bool, batch_size: int, steps: int,
+          device: str | None, backends: str, num_workers: int | None, precision: str,
+          no_model: bool, task_options: tuple[str, ...], out: str | None) -> None:
+    """Images/s of each decode backend on your shards, beside the model's training step.
+
+    \b
+    sslpipe bench simclr --data shards/in60k --arch resnet50 --device cuda
+    sslpipe bench rotation --data shards/fm --arch resnet18 --small-input -o size=32
+    """
+    from sslpipe.registry import create_task
+    from sslpipe.train.config import parse_task_options
+
+    try:
+        names = list(BACKENDS) if backends == "all" else [b.strip() for b in backends.split(",")]
+        unknown = [b for b in names if b not in BACKENDS]
+        if unknown:
+            raise ValueError(f"--backends: unknown {unknown}; expected some of "
+                             f"{', '.join(BACKENDS)} or 'all'")
+        if steps < 1 or batch_size < 1:
+            raise ValueError(f"--steps and --batch-size must be >= 1. Got {steps}, {batch_size}")
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        the_task = create_task(task, **parse_task_options(task_options))
+        rates = bench_loader(data, the_task, batch_size, steps, dev, names, num_workers)
+        if not no_model:
+            rates.append(_model_rate(the_task, arch, small_input, data, batch_size, steps, dev,
+                                     precision))
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"sslpipe bench {task} on {data} (batch {batch_size}, {dev}, {steps} steps)\n")
+    click.echo(_table(rates, None if no_model else rates[-1].images_per_s))
+    if out:
+        from sslpipe.data.manifest import write_text_atomic
+
+        record = {"task": task, "data": data, "arch": arch, "batch_size": batch_size,
+                  "device": str(dev), "steps": steps, "rates": [
+                      {**asdict(r), "images_per_s": None if math.isnan(r.images_per_s)
+                       else r.images_per_s} for r in rates]}
+        write_text_atomic(out, json.dumps(record, indent=1) + "\n")
+        click.echo(f"\n-> {out}")
+
+
+def _model_rate(task: Any, arch: str, small_input: bool, data: str, batch_size: int,
+                steps: int, device: torch.device, precision: str) -> Rate:
+    from sslpipe.data import create_loader
+    from sslpipe.models import create_backbone
+
+    batch = next(iter(create_loader(data, task, batch_size, backend="cpu", num_workers=0,
+                                    epoch_size=batch_size, resample=True)))
+    model = task.build(create_backbone(arch, small_input=small_input))
+    rate = bench_model_step(model, task, batch, steps, device, precision)
+    rate.path = f"{arch} {rate.path}"
+    return rate
+
+
+def _table(rates: list[Rate], step: float | None) -> str:
+    lines = ["| path | images/s | " + ("input / step |" if step else "") + " note |",
+             "|---|---|" + ("---|" if step else "") + "---|"]
+    for r in rates:
+        ratio = "" if not step else (" - |" if math.isnan(r.images_per_s)
+                                     else f" {r.images_per_s / step:.2f} |")
+        value = "n/a" if math.isnan(r.images_per_s) else f"{r.images_per_s:,.0f}"
+        lines.append(f"| {r.path} | {value} |{ratio} {r.note} |")
+    return "\n".join(lines)
