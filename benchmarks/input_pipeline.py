@@ -7,7 +7,9 @@ written as WebDataset shards in a temporary directory), images per second for:
 * ``kornia``: CPU decode in DataLoader workers, then kornia's batched augmentation on the device;
 * ``dali-native``: a DALI pipeline written as DALI's own examples write it (decode, random
   resized crop, colour twist, normalise), on the CPU without a GPU;
-* ``sslpipe-<backend>``: :func:`sslpipe.data.create_loader` with each available backend.
+* ``sslpipe-<backend>``: :func:`sslpipe.data.create_loader` with each available backend;
+  on CUDA also ``sslpipe-nvjpeg+cpu <share>``: nvJPEG with that share of the JPEGs decoded by
+  the workers on the CPU at the same time (``--cpu-decode-shares``).
 
 Tasks: SimCLR two views at 224 px (random resized crop, flip, colour jitter p=0.8, grayscale
 p=0.2, no blur in any path) and rotation (centre square, 224 px, four rotations). On a CPU each
@@ -47,6 +49,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tasks", default="simclr,rotation")
     parser.add_argument("--paths", default="torchvision,kornia,dali-native,sslpipe")
+    parser.add_argument("--cpu-decode-shares", default="0.2,0.35",
+                        help="on CUDA: nvjpeg runs with these shares of JPEGs decoded in the "
+                             "workers (comma-separated)")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
                         help="workers/threads for the all-cores column")
     args = parser.parse_args()
@@ -100,6 +105,12 @@ def paths(task: str, directory: str, args: argparse.Namespace, device: torch.dev
             yield f"sslpipe-{backend}", lambda w, b=backend: create_loader(
                 directory, sslpipe.create_task(task, **options), args.batch, device=device,
                 backend=b, num_workers=w, shuffle_buffer=64)
+        shares = [float(x) for x in args.cpu_decode_shares.split(",") if x] if (
+            device.type == "cuda") else []
+        for share in shares:  # nvJPEG on the GPU and libjpeg-turbo in the workers together
+            yield f"sslpipe-nvjpeg+cpu {share:.2f}", lambda w, s=share: create_loader(
+                directory, sslpipe.create_task(task, **options), args.batch, device=device,
+                backend="nvjpeg", num_workers=w, shuffle_buffer=64, cpu_decode_share=s)
 
 
 def measure(loader: Iterable, images: int, batch: int) -> float:

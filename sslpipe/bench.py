@@ -44,12 +44,14 @@ class Rate:
 def bench_loader(
     data: str, task: Any, batch_size: int, steps: int, device: torch.device,
     backends: Iterable[str] = BACKENDS, num_workers: int | None = None, seed: int = 0,
+    **loader_options: Any,
 ) -> list[Rate]:
     """Images per second of ``create_loader`` over ``data`` with each backend in ``backends``.
 
     Each loader is timed over ``steps`` batches after its first one (worker start-up, DALI's
     pipeline build), with the device synchronised at the end. A backend that cannot run here
     (no CUDA, DALI not installed, remote shards for DALI) gives a NaN rate and the reason.
+    ``loader_options`` go to ``create_loader`` (``hw_decoder_load``, ``cpu_decode_share``).
     """
     from sslpipe.data import create_loader
 
@@ -58,7 +60,8 @@ def bench_loader(
         try:
             loader = create_loader(data, task, batch_size, device=device, backend=backend,
                                    num_workers=num_workers, seed=seed,
-                                   epoch_size=batch_size * (steps + 1), resample=True)
+                                   epoch_size=batch_size * (steps + 1), resample=True,
+                                   **loader_options)
             rate = _images_per_s(iter(loader), steps, device)
         except (ImportError, ValueError, RuntimeError) as err:
             rates.append(Rate(backend, math.nan, f"{type(err).__name__}: {err}".splitlines()[0]))
@@ -137,6 +140,10 @@ def _sync(device: torch.device) -> None:
               help="Comma-separated: cpu, nvjpeg, dali, or all.")
 @click.option("--num-workers", type=int, default=None,
               help="Loader workers (DALI threads). Default: min(8, CPUs).")
+@click.option("--hw-decoder-load", type=float, default=0.65, show_default=True,
+              help="dali on CUDA: share of JPEGs on the hardware decoder.")
+@click.option("--cpu-decode-share", type=float, default=0.0, show_default=True,
+              help="nvjpeg: share of JPEGs the CPU workers decode beside nvJPEG.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
               show_default=True, help="Autocast of the model step (auto: bf16 on CUDA).")
 @click.option("--no-model", is_flag=True, help="Measure the input paths only.")
@@ -145,8 +152,9 @@ def _sync(device: torch.device) -> None:
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Also write the rates to this JSON file.")
 def bench(task: str, data: str, arch: str, small_input: bool, batch_size: int, steps: int,
-          device: str | None, backends: str, num_workers: int | None, precision: str,
-          no_model: bool, task_options: tuple[str, ...], out: str | None) -> None:
+          device: str | None, backends: str, num_workers: int | None, hw_decoder_load: float,
+          cpu_decode_share: float, precision: str, no_model: bool,
+          task_options: tuple[str, ...], out: str | None) -> None:
     """Images/s of each decode backend on your shards, beside the model's training step.
 
     \b
@@ -166,7 +174,8 @@ def bench(task: str, data: str, arch: str, small_input: bool, batch_size: int, s
             raise ValueError(f"--steps and --batch-size must be >= 1. Got {steps}, {batch_size}")
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         the_task = create_task(task, **parse_task_options(task_options))
-        rates = bench_loader(data, the_task, batch_size, steps, dev, names, num_workers)
+        rates = bench_loader(data, the_task, batch_size, steps, dev, names, num_workers,
+                             hw_decoder_load=hw_decoder_load, cpu_decode_share=cpu_decode_share)
         if not no_model:
             rates.append(_model_rate(the_task, arch, small_input, data, batch_size, steps, dev,
                                      precision))

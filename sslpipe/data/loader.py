@@ -56,6 +56,7 @@ def create_loader(
     resample: bool = False,
     on_error: str = "skip",
     hw_decoder_load: float = 0.65,
+    cpu_decode_share: float = 0.0,
     single_pass: bool = False,
 ) -> Loader:
     """A loader of Batches from WebDataset shards, decoded by ``backend`` on ``device``.
@@ -83,6 +84,10 @@ def create_loader(
         on_error: ``"skip"`` (bad samples and shards are skipped, counted in ``loader.stats``
             and logged at epoch end) or ``"raise"``.
         hw_decoder_load: share of JPEG decoding on the GPU's hardware decoder (dali on CUDA).
+        cpu_decode_share: share of each batch's JPEGs that the nvjpeg backend's workers decode
+            on the CPU (libjpeg-turbo) while nvJPEG decodes the rest on the GPU; raise it when
+            the GPU decoder is the bottleneck and the workers' cores idle (``sslpipe bench``
+            tells). PNG and other formats are always decoded in the workers.
         single_pass: read every sample exactly once, for evaluation and feature extraction:
             shards in their given order, no resampling and no fixed step count; each reader's
             last batch is partial (``drop_last`` and ``epoch_size`` do not apply), and
@@ -99,8 +104,10 @@ def create_loader(
     check_positive("batch_size", batch_size)
     check_positive("shuffle_buffer", shuffle_buffer, allow_zero=True)
     check_choice("on_error", on_error, ("skip", "raise"))
-    if not 0.0 <= hw_decoder_load <= 1.0:
-        raise ValueError(f"hw_decoder_load must be in [0, 1]. Got {hw_decoder_load!r}")
+    for name, share in (("hw_decoder_load", hw_decoder_load),
+                        ("cpu_decode_share", cpu_decode_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1]. Got {share!r}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} but CUDA is not available; use device='cpu'")
@@ -125,7 +132,8 @@ def create_loader(
     if name == "cpu":
         impl = CpuBackend(collate, device, num_workers, on_error)
     elif name == "nvjpeg":
-        impl = NvjpegBackend(collate, device, num_workers, on_error)
+        impl = NvjpegBackend(collate, device, num_workers, on_error,
+                             cpu_decode_share=cpu_decode_share)
     else:
         impl = DaliBackend(collate, device, source, max(1, num_workers), hw_decoder_load,
                            shuffle_buffer)

@@ -23,6 +23,11 @@ _SOI = b"\xff\xd8"
 _DIRECT = ("YCbCr", "Gray", "RGB")  # colour spaces decoded to RGB exactly as PIL does
 
 
+def is_jpeg(data: bytes | memoryview) -> bool:
+    """True when ``data`` starts like a JPEG file (SOI marker, then another marker)."""
+    return bytes(data[:3]) == b"\xff\xd8\xff"
+
+
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """``(H, W)`` of a JPEG this module can decode, read from its header; None otherwise."""
     if simplejpeg is None or not data.startswith(_SOI):

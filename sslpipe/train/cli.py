@@ -14,7 +14,8 @@ import click
 _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batch_size",
            "max_steps", "optimizer", "lr", "momentum", "weight_decay", "scale_lr",
            "warmup_epochs", "schedule", "min_lr", "precision", "channels_last", "compile",
-           "backend", "num_workers", "gpus", "procs", "sync_bn", "out", "resume", "seed",
+           "backend", "num_workers", "hw_decoder_load", "cpu_decode_share", "gpus", "procs",
+           "sync_bn", "out", "resume", "seed",
            "checkpoint_every", "keep_checkpoints", "log_every", "probe", "num_classes",
            "progress", "device")
 
@@ -47,6 +48,10 @@ _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batc
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model.")
 @click.option("--backend", type=click.Choice(["auto", "dali", "nvjpeg", "cpu"]), help="[auto]")
 @click.option("--num-workers", type=int, help="Loader workers per process. [4]")
+@click.option("--hw-decoder-load", type=float,
+              help="dali on CUDA: share of JPEGs on the hardware decoder. [0.65]")
+@click.option("--cpu-decode-share", type=float,
+              help="nvjpeg: share of JPEGs the CPU workers decode beside nvJPEG. [0]")
 @click.option("--gpus", type=int, help="GPUs (processes, NCCL) on this node.")
 @click.option("--procs", type=int, help="CPU processes (gloo DDP).")
 @click.option("--sync-bn/--no-sync-bn", default=None, help="SyncBatchNorm under DDP.")

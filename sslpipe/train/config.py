@@ -22,7 +22,8 @@ __all__ = ["TrainConfig", "load_config", "merge", "parse_task_options", "RESUME_
 # Fields that may differ between a run and its resumption: they do not change the result.
 RESUME_FREE_FIELDS = frozenset({
     "resume", "out", "progress", "num_workers", "log_every", "checkpoint_every",
-    "keep_checkpoints", "max_steps", "backend", "compile", "tensorboard",
+    "keep_checkpoints", "max_steps", "backend", "compile", "tensorboard", "hw_decoder_load",
+    "cpu_decode_share",
 })
 
 
@@ -48,6 +49,8 @@ class TrainConfig:
             GradScaler) or ``fp32``.
         channels_last, compile: memory format and ``torch.compile`` of the model.
         backend, num_workers: decode backend and loader workers of ``create_loader``.
+        hw_decoder_load, cpu_decode_share: how ``create_loader`` splits JPEG decoding: the
+            hardware decoder's share (dali on CUDA), the CPU workers' share (nvjpeg).
         gpus: processes on this node, one per GPU (NCCL). ``procs``: CPU processes (gloo).
         sync_bn: convert BatchNorm layers to SyncBatchNorm under DDP.
         out: run directory; ``resume`` continues from its latest checkpoint.
@@ -87,6 +90,8 @@ class TrainConfig:
     compile: bool = False
     backend: str = "auto"
     num_workers: int = 4
+    hw_decoder_load: float = 0.65
+    cpu_decode_share: float = 0.0
     gpus: int = 0
     procs: int = 1
     sync_bn: bool = False
@@ -114,6 +119,9 @@ class TrainConfig:
         check_choice("schedule", self.schedule, ("cosine", "step", "constant"))
         check_choice("precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
         check_choice("backend", self.backend, ("auto", "dali", "nvjpeg", "cpu"))
+        for name in ("hw_decoder_load", "cpu_decode_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]. Got {getattr(self, name)!r}")
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
         if self.gpus and self.procs > 1:
             raise ValueError(f"use either gpus or procs. Got gpus={self.gpus}, procs={self.procs}")

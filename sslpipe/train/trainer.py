@@ -129,6 +129,7 @@ def default_loader(config: TrainConfig, task: Any, split: str, info: DistInfo) -
         device=info.device, backend=config.backend, num_workers=config.num_workers,
         seed=config.seed, rank=info.rank, world_size=info.world_size,
         single_pass=not train, shuffle_buffer=1000 if train else 0,
+        hw_decoder_load=config.hw_decoder_load, cpu_decode_share=config.cpu_decode_share,
     )
 
 

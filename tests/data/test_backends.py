@@ -7,6 +7,7 @@ import builtins
 
 import pytest
 import torch
+import webdataset as wds
 from torchvision.io import decode_jpeg
 
 from sslpipe import Batch
@@ -135,11 +136,12 @@ def test_prefetch_copies_to_cuda_in_order():
 
 
 @pytest.mark.gpu
-def test_nvjpeg_backend_on_cuda_matches_cpu_decode(tmp_path):
+@pytest.mark.parametrize(("share", "workers"), [(0.0, 0), (0.5, 2)])
+def test_nvjpeg_backend_on_cuda_matches_cpu_decode(tmp_path, share, workers):
     make_shards(str(tmp_path), 2, 4, fmt="mix", size=(40, 56))
-    args = dict(epoch_size=8, num_workers=0, shuffle_buffer=0)
+    args = dict(epoch_size=8, num_workers=workers, shuffle_buffer=0)
     gpu = list(create_loader(str(tmp_path), raw_collator, 4, device="cuda", backend="nvjpeg",
-                             **args))
+                             cpu_decode_share=share, **args))
     cpu = list(create_loader(str(tmp_path), raw_collator, 4, backend="cpu", **args))
     for g, c in zip(gpu, cpu):
         assert g.inputs.is_cuda and g.labels.tolist() == c.labels.tolist()
@@ -173,3 +175,43 @@ def test_jpeg_the_gpu_decoder_rejects_is_decoded_on_the_cpu():
     images, bad = decode_encoded(data, torch.device("cpu"), picky)
     assert [i for i, _ in bad] == [2]
     assert images[1] is not None and torch.equal(images[1], decode(data[1]))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_nvjpeg_workers_decode_other_formats_and_a_share_of_jpegs(tmp_path, share):
+    make_shards(str(tmp_path), 2, 8, fmt="mix")  # odd samples PNG
+    source = resolve_shards(str(tmp_path))
+    plan = ReadPlan(source, 8, steps_per_epoch(16, 8, 1, True), 16, shuffle_buffer=0)
+    sent = []
+
+    def gpu(tensors, mode, device):
+        sent.append(len(tensors))
+        return decode_jpeg(tensors, mode=mode, device=device)
+
+    backend = NvjpegBackend(raw_collator, torch.device("cpu"), 0, "skip", decode_jpeg=gpu,
+                            cpu_decode_share=share)
+    batches = [b for b, _ in backend.batches(plan)]
+    assert sorted(i for b in batches for i in b.labels.tolist()) == list(range(16))
+    # 8 JPEGs in all; PNGs never reach the GPU decoder
+    assert sum(sent) == {0.0: 8, 0.5: 4, 1.0: 0}[share]
+    for b in batches:
+        for x, i in zip(b.inputs, b.labels.tolist()):
+            expect = decode(encode(image(i), "png" if i % 2 else "jpg")).int()
+            assert (x.int() - expect).abs().max() <= (0 if i % 2 else 2)
+
+
+def test_a_sample_the_workers_cannot_decode_is_replaced_and_reported(tmp_path):
+    path = str(tmp_path / "bad-000000.tar")
+    with wds.TarWriter(path) as sink:
+        for i in range(6):
+            data = b"\x89PNG broken" if i == 1 else encode(image(i), "png")
+            sink.write({"__key__": f"{i:08d}", "png": data, "cls": str(i).encode()})
+    source = resolve_shards(path)
+    plan = ReadPlan(source, 4, 1, 4, shuffle_buffer=0)
+    backend = NvjpegBackend(raw_collator, torch.device("cpu"), 0, "skip", decode_jpeg=decode_jpeg)
+    (batch, events), = [(b, e) for b, e in backend.batches(plan) if b is not None]
+    assert batch.labels.tolist() == [0, 2, 3, 4]  # refilled to a full batch
+    assert events[0][0] == "corrupt" and events[0][1].endswith("bad-000000.tar:00000001")
+    strict = NvjpegBackend(raw_collator, torch.device("cpu"), 0, "raise", decode_jpeg=decode_jpeg)
+    with pytest.raises(ValueError, match="00000001"):
+        list(strict.batches(ReadPlan(source, 4, 1, 4, shuffle_buffer=0)))

@@ -40,6 +40,10 @@ def test_bad_values():
         TrainConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="epochs must be > 0"):
         TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match=r"cpu_decode_share must be in \[0, 1\]. Got 1.3"):
+        TrainConfig(cpu_decode_share=1.3)
+    with pytest.raises(ValueError, match=r"hw_decoder_load must be in \[0, 1\]"):
+        TrainConfig(hw_decoder_load=-0.1)
 
 
 def test_config_is_frozen_and_round_trips():

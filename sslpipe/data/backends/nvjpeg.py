@@ -1,10 +1,13 @@
 """The nvjpeg backend: encoded bytes to the GPU, batched nvJPEG decode, collator on the GPU.
 
-DataLoader workers only read and group encoded bytes (cheap). In the main process the JPEGs
-of a batch are decoded together by ``torchvision.io.decode_jpeg(list, device="cuda")``;
-other formats (PNG, WebP) are decoded on the CPU and copied over, and both are merged back in
-sample order. The collator then gets the ragged list of ``3 x H_i x W_i`` uint8 GPU images and
-crops and resizes them as one batched op.
+DataLoader workers read and group the encoded bytes. They also decode, with libjpeg-turbo,
+every image that is not a JPEG (PNG, WebP) and a chosen share of the JPEGs
+(``cpu_decode_share``), so that the CPU cores decode alongside the GPU instead of idling; those
+images leave the workers in pinned memory. In the main process the remaining JPEGs of a batch
+are decoded together by ``torchvision.io.decode_jpeg(list, device="cuda")``, the
+worker-decoded images are copied over, and both are merged back in sample order. The collator
+then gets the ragged list of ``3 x H_i x W_i`` uint8 GPU images and crops and resizes them as
+one batched op.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from sslpipe.data.backends.cpu import _worker_loader
 from sslpipe.data.backends.workers import BatchStream, EncodedBatch, Event, step_generator
 from sslpipe.data.reading import ReadPlan
 from sslpipe.ops.images import decode
+from sslpipe.ops.jpeg import is_jpeg
 
-JPEG_MAGIC = b"\xff\xd8\xff"
 JpegDecoder = Callable[..., list[torch.Tensor]]
 
 
@@ -29,6 +32,8 @@ class NvjpegBackend:
     """Read bytes in ``num_workers`` workers, decode batched on ``device``, collate there.
 
     Args:
+        cpu_decode_share: share (0..1) of each batch's JPEGs decoded in the workers on the
+            CPU rather than by nvJPEG; the rest of the batch's formats are always decoded there.
         decode_jpeg: the batched JPEG decoder, ``f(list of uint8 1-D CPU tensors, device=...)
             -> list of 3 x H x W uint8 tensors``; torchvision's ``decode_jpeg`` by default.
 
@@ -41,17 +46,19 @@ class NvjpegBackend:
 
     def __init__(
         self, collate: Callable[..., Batch], device: torch.device, num_workers: int,
-        on_error: str, decode_jpeg: JpegDecoder | None = None,
+        on_error: str, decode_jpeg: JpegDecoder | None = None, cpu_decode_share: float = 0.0,
     ) -> None:
         self.collate = collate
         self.device = device
         self.num_workers = num_workers
         self.on_error = on_error
         self.decode_jpeg = decode_jpeg
+        self.cpu_decode_share = cpu_decode_share
 
     def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
-        stream = BatchStream(plan, None, self.on_error)
-        for step, (encoded, events) in enumerate(_worker_loader(stream, self.num_workers, False)):
+        stream = BatchStream(plan, None, self.on_error, cpu_decode_share=self.cpu_decode_share)
+        pin = self.device.type == "cuda"
+        for step, (encoded, events) in enumerate(_worker_loader(stream, self.num_workers, pin)):
             if encoded is None:  # the events met after a worker's last batch
                 yield None, events
                 continue
@@ -68,9 +75,12 @@ class NvjpegBackend:
 
 
 def decode_encoded(
-    data: Sequence[bytes], device: torch.device, decode_jpeg: JpegDecoder | None = None
+    data: Sequence[Any], device: torch.device, decode_jpeg: JpegDecoder | None = None
 ) -> tuple[list[torch.Tensor | None], list[tuple[int, str]]]:
     """Decode a batch of encoded images on ``device``: JPEGs batched, the rest on the CPU.
+
+    ``data[i]`` may also be an image already decoded (a ``3 x H x W`` uint8 tensor): it is
+    copied to ``device``.
 
     Returns:
         ``(images, bad)``: ``images[i]`` is the ``3 x H x W`` uint8 RGB image of ``data[i]``
@@ -82,7 +92,7 @@ def decode_encoded(
         decode_jpeg = torchvision_decode_jpeg
     images: list[torch.Tensor | None] = [None] * len(data)
     bad: list[tuple[int, str]] = []
-    jpegs = [i for i, d in enumerate(data) if bytes(d[:3]) == JPEG_MAGIC]
+    jpegs = [i for i, d in enumerate(data) if not isinstance(d, torch.Tensor) and is_jpeg(d)]
     if jpegs:
         for i, image in zip(jpegs, _decode_jpegs([data[i] for i in jpegs], device, decode_jpeg)):
             if isinstance(image, str):
@@ -90,6 +100,9 @@ def decode_encoded(
             else:
                 images[i] = image
     for i in sorted(set(range(len(data))) - set(jpegs)):
+        if isinstance(data[i], torch.Tensor):
+            images[i] = data[i].to(device, non_blocking=True)
+            continue
         try:
             images[i] = decode(bytes(data[i]), where=f"sample {i}").to(device, non_blocking=True)
         except ValueError as err:

@@ -10,6 +10,7 @@ samples and shards met since the previous item, for the loader's statistics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,18 +19,28 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from sslpipe.data.reading import IMAGE_EXTS, LABEL_EXT, ReadPlan, worker_batch_sizes
+from sslpipe.ops.images import decode
+from sslpipe.ops.jpeg import is_jpeg
 
 Event = tuple[str, str, str]
 
 
 @dataclass
 class EncodedBatch:
-    """Encoded images of one batch: ``data[i]`` JPEG/PNG bytes, ``labels`` int class indices
-    (None for unlabeled data), ``keys`` ``"url:key"`` of each sample for error reports."""
+    """Images of one batch as the nvjpeg backend's workers hand them on: ``data[i]`` JPEG/PNG
+    bytes, or the ``3 x H x W`` uint8 image where the worker decoded it; ``labels`` int class
+    indices (None for unlabeled data), ``keys`` ``"url:key"`` of each sample for error
+    reports."""
 
-    data: list[bytes]
+    data: list[Any]
     labels: list[int] | None
     keys: list[str]
+
+    def pin_memory(self) -> EncodedBatch:
+        """The DataLoader's pin-memory thread calls this: decoded images go to pinned memory,
+        so their copy to the GPU can overlap."""
+        data = [d.pin_memory() if isinstance(d, torch.Tensor) else d for d in self.data]
+        return EncodedBatch(data, self.labels, self.keys)
 
     def samples(self) -> list[Any]:
         """As collator samples: ``(bytes, label)`` or bare bytes."""
@@ -54,13 +65,18 @@ class BatchStream(IterableDataset):
         plan: what this rank reads this epoch.
         collate: the collator (cpu backend), or None to yield :class:`EncodedBatch`.
         on_error: ``"skip"`` (count bad samples and shards, go on) or ``"raise"``.
+        cpu_decode_share: without a collator, decode in the worker every image that is not a
+            JPEG and this share (0..1) of the JPEGs, spread evenly over the batch, so the
+            worker's cores decode alongside the GPU; None decodes nothing here.
     """
 
-    def __init__(self, plan: ReadPlan, collate: Callable[..., Any] | None, on_error: str) -> None:
+    def __init__(self, plan: ReadPlan, collate: Callable[..., Any] | None, on_error: str,
+                 cpu_decode_share: float | None = None) -> None:
         super().__init__()
         self.plan = plan
         self.collate = collate
         self.on_error = on_error
+        self.cpu_decode_share = cpu_decode_share
 
     def __iter__(self) -> Iterator[tuple[Any, list[Event]]]:
         info = get_worker_info()
@@ -72,7 +88,12 @@ class BatchStream(IterableDataset):
             encoded = self._take(size)
             if not encoded.data:  # a single pass ran out of samples
                 break
-            payload = encoded if self.collate is None else self._collate(encoded, step, size)
+            if self.collate is not None:
+                payload = self._collate(encoded, step, size)
+            elif self.cpu_decode_share is not None:
+                payload = self._predecode(encoded, size, self.cpu_decode_share)
+            else:
+                payload = encoded
             if payload is None:  # the last samples of a single pass were all bad
                 break
             yield payload, self._drain()
@@ -143,20 +164,47 @@ class BatchStream(IterableDataset):
                 bad = self._find_bad(encoded)
                 if not bad:
                     raise
-                for i, why in bad:  # reported in sample order
-                    self._bad(encoded.keys[i], why)
-                for i, _ in reversed(bad):
-                    del encoded.data[i], encoded.keys[i]
-                    if encoded.labels is not None:
-                        del encoded.labels[i]
-                refill = self._take(size - len(encoded.data))
-                encoded.data += refill.data
-                encoded.keys += refill.keys
-                if encoded.labels is not None and refill.labels is not None:
-                    encoded.labels += refill.labels
-                if not encoded.data:
+                if not self._replace_bad(encoded, bad, size):
                     return None
                 gen.set_state(state)
+
+    def _predecode(self, encoded: EncodedBatch, size: int, share: float) -> EncodedBatch | None:
+        """Decode here what the CPU should (see ``cpu_decode_share``); a sample that fails is
+        reported and replaced by the next one of the stream, as the cpu backend does."""
+        while True:
+            bad = []
+            k = 0  # JPEGs seen: the k-th goes to the CPU when k * share crosses an integer
+            for i, item in enumerate(encoded.data):
+                if isinstance(item, torch.Tensor):
+                    continue
+                if is_jpeg(item):
+                    k += 1
+                    if math.floor(k * share) == math.floor((k - 1) * share):
+                        continue  # a JPEG left to the GPU
+                try:
+                    encoded.data[i] = decode(bytes(item), where="image")
+                except ValueError as err:
+                    bad.append((i, str(err)))
+            if not bad:
+                return encoded
+            if not self._replace_bad(encoded, bad, size):
+                return None
+
+    def _replace_bad(self, encoded: EncodedBatch, bad: list[tuple[int, str]], size: int) -> bool:
+        """Report the ``(index, why)`` samples, drop them and refill the batch to ``size``
+        from the stream; False when nothing is left (the end of a single pass)."""
+        for i, why in bad:  # reported in sample order
+            self._bad(encoded.keys[i], why)
+        for i, _ in reversed(bad):
+            del encoded.data[i], encoded.keys[i]
+            if encoded.labels is not None:
+                del encoded.labels[i]
+        refill = self._take(size - len(encoded.data))
+        encoded.data += refill.data
+        encoded.keys += refill.keys
+        if encoded.labels is not None and refill.labels is not None:
+            encoded.labels += refill.labels
+        return bool(encoded.data)
 
     def _find_bad(self, encoded: EncodedBatch) -> list[tuple[int, str]]:
         """``(index, why)`` of the samples that fail to collate on their own."""
