@@ -13,6 +13,7 @@ DALI is optional (``pip install 'sslpipe[dali]'``) and imported only when this b
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 
 from sslpipe.batch import Batch
 from sslpipe.data.backends.workers import Event, step_generator
+from sslpipe.data.prefetch import run_ahead
 from sslpipe.data.reading import ReadPlan, ShardSource
 
 INSTALL_HINT = "pip install 'sslpipe[dali]'"
@@ -80,8 +82,14 @@ class DaliBackend:
         self.hw_decoder_load = hw_decoder_load
         self.shuffle_buffer = shuffle_buffer
         self._pipe: Any = None
+        self._consumed: torch.cuda.Event | None = None
 
-    def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch, list[Event]]]:
+    def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
+        # each step (pipe.run and the collator) on one background thread and its own CUDA
+        # stream, so the collator's work on batch i + 1 overlaps the training step on batch i
+        yield from run_ahead(self._jobs(plan), self.device)
+
+    def _jobs(self, plan: ReadPlan) -> Iterator[Callable[[], tuple[Batch | None, list[Event]]]]:
         if plan.single_pass:
             # a fresh pipeline starts at the first sample of this rank's part, in order
             self._pipe = None
@@ -90,29 +98,33 @@ class DaliBackend:
         if plan.single_pass:
             per_rank = dali_rank_samples(pipe.reader_meta("reader")["epoch_size"], plan.rank,
                                          plan.world_size)
-        consumed: torch.cuda.Event | None = None
+        self._consumed = None
         for step in range(math.ceil(per_rank / plan.batch_size)):
             size = min(plan.batch_size, per_rank - step * plan.batch_size)
-            if consumed is not None:
-                # run() hands the previous outputs' memory back to DALI: the collator's kernels
-                # reading it (queued on torch's stream) must have run first
-                consumed.synchronize()
-            try:
-                outputs = pipe.run()
-            except RuntimeError as err:
-                raise ValueError(
-                    f"DALI pipeline failed at step {step} (the dali backend cannot skip "
-                    f"corrupt samples; use backend='cpu' or 'nvjpeg'): {err}"
-                ) from err
-            images = _to_torch(outputs[0], size)
-            labels = _labels(outputs[1], size) if len(outputs) > 1 else None
-            samples: list[Any] = images if labels is None else list(zip(images, labels))
-            gen = step_generator(plan.seed, plan.epoch, plan.rank, step)
-            batch = self.collate(samples, generator=gen)
-            if self.device.type == "cuda":
-                consumed = torch.cuda.Event()
-                consumed.record(torch.cuda.current_stream(self.device))
-            yield batch, []
+            yield functools.partial(self._step, pipe, plan, step, size)
+
+    def _step(self, pipe: Any, plan: ReadPlan, step: int, size: int
+              ) -> tuple[Batch | None, list[Event]]:
+        if self._consumed is not None:
+            # run() hands the previous outputs' memory back to DALI: the collator's kernels
+            # reading it (queued on this thread's stream) must have run first
+            self._consumed.synchronize()
+        try:
+            outputs = pipe.run()
+        except RuntimeError as err:
+            raise ValueError(
+                f"DALI pipeline failed at step {step} (the dali backend cannot skip "
+                f"corrupt samples; use backend='cpu' or 'nvjpeg'): {err}"
+            ) from err
+        images = _to_torch(outputs[0], size)
+        labels = _labels(outputs[1], size) if len(outputs) > 1 else None
+        samples: list[Any] = images if labels is None else list(zip(images, labels))
+        gen = step_generator(plan.seed, plan.epoch, plan.rank, step)
+        batch = self.collate(samples, generator=gen)
+        if self.device.type == "cuda":
+            self._consumed = torch.cuda.Event()
+            self._consumed.record(torch.cuda.current_stream(self.device))
+        return batch, []
 
     def _pipeline(self, plan: ReadPlan) -> Any:
         if self._pipe is None:

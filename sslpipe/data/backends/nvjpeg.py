@@ -12,6 +12,7 @@ one batched op.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from sslpipe.batch import Batch
 from sslpipe.data.backends.cpu import _worker_loader
 from sslpipe.data.backends.workers import BatchStream, EncodedBatch, Event, step_generator
+from sslpipe.data.prefetch import run_ahead
 from sslpipe.data.reading import ReadPlan
 from sslpipe.ops.images import decode
 from sslpipe.ops.jpeg import is_jpeg
@@ -56,22 +58,30 @@ class NvjpegBackend:
         self.cpu_decode_share = cpu_decode_share
 
     def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
+        # decoding and collating batch i + 1 (one background thread, its own CUDA stream)
+        # overlaps the training step on batch i
+        yield from run_ahead(self._jobs(plan), self.device)
+
+    def _jobs(self, plan: ReadPlan) -> Iterator[Callable[[], tuple[Batch | None, list[Event]]]]:
         stream = BatchStream(plan, None, self.on_error, cpu_decode_share=self.cpu_decode_share)
         pin = self.device.type == "cuda"
         for step, (encoded, events) in enumerate(_worker_loader(stream, self.num_workers, pin)):
-            if encoded is None:  # the events met after a worker's last batch
-                yield None, events
-                continue
-            images, bad = decode_encoded(encoded.data, self.device, self.decode_jpeg)
-            for i, why in bad:
-                if self.on_error == "raise":
-                    raise ValueError(f"bad sample {encoded.keys[i]}: {why} (on_error='raise')")
-                events.append(("corrupt", encoded.keys[i], why))
-            keep = [i for i in range(len(images)) if images[i] is not None]
-            if not keep:
-                raise ValueError(f"step {step}: every sample of the batch failed to decode")
-            gen = step_generator(plan.seed, plan.epoch, plan.rank, step)
-            yield self.collate(_samples(encoded, images, keep), generator=gen), events
+            yield functools.partial(self._step, plan, step, encoded, events)
+
+    def _step(self, plan: ReadPlan, step: int, encoded: EncodedBatch | None,
+              events: list[Event]) -> tuple[Batch | None, list[Event]]:
+        if encoded is None:  # the events met after a worker's last batch
+            return None, events
+        images, bad = decode_encoded(encoded.data, self.device, self.decode_jpeg)
+        for i, why in bad:
+            if self.on_error == "raise":
+                raise ValueError(f"bad sample {encoded.keys[i]}: {why} (on_error='raise')")
+            events.append(("corrupt", encoded.keys[i], why))
+        keep = [i for i in range(len(images)) if images[i] is not None]
+        if not keep:
+            raise ValueError(f"step {step}: every sample of the batch failed to decode")
+        gen = step_generator(plan.seed, plan.epoch, plan.rank, step)
+        return self.collate(_samples(encoded, images, keep), generator=gen), events
 
 
 def decode_encoded(
