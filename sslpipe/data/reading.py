@@ -152,15 +152,47 @@ def single_pass_steps(
 def worker_batch_sizes(
     per_rank: int, batch_size: int, steps: int, worker: int, num_workers: int
 ) -> list[int]:
-    """Sizes of the batches that ``worker`` makes this epoch.
+    """Sizes of the batches that ``worker`` makes this epoch when the workers share the steps
+    evenly (step ``s`` belongs to worker ``s % num_workers``)."""
+    even = [len(range(w, steps, num_workers)) for w in range(num_workers)]
+    return [size for _, size in worker_steps(even, per_rank, batch_size)[worker]]
 
-    Step ``s`` belongs to worker ``s % num_workers``: the order in which a DataLoader takes
-    batches from its workers, so the batches arrive in step order.
+
+def split_steps(steps: int, samples: Sequence[int]) -> list[int]:
+    """Batches per worker: ``steps`` shared in proportion to each worker's ``samples``
+    (largest remainders; ties to the lower worker), so that no worker has to repeat or skip
+    more than a batch's worth of its own samples."""
+    total = sum(samples)
+    if total == 0:
+        return [len(range(w, steps, len(samples))) for w in range(len(samples))]
+    ideal = [steps * n / total for n in samples]
+    counts = [math.floor(x) for x in ideal]
+    order = sorted(range(len(samples)), key=lambda w: (counts[w] - ideal[w], w))
+    for w in order[: steps - sum(counts)]:
+        counts[w] += 1
+    return counts
+
+
+def worker_steps(
+    batches: Sequence[int], per_rank: int, batch_size: int
+) -> list[list[tuple[int, int]]]:
+    """``(step, size)`` of each worker's batches, given how many batches each makes.
+
+    A DataLoader takes batches from its workers in turn and passes over a worker that has
+    finished, so worker ``w``'s ``k``-th batch arrives as step ``sum(min(b_v, k)) + #{v < w :
+    b_v > k}``. Numbering the steps so lets every batch draw its augmentations from a generator
+    of its step, whichever worker makes it, and puts the partial batch (``per_rank`` not a
+    multiple of ``batch_size``) last.
     """
-    sizes = []
-    for step in range(worker, steps, num_workers):
-        sizes.append(min(batch_size, per_rank - step * batch_size))
-    return sizes
+    out: list[list[tuple[int, int]]] = [[] for _ in batches]
+    step, k = 0, 0
+    while step < sum(batches):
+        for w, count in enumerate(batches):
+            if count > k:
+                out[w].append((step, min(batch_size, per_rank - step * batch_size)))
+                step += 1
+        k += 1
+    return out
 
 
 @dataclass
@@ -195,12 +227,58 @@ class ReadPlan:
             )
 
     def shards_for(self, worker: int, num_workers: int) -> list[str]:
-        """This reader's shards for the epoch (the same permutation on every rank)."""
-        order = list(self.source.urls)
-        if not self.single_pass:
-            random.Random(f"shards-{self.seed}-{self.epoch}").shuffle(order)
-        slot = self.rank * num_workers + worker
-        return order[slot :: self.world_size * num_workers]
+        """This reader's shards for the epoch (the same assignment on every rank)."""
+        return [self.source.urls[i] for i in self._assignment(num_workers)[
+            self.rank * num_workers + worker]]
+
+    def worker_steps(self, worker: int, num_workers: int) -> list[tuple[int, int]]:
+        """``(step, size)`` of the batches ``worker`` makes this epoch (not single pass).
+
+        With known shard sizes the rank's steps are shared in proportion to the samples of
+        each worker's shards, so that uneven shards cost at most a batch of repeats or skips
+        per worker; otherwise evenly.
+        """
+        assert self.steps is not None  # only a single pass may have an unknown length
+        num_workers = max(1, num_workers)
+        counts = self._reader_counts(num_workers)
+        if counts is None:
+            batches = [len(range(w, self.steps, num_workers)) for w in range(num_workers)]
+        else:
+            mine = counts[self.rank * num_workers : (self.rank + 1) * num_workers]
+            batches = split_steps(self.steps, mine)
+        return worker_steps(batches, self.per_rank, self.batch_size)[worker]
+
+    def _assignment(self, num_workers: int) -> list[list[int]]:
+        """Shard indices per reader (``rank * num_workers + worker``) for this epoch.
+
+        A single pass deals the shards in their order, round-robin. An epoch shuffles them
+        with ``(seed, epoch)`` and, when every shard's size is known, gives them out largest
+        first (equal sizes in the shuffled order) each to the reader holding the fewest samples
+        so far: readers (and ranks) end up within one shard of each other, so the last,
+        shorter shard of a dataset does not make one reader repeat samples while the others
+        skip some.
+        """
+        readers = self.world_size * max(1, num_workers)
+        order = list(range(len(self.source.urls)))
+        if self.single_pass:
+            return [order[r::readers] for r in range(readers)]
+        random.Random(f"shards-{self.seed}-{self.epoch}").shuffle(order)
+        counts = self.source.samples
+        if self.resample or any(n is None for n in counts):
+            return [order[r::readers] for r in range(readers)]
+        held = [0] * readers
+        out: list[list[int]] = [[] for _ in range(readers)]
+        for i in sorted(order, key=lambda i: -(counts[i] or 0)):  # stable: keeps the shuffle
+            r = min(range(readers), key=lambda j: (held[j], j))
+            out[r].append(i)
+            held[r] += counts[i] or 0
+        return out
+
+    def _reader_counts(self, num_workers: int) -> list[int] | None:
+        if self.resample or any(n is None for n in self.source.samples):
+            return None
+        return [sum(self.source.samples[i] or 0 for i in shards)
+                for shards in self._assignment(num_workers)]
 
     def samples(self, worker: int, num_workers: int) -> Iterator[dict[str, Any]]:
         """Endless stream of this reader's samples, each pass shuffled through the buffer

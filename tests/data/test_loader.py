@@ -218,3 +218,21 @@ def test_cpu_backend_delivers_on_cuda(shard_dir):
     batches = list(loader)
     assert len(batches) == len(loader)
     assert all(b.inputs.is_cuda and b.labels.is_cuda for b in batches)
+
+
+def test_uneven_shards_are_balanced_over_ranks_and_workers(tmp_path):
+    # 32 samples in shards of 8, 4, 4, 4, 4 and 8: 2 ranks x 2 workers can each get 8
+    make_shards(str(tmp_path / "a"), 6, [8, 4, 4, 4, 4, 8], size=(16, 16))
+    loaders = [create_loader(str(tmp_path / "a"), "rotation", 4, rank=r, world_size=2,
+                             num_workers=2, seed=2, backend="cpu") for r in range(2)]
+    for epoch in range(3):
+        seen = []
+        for loader in loaders:
+            loader.set_epoch(epoch)
+            seen += [i for b in _labels(loader) for i in b]
+        assert sorted(seen) == list(range(32))  # every sample once, each epoch
+    # the usual case, a short last shard: at most a batch per worker repeated or skipped
+    make_shards(str(tmp_path / "b"), 10, [6] * 9 + [2], size=(16, 16))
+    loader = create_loader(str(tmp_path / "b"), "rotation", 4, num_workers=2, backend="cpu")
+    seen = [i for b in _labels(loader) for i in b]
+    assert len(seen) == 56 and len(set(seen)) >= 56 - 2 * 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from sslpipe.data.reading import (
     ReadPlan,
@@ -13,6 +14,7 @@ from sslpipe.data.reading import (
     resolve_shards,
     steps_per_epoch,
     worker_batch_sizes,
+    worker_steps,
 )
 from tests.data.loader_shards import make_shards
 
@@ -118,3 +120,24 @@ def test_reader_with_no_readable_shard_raises_instead_of_spinning(tmp_path):
     plan = ReadPlan(resolve_shards(str(bad)), 1, 1, 1)
     with pytest.raises(ValueError, match="read no sample"):
         next(plan.samples(0, 1))
+
+
+class _Steps(torch.utils.data.IterableDataset):
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        yield from worker_steps(self.batches, 100, 4)[info.id]
+
+
+def test_worker_steps_number_batches_in_the_order_a_dataloader_delivers_them():
+    from sslpipe.data.reading import split_steps
+
+    batches = [3, 1, 2]
+    steps = worker_steps(batches, 22, 4)
+    assert steps == [[(0, 4), (3, 4), (5, 2)], [(1, 4)], [(2, 4), (4, 4)]]
+    loader = torch.utils.data.DataLoader(_Steps(batches), batch_size=None, num_workers=3)
+    assert [int(step) for step, _ in loader] == list(range(6))  # finished workers are passed
+    assert split_steps(14, [30, 26]) == [8, 6]  # in proportion, remainder to the lower worker
+    assert split_steps(5, [0, 0]) == [3, 2] and sum(split_steps(7, [5, 9, 1])) == 7

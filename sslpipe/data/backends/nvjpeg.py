@@ -65,10 +65,10 @@ class NvjpegBackend:
     def _jobs(self, plan: ReadPlan) -> Iterator[Callable[[], tuple[Batch | None, list[Event]]]]:
         stream = BatchStream(plan, None, self.on_error, cpu_decode_share=self.cpu_decode_share)
         pin = self.device.type == "cuda"
-        for step, (encoded, events) in enumerate(_worker_loader(stream, self.num_workers, pin)):
-            yield functools.partial(self._step, plan, step, encoded, events)
+        for encoded, events in _worker_loader(stream, self.num_workers, pin):
+            yield functools.partial(self._step, plan, encoded, events)
 
-    def _step(self, plan: ReadPlan, step: int, encoded: EncodedBatch | None,
+    def _step(self, plan: ReadPlan, encoded: EncodedBatch | None,
               events: list[Event]) -> tuple[Batch | None, list[Event]]:
         if encoded is None:  # the events met after a worker's last batch
             return None, events
@@ -79,8 +79,8 @@ class NvjpegBackend:
             events.append(("corrupt", encoded.keys[i], why))
         keep = [i for i in range(len(images)) if images[i] is not None]
         if not keep:
-            raise ValueError(f"step {step}: every sample of the batch failed to decode")
-        gen = step_generator(plan.seed, plan.epoch, plan.rank, step)
+            raise ValueError(f"step {encoded.step}: every sample of the batch failed to decode")
+        gen = step_generator(plan.seed, plan.epoch, plan.rank, encoded.step)
         return self.collate(_samples(encoded, images, keep), generator=gen), events
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from sslpipe.data.reading import IMAGE_EXTS, LABEL_EXT, ReadPlan, worker_batch_sizes
+from sslpipe.data.reading import IMAGE_EXTS, LABEL_EXT, ReadPlan
 from sslpipe.ops.images import decode
 from sslpipe.ops.jpeg import is_jpeg
 
@@ -30,17 +30,18 @@ class EncodedBatch:
     """Images of one batch as the nvjpeg backend's workers hand them on: ``data[i]`` JPEG/PNG
     bytes, or the ``3 x H x W`` uint8 image where the worker decoded it; ``labels`` int class
     indices (None for unlabeled data), ``keys`` ``"url:key"`` of each sample for error
-    reports."""
+    reports, ``step`` the step of the epoch it is made for (it seeds the augmentations)."""
 
     data: list[Any]
     labels: list[int] | None
     keys: list[str]
+    step: int = 0
 
     def pin_memory(self) -> EncodedBatch:
         """The DataLoader's pin-memory thread calls this: decoded images go to pinned memory,
         so their copy to the GPU can overlap."""
         data = [d.pin_memory() if isinstance(d, torch.Tensor) else d for d in self.data]
-        return EncodedBatch(data, self.labels, self.keys)
+        return EncodedBatch(data, self.labels, self.keys, self.step)
 
     def samples(self) -> list[Any]:
         """As collator samples: ``(bytes, label)`` or bare bytes."""
@@ -86,6 +87,7 @@ class BatchStream(IterableDataset):
         self._labeled = plan.source.labeled
         for step, size in self._steps(worker, num_workers):
             encoded = self._take(size)
+            encoded.step = step
             if not encoded.data:  # a single pass ran out of samples
                 break
             if self.collate is not None:
@@ -110,9 +112,7 @@ class BatchStream(IterableDataset):
             while True:
                 yield step, plan.batch_size
                 step += num_workers
-        assert plan.steps is not None  # only a single pass may have an unknown length
-        sizes = worker_batch_sizes(plan.per_rank, plan.batch_size, plan.steps, worker, num_workers)
-        yield from zip(range(worker, plan.steps, num_workers), sizes)
+        yield from plan.worker_steps(worker, num_workers)
 
     def _take(self, size: int) -> EncodedBatch:
         data: list[bytes] = []
