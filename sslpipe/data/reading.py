@@ -22,6 +22,7 @@ through gsutil, ...); a URL scheme that webdataset does not know (``s3://``, ``a
 
 from __future__ import annotations
 
+import heapq
 import importlib
 import math
 import os
@@ -266,12 +267,12 @@ class ReadPlan:
         counts = self.source.samples
         if self.resample or any(n is None for n in counts):
             return [order[r::readers] for r in range(readers)]
-        held = [0] * readers
+        least = [(0, r) for r in range(readers)]  # (samples held, reader): a heap
         out: list[list[int]] = [[] for _ in range(readers)]
         for i in sorted(order, key=lambda i: -(counts[i] or 0)):  # stable: keeps the shuffle
-            r = min(range(readers), key=lambda j: (held[j], j))
+            held, r = heapq.heappop(least)
             out[r].append(i)
-            held[r] += counts[i] or 0
+            heapq.heappush(least, (held + (counts[i] or 0), r))
         return out
 
     def _reader_counts(self, num_workers: int) -> list[int] | None:
