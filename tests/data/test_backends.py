@@ -215,3 +215,21 @@ def test_a_sample_the_workers_cannot_decode_is_replaced_and_reported(tmp_path):
     strict = NvjpegBackend(raw_collator, torch.device("cpu"), 0, "raise", decode_jpeg=decode_jpeg)
     with pytest.raises(ValueError, match="00000001"):
         list(strict.batches(ReadPlan(source, 4, 1, 4, shuffle_buffer=0)))
+
+
+@pytest.mark.dali
+def test_dali_stops_on_a_corrupt_image_with_a_message_that_says_what_to_do(tmp_path):
+    make_shards(str(tmp_path), 1, 4)
+    path = str(tmp_path / "t-000000.tar")
+    with wds.TarWriter(path) as sink:  # same keys and count as the manifest lists
+        for i in range(4):
+            data = b"\xff\xd8\xff\xe0 broken" if i == 2 else encode(image(i), "jpg")
+            sink.write({"__key__": f"{i:08d}", "jpg": data, "cls": str(i).encode()})
+    from sslpipe.data.dali_index import index_text, members_of_tar
+
+    with open(str(tmp_path / "t-000000.idx"), "w") as f:
+        f.write(index_text(members_of_tar(path)))
+    loader = create_loader(str(tmp_path), raw_collator, 4, backend="dali", num_workers=1,
+                           shuffle_buffer=0)
+    with pytest.raises(ValueError, match=r"cannot skip corrupt samples.*--decode"):
+        list(loader)

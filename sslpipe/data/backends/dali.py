@@ -114,7 +114,8 @@ class DaliBackend:
         except RuntimeError as err:
             raise ValueError(
                 f"DALI pipeline failed at step {step} (the dali backend cannot skip "
-                f"corrupt samples; use backend='cpu' or 'nvjpeg'): {err}"
+                "corrupt samples: find them with `sslpipe shard verify DIR --decode`, or use "
+                f"backend='cpu' or 'nvjpeg', which skip and count them): {err}"
             ) from err
         images = _to_torch(outputs[0], size)
         labels = _labels(outputs[1], size) if len(outputs) > 1 else None
