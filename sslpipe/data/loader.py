@@ -231,7 +231,10 @@ class Loader:
 
     def __iter__(self) -> Iterator[Batch]:
         before = sum(self.stats.skipped.values())
-        yield from prefetch_to_device(self._counted(), self.device)
+        if self.backend == "cpu":  # batches leave the workers on the host: copy ahead
+            yield from prefetch_to_device(self._counted(), self.device)
+        else:  # nvjpeg and dali make them on the device, ahead already (run_ahead)
+            yield from self._counted()
         skipped = sum(self.stats.skipped.values()) - before
         if skipped:
             last = self.stats.events[-skipped:]
