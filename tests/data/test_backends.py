@@ -177,8 +177,8 @@ def test_jpeg_the_gpu_decoder_rejects_is_decoded_on_the_cpu():
     assert images[1] is not None and torch.equal(images[1], decode(data[1]))
 
 
-@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
-def test_nvjpeg_workers_decode_other_formats_and_a_share_of_jpegs(tmp_path, share):
+@pytest.mark.parametrize(("share", "workers"), [(0.0, 0), (0.5, 2), (1.0, 0)])
+def test_nvjpeg_workers_decode_other_formats_and_a_share_of_jpegs(tmp_path, share, workers):
     make_shards(str(tmp_path), 2, 8, fmt="mix")  # odd samples PNG
     source = resolve_shards(str(tmp_path))
     plan = ReadPlan(source, 8, steps_per_epoch(16, 8, 1, True), 16, shuffle_buffer=0)
@@ -188,7 +188,7 @@ def test_nvjpeg_workers_decode_other_formats_and_a_share_of_jpegs(tmp_path, shar
         sent.append(len(tensors))
         return decode_jpeg(tensors, mode=mode, device=device)
 
-    backend = NvjpegBackend(raw_collator, torch.device("cpu"), 0, "skip", decode_jpeg=gpu,
+    backend = NvjpegBackend(raw_collator, torch.device("cpu"), workers, "skip", decode_jpeg=gpu,
                             cpu_decode_share=share)
     batches = [b for b, _ in backend.batches(plan)]
     assert sorted(i for b in batches for i in b.labels.tolist()) == list(range(16))
