@@ -395,19 +395,30 @@ def load_manifest(where: str | os.PathLike[str]) -> dict[str, Any]:
         if where.endswith(MANIFEST):
             where = os.path.dirname(where) or "."
         return read_manifest(where)
+    return parse_manifest(manifest_bytes(where), where)
+
+
+def manifest_bytes(where: str | os.PathLike[str]) -> bytes:
+    """The bytes of a shard directory's manifest.json (the directory, the file or its URL),
+    e.g. to hash them."""
+    where = os.fspath(where)
+    if _is_local(where):
+        path = where if where.endswith(MANIFEST) else os.path.join(where, MANIFEST)
+        read_manifest(os.path.dirname(path) or ".")  # a clear error if it is missing or bad
+        with open(path, "rb") as f:
+            return f.read()
     if not where.endswith(MANIFEST):
         raise ValueError(f"{where!r}: a remote shard directory is given by the URL of its "
                          f"{MANIFEST} (e.g. 'https://host/in60k/{MANIFEST}')")
     try:
         stream = _gopen(where)
         try:
-            raw = stream.read()
+            return bytes(stream.read())
         finally:
             _close(stream)
     except Exception as err:  # whatever the scheme's opener raises
         raise ValueError(f"shards: cannot read the manifest {where!r}: "
                          f"{type(err).__name__}: {err}") from err
-    return parse_manifest(raw, where)
 
 
 def _from_manifest_url(url: str) -> ShardSource:

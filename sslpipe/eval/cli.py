@@ -41,10 +41,12 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--arch", default=None, help="timm architecture (default: the run's)."),
         click.option("--small-input/--standard-input", "small_input", default=None,
                      help="sslpipe's 3x3 stride-1 stem for 32 px data (default: the run's)."),
-        click.option("--train", "train_dir", default=None, type=click.Path(exists=True),
-                     help="Shard directory of the labelled training split."),
-        click.option("--test", "test_dir", default=None, type=click.Path(exists=True),
-                     help="Shard directory of the test split."),
+        click.option("--train", "train_dir", default=None,
+                     help="Shard directory of the labelled training split (or the URL of "
+                          "its manifest.json)."),
+        click.option("--test", "test_dir", default=None,
+                     help="Shard directory of the test split (or the URL of its "
+                          "manifest.json)."),
         click.option("--data", "data_dir", default=None, type=click.Path(exists=True),
                      help="A directory holding train/ and test/ shard directories (instead "
                           "of --train and --test)."),

@@ -16,21 +16,21 @@ from typing import Any
 import torch
 
 from sslpipe.batch import Batch
-from sslpipe.data.manifest import MANIFEST, read_manifest
+from sslpipe.data.reading import load_manifest, manifest_bytes
 
 
 def describe_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """What a result file records about a shard directory.
+    """What a result file records about a shard directory (or its manifest's URL).
 
     Returns:
         ``{"path", "name", "source", "split", "num_samples", "num_classes",
         "manifest_sha256"}`` (the hash of ``manifest.json``, which holds every shard's sha256).
     """
-    manifest = read_manifest(directory)
-    with open(os.path.join(os.fspath(directory), MANIFEST), "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    where = os.fspath(directory)
+    manifest = load_manifest(where)
+    digest = hashlib.sha256(manifest_bytes(where)).hexdigest()
     return {
-        "path": os.path.abspath(os.fspath(directory)),
+        "path": os.path.abspath(where) if "://" not in where else where,
         "name": dataset_name(manifest),
         "source": manifest["source"],
         "split": manifest["split"],
@@ -60,7 +60,9 @@ def eval_loader(
     same decode backends (cpu, nvjpeg, dali), every sample exactly once, in shard order.
 
     Args:
-        directory: a shard directory (``manifest.json`` + ``{name}-000000.tar`` ...).
+        directory: a shard directory (``manifest.json`` + ``{name}-000000.tar`` ...), or the
+            path or URL of its ``manifest.json`` (``https://``, ``s3://`` ... as
+            ``create_loader`` reads them).
         collator: e.g. :class:`~sslpipe.eval.transform.EvalCollator`; it gets the samples as
             the backend delivers them (encoded bytes for cpu, decoded images on the device
             for nvjpeg and dali) with their labels.
@@ -81,7 +83,7 @@ def eval_loader(
         raise ValueError(f"`batch_size` must be > 0. Got {batch_size}")
     if workers < 0:
         raise ValueError(f"`workers` must be >= 0. Got {workers}")
-    manifest = read_manifest(directory)
+    manifest = load_manifest(directory)
     if not manifest["labeled"]:
         raise ValueError(f"{os.fspath(directory)!r} has no labels (manifest 'labeled' is false); "
                          "evaluation needs a labeled dataset")

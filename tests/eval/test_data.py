@@ -49,3 +49,25 @@ def test_dali_backend_gives_the_cpu_backends_batches(uneven):
     for a, b in zip(cpu, dali):
         # JPEG decoders may differ by a rounding step; normalized, that is < 0.05
         assert (a.inputs - b.inputs).abs().max() < 0.05
+
+
+def test_evaluation_reads_a_manifest_url(uneven):
+    fsspec = pytest.importorskip("fsspec")
+    from sslpipe.eval.data import describe_data
+
+    memory = fsspec.filesystem("memory")
+    for name in os.listdir(uneven):
+        with open(os.path.join(uneven, name), "rb") as f:
+            memory.pipe(f"/evalbucket/u/{name}", f.read())
+    try:
+        url = "memory://evalbucket/u/manifest.json"
+        remote = describe_data(url)
+        local = describe_data(uneven)
+        assert remote["path"] == url and remote["num_samples"] == 16
+        assert remote["manifest_sha256"] == local["manifest_sha256"]
+        labels = torch.cat([b.labels for b in eval_loader(url, EvalCollator(16), 4)])
+        assert sorted(labels.tolist()) == list(range(16))
+        with pytest.raises(ValueError, match="cannot read the manifest"):
+            describe_data("memory://evalbucket/none/manifest.json")
+    finally:
+        memory.rm("/evalbucket", recursive=True)
