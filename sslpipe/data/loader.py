@@ -111,6 +111,10 @@ def create_loader(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} but CUDA is not available; use device='cpu'")
+    if device.type == "cuda" and device.index is None:
+        # the caller's current device (a data-parallel rank's), which DALI and the
+        # background decoding thread must be told explicitly
+        device = torch.device("cuda", torch.cuda.current_device())
     rank, world_size = _distributed(rank, world_size)
     num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
     check_positive("num_workers", num_workers, allow_zero=True)

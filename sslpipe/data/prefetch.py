@@ -76,14 +76,20 @@ def run_ahead(jobs: Iterable[Job], device: torch.device | str, depth: int = 2
     """
     device = torch.device(device)
     cuda = device.type == "cuda"
+    if cuda and device.index is None:  # a new thread's current device is 0, not the caller's
+        device = torch.device("cuda", torch.cuda.current_device())
     side = torch.cuda.Stream(device=device) if cuda else None
     todo: queue.Queue[Any] = queue.Queue()
     done: queue.Queue[Any] = queue.Queue()
     stop = threading.Event()
 
     def work() -> None:
-        stream = torch.cuda.stream(side) if side is not None else contextlib.nullcontext()
-        with stream:
+        on_device: Any = contextlib.nullcontext()
+        if side is not None:  # this thread's current device and stream: the loader's
+            on_device = contextlib.ExitStack()
+            on_device.enter_context(torch.cuda.device(device))
+            on_device.enter_context(torch.cuda.stream(side))
+        with on_device:
             while not stop.is_set():
                 job = todo.get()
                 if job is None:
