@@ -3,7 +3,9 @@
 For one task on the user's shards it measures, in the same run, the images per second of
 ``create_loader`` with each decode backend, and of a training step of the model on synthetic
 input already on the device (one real batch, repeated). The ratio says whether the input keeps
-up: at 1.0 or more the loader makes batches at least as fast as the step consumes them.
+up: at 1.0 or more the loader makes batches at least as fast as the step consumes them. With
+``--fed`` it also times the training step fed by each backend: its ratio to the synthetic step
+is the share of the model's speed that the input path keeps.
 
 ::
 
@@ -16,6 +18,7 @@ The Python side is :func:`bench_loader` and :func:`bench_model_step`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -73,31 +76,39 @@ def bench_loader(
 
 
 def bench_model_step(
-    model: torch.nn.Module, task: Any, batch: Batch, steps: int, device: torch.device,
-    precision: str = "auto",
+    model: torch.nn.Module, task: Any, batches: Iterable[Batch], steps: int,
+    device: torch.device, precision: str = "auto", fed_by: str = "synthetic input",
 ) -> Rate:
-    """Images per second of a training step (forward, loss, backward, SGD) of ``model`` on
-    ``batch`` already on ``device``, repeated: the rate an input path has to keep up with."""
+    """Images per second of a training step (forward, loss, backward, SGD) of ``model``.
+
+    Args:
+        batches: at least ``steps + 1`` Batches: one real batch repeated
+            (``itertools.repeat(batch.to(device))``: the rate an input path has to keep up
+            with), or a loader (the step as the input path feeds it).
+        fed_by: what feeds the step, for the row's name.
+    """
     model = model.to(device).train()
-    batch = batch.to(device)
     dtype = _autocast_dtype(precision, device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
-    def step() -> None:
+    def step(batch: Batch) -> int:
+        batch = batch.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = task.loss(model(batch.inputs), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return batch.batch_size
 
-    step()  # warm-up: kernels, allocator, autotuning
+    it = iter(batches)
+    step(next(it))  # warm-up: kernels, allocator, autotuning, loader start-up
     _sync(device)
-    start = time.perf_counter()
+    start, seen = time.perf_counter(), 0
     for _ in range(steps):
-        step()
+        seen += step(next(it))
     _sync(device)
-    name = f"model step ({precision_name(dtype)}, synthetic input)"
-    return Rate(name, batch.batch_size * steps / (time.perf_counter() - start))
+    name = f"model step ({precision_name(dtype)}, {fed_by})"
+    return Rate(name, seen / (time.perf_counter() - start))
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
@@ -147,13 +158,16 @@ def _sync(device: torch.device) -> None:
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
               show_default=True, help="Autocast of the model step (auto: bf16 on CUDA).")
 @click.option("--no-model", is_flag=True, help="Measure the input paths only.")
+@click.option("--fed", is_flag=True,
+              help="Also time the training step fed by each backend (its share of the "
+                   "synthetic step's speed).")
 @click.option("--task-option", "-o", "task_options", multiple=True, metavar="KEY=VALUE",
               help="A task option (repeatable), e.g. -o size=32; values are YAML.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Also write the rates to this JSON file.")
 def bench(task: str, data: str, arch: str, small_input: bool, batch_size: int, steps: int,
           device: str | None, backends: str, num_workers: int | None, hw_decoder_load: float,
-          cpu_decode_share: float, precision: str, no_model: bool,
+          cpu_decode_share: float, precision: str, no_model: bool, fed: bool,
           task_options: tuple[str, ...], out: str | None) -> None:
     """Images/s of each decode backend on your shards, beside the model's training step.
 
@@ -174,15 +188,21 @@ def bench(task: str, data: str, arch: str, small_input: bool, batch_size: int, s
             raise ValueError(f"--steps and --batch-size must be >= 1. Got {steps}, {batch_size}")
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         the_task = create_task(task, **parse_task_options(task_options))
+        options: dict[str, Any] = {"hw_decoder_load": hw_decoder_load,
+                                   "cpu_decode_share": cpu_decode_share}
         rates = bench_loader(data, the_task, batch_size, steps, dev, names, num_workers,
-                             hw_decoder_load=hw_decoder_load, cpu_decode_share=cpu_decode_share)
+                             **options)
+        step = None
         if not no_model:
-            rates.append(_model_rate(the_task, arch, small_input, data, batch_size, steps, dev,
-                                     precision))
+            ran = [r.path for r in rates if not math.isnan(r.images_per_s)] if fed else []
+            model_rates = _model_rates(the_task, arch, small_input, data, batch_size, steps, dev,
+                                       precision, ran, num_workers, options)
+            step = model_rates[0].images_per_s
+            rates += model_rates
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"sslpipe bench {task} on {data} (batch {batch_size}, {dev}, {steps} steps)\n")
-    click.echo(_table(rates, None if no_model else rates[-1].images_per_s))
+    click.echo(_table(rates, step))
     if out:
         from sslpipe.data.manifest import write_text_atomic
 
@@ -194,21 +214,31 @@ def bench(task: str, data: str, arch: str, small_input: bool, batch_size: int, s
         click.echo(f"\n-> {out}")
 
 
-def _model_rate(task: Any, arch: str, small_input: bool, data: str, batch_size: int,
-                steps: int, device: torch.device, precision: str) -> Rate:
+def _model_rates(task: Any, arch: str, small_input: bool, data: str, batch_size: int,
+                 steps: int, device: torch.device, precision: str, fed_by: list[str],
+                 num_workers: int | None, options: dict[str, Any]) -> list[Rate]:
+    """The synthetic-input step, then the step fed by each backend in ``fed_by``."""
     from sslpipe.data import create_loader
     from sslpipe.models import create_backbone
 
     batch = next(iter(create_loader(data, task, batch_size, backend="cpu", num_workers=0,
                                     epoch_size=batch_size, resample=True)))
     model = task.build(create_backbone(arch, small_input=small_input))
-    rate = bench_model_step(model, task, batch, steps, device, precision)
-    rate.path = f"{arch} {rate.path}"
-    return rate
+    rates = [bench_model_step(model, task, itertools.repeat(batch.to(device)), steps, device,
+                              precision)]
+    for backend in fed_by:
+        loader = create_loader(data, task, batch_size, device=device, backend=backend,
+                               num_workers=num_workers, epoch_size=batch_size * (steps + 1),
+                               resample=True, **options)
+        rates.append(bench_model_step(model, task, loader, steps, device, precision,
+                                      fed_by=f"fed by {backend}"))
+    for rate in rates:
+        rate.path = f"{arch} {rate.path}"
+    return rates
 
 
 def _table(rates: list[Rate], step: float | None) -> str:
-    lines = ["| path | images/s | " + ("input / step |" if step else "") + " note |",
+    lines = ["| path | images/s | " + ("vs model step |" if step else "") + " note |",
              "|---|---|" + ("---|" if step else "") + "---|"]
     for r in rates:
         ratio = "" if not step else (" - |" if math.isnan(r.images_per_s)
