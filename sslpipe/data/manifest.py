@@ -44,6 +44,15 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
         ValueError: the directory or its manifest is missing, is not JSON, or lacks a field;
             the message names the path and what was expected.
     """
+    return parse_manifest(*read_manifest_bytes(directory))
+
+
+def read_manifest_bytes(directory: str | os.PathLike[str]) -> tuple[bytes, str]:
+    """The bytes of ``DIR/manifest.json`` (e.g. to hash them) and its path, unparsed.
+
+    Raises:
+        ValueError: the directory or its manifest is missing or unreadable.
+    """
     path = Path(directory) / MANIFEST
     if not Path(directory).is_dir():
         raise ValueError(
@@ -56,10 +65,9 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
             "last (an interrupted run has none: finish it with `sslpipe shard ... --resume`)"
         )
     try:
-        raw = path.read_bytes()
+        return path.read_bytes(), str(path)
     except OSError as error:
         raise ValueError(f"{str(path)!r} is not a readable JSON manifest: {error}") from error
-    return parse_manifest(raw, str(path))
 
 
 def parse_manifest(raw: bytes | str, where: str) -> dict[str, Any]:

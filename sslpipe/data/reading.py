@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 
 from webdataset.shardlists import expand_urls
 
-from sslpipe.data.manifest import MANIFEST, parse_manifest, read_manifest
+from sslpipe.data.manifest import MANIFEST, parse_manifest, read_manifest, read_manifest_bytes
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 LABEL_EXT = "cls"
@@ -390,30 +390,24 @@ def load_manifest(where: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         ValueError: it cannot be read or is not a valid manifest (the message names it).
     """
+    return parse_manifest(*fetch_manifest(where))
+
+
+def fetch_manifest(where: str | os.PathLike[str]) -> tuple[bytes, str]:
+    """The unparsed bytes of a shard directory's manifest.json (the directory, the file or
+    its URL), e.g. to hash them, and where they were read (for messages)."""
     where = os.fspath(where)
     if _is_local(where):
         if where.endswith(MANIFEST):
             where = os.path.dirname(where) or "."
-        return read_manifest(where)
-    return parse_manifest(manifest_bytes(where), where)
-
-
-def manifest_bytes(where: str | os.PathLike[str]) -> bytes:
-    """The bytes of a shard directory's manifest.json (the directory, the file or its URL),
-    e.g. to hash them."""
-    where = os.fspath(where)
-    if _is_local(where):
-        path = where if where.endswith(MANIFEST) else os.path.join(where, MANIFEST)
-        read_manifest(os.path.dirname(path) or ".")  # a clear error if it is missing or bad
-        with open(path, "rb") as f:
-            return f.read()
+        return read_manifest_bytes(where)
     if not where.endswith(MANIFEST):
         raise ValueError(f"{where!r}: a remote shard directory is given by the URL of its "
                          f"{MANIFEST} (e.g. 'https://host/in60k/{MANIFEST}')")
     try:
         stream = _gopen(where)
         try:
-            return bytes(stream.read())
+            return bytes(stream.read()), where
         finally:
             _close(stream)
     except Exception as err:  # whatever the scheme's opener raises

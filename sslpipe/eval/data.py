@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from sslpipe.batch import Batch
-from sslpipe.data.reading import load_manifest, manifest_bytes
+from sslpipe.data.manifest import parse_manifest
+from sslpipe.data.reading import fetch_manifest, load_manifest
 
 
 def describe_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -27,8 +28,9 @@ def describe_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
         "manifest_sha256"}`` (the hash of ``manifest.json``, which holds every shard's sha256).
     """
     where = os.fspath(directory)
-    manifest = load_manifest(where)
-    digest = hashlib.sha256(manifest_bytes(where)).hexdigest()
+    raw, name = fetch_manifest(where)  # read once: parsed and hashed
+    manifest = parse_manifest(raw, name)
+    digest = hashlib.sha256(raw).hexdigest()
     return {
         "path": os.path.abspath(where) if "://" not in where else where,
         "name": dataset_name(manifest),
