@@ -140,23 +140,13 @@ def single_pass_steps(
 
     Every reader (``rank x worker``) makes ``ceil(samples of its shards / batch_size)`` batches.
     """
-    readers = world_size * max(1, num_workers)
-    steps = 0
-    for worker in range(max(1, num_workers)):
-        counts = source.samples[rank * max(1, num_workers) + worker :: readers]
-        if any(n is None for n in counts):
-            return None
-        steps += math.ceil(sum(n for n in counts if n is not None) / batch_size)
-    return steps
-
-
-def worker_batch_sizes(
-    per_rank: int, batch_size: int, steps: int, worker: int, num_workers: int
-) -> list[int]:
-    """Sizes of the batches that ``worker`` makes this epoch when the workers share the steps
-    evenly (step ``s`` belongs to worker ``s % num_workers``)."""
-    even = [len(range(w, steps, num_workers)) for w in range(num_workers)]
-    return [size for _, size in worker_steps(even, per_rank, batch_size)[worker]]
+    if any(n is None for n in source.samples):
+        return None
+    workers = max(1, num_workers)
+    plan = ReadPlan(source, batch_size, None, 0, rank, world_size, single_pass=True)
+    mine = plan._assignment(workers)[rank * workers : (rank + 1) * workers]
+    return sum(math.ceil(sum(source.samples[i] or 0 for i in shards) / batch_size)
+               for shards in mine)
 
 
 def split_steps(steps: int, samples: Sequence[int]) -> list[int]:

@@ -13,7 +13,6 @@ from sslpipe.data.reading import (
     rank_quota,
     resolve_shards,
     steps_per_epoch,
-    worker_batch_sizes,
     worker_steps,
 )
 from tests.data.loader_shards import make_shards
@@ -69,7 +68,8 @@ def test_steps_and_batch_sizes():
     with pytest.raises(ValueError, match="fewer than one batch"):
         steps_per_epoch(10, 8, 2, drop_last=True)
     # 7 steps over 3 workers: step s belongs to worker s % 3; the last step is partial.
-    sizes = [worker_batch_sizes(50, 8, 7, w, 3) for w in range(3)]
+    even = [len(range(w, 7, 3)) for w in range(3)]
+    sizes = [[size for _, size in steps] for steps in worker_steps(even, 50, 8)]
     assert sizes == [[8, 8, 2], [8, 8], [8, 8]]
     assert sum(map(sum, sizes)) == 50
 
