@@ -56,15 +56,12 @@ def bench_loader(
     (no CUDA, DALI not installed, remote shards for DALI) gives a NaN rate and the reason.
     ``loader_options`` go to ``create_loader`` (``hw_decoder_load``, ``cpu_decode_share``).
     """
-    from sslpipe.data import create_loader
 
     rates = []
     for backend in backends:
         try:
-            loader = create_loader(data, task, batch_size, device=device, backend=backend,
-                                   num_workers=num_workers, seed=seed,
-                                   epoch_size=batch_size * (steps + 1), resample=True,
-                                   **loader_options)
+            loader = _loader(data, task, batch_size, steps, device, backend, num_workers,
+                             seed=seed, **loader_options)
             rate = _images_per_s(iter(loader), steps, device)
         except (ImportError, ValueError, RuntimeError) as err:
             rates.append(Rate(backend, math.nan, f"{type(err).__name__}: {err}".splitlines()[0]))
@@ -116,6 +113,17 @@ def precision_name(dtype: torch.dtype | None) -> str:
     if dtype is torch.bfloat16:
         return "bf16"
     return "fp16" if dtype is torch.float16 else "fp32"
+
+
+def _loader(data: str, task: Any, batch_size: int, steps: int, device: torch.device,
+            backend: str, num_workers: int | None, **options: Any) -> Any:
+    """A loader of ``steps + 1`` batches (one to warm up), shards drawn with replacement so
+    that any shard count serves any number of workers."""
+    from sslpipe.data import create_loader
+
+    return create_loader(data, task, batch_size, device=device, backend=backend,
+                         num_workers=num_workers, epoch_size=batch_size * (steps + 1),
+                         resample=True, **options)
 
 
 def _images_per_s(batches: Iterator[Batch], steps: int, device: torch.device) -> float:
@@ -227,9 +235,7 @@ def _model_rates(task: Any, arch: str, small_input: bool, data: str, batch_size:
     rates = [bench_model_step(model, task, itertools.repeat(batch.to(device)), steps, device,
                               precision)]
     for backend in fed_by:
-        loader = create_loader(data, task, batch_size, device=device, backend=backend,
-                               num_workers=num_workers, epoch_size=batch_size * (steps + 1),
-                               resample=True, **options)
+        loader = _loader(data, task, batch_size, steps, device, backend, num_workers, **options)
         rates.append(bench_model_step(model, task, loader, steps, device, precision,
                                       fed_by=f"fed by {backend}"))
     for rate in rates:
