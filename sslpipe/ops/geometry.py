@@ -379,11 +379,14 @@ def _roi_align(stacked: torch.Tensor, views: list[torch.Tensor], out_hw: tuple[i
 def _extend_edges(padded: torch.Tensor, heights: list[int], widths: list[int]) -> None:
     """Copy each image's last row (column) into the padding row (column) just past it."""
     height, width = padded.shape[-2:]
-    hs = torch.tensor(heights, device=padded.device)
-    ws = torch.tensor(widths, device=padded.device)
-    rows = (hs < height).nonzero().flatten()
-    if rows.numel():
-        padded[rows, :, hs[rows], :] = padded[rows, :, hs[rows] - 1, :]
-    cols = (ws < width).nonzero().flatten()
-    if cols.numel():
-        padded[cols, :, :, ws[cols]] = padded[cols, :, :, ws[cols] - 1]
+    # the sizes are host ints: selecting on the host spares a device sync (nonzero) per batch
+    for dim, sizes, limit in ((2, heights, height), (3, widths, width)):
+        short = [i for i, n in enumerate(sizes) if n < limit]
+        if not short:
+            continue
+        which = torch.tensor(short, device=padded.device)
+        edge = torch.tensor([sizes[i] for i in short], device=padded.device)
+        if dim == 2:
+            padded[which, :, edge, :] = padded[which, :, edge - 1, :]
+        else:
+            padded[which, :, :, edge] = padded[which, :, :, edge - 1]
