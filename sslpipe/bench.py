@@ -31,6 +31,7 @@ import click
 import torch
 
 from sslpipe.batch import Batch
+from sslpipe.devices import default_device
 
 BACKENDS = ("cpu", "nvjpeg", "dali")
 
@@ -194,7 +195,7 @@ def bench(task: str, data: str, arch: str, small_input: bool, batch_size: int, s
                              f"{', '.join(BACKENDS)} or 'all'")
         if steps < 1 or batch_size < 1:
             raise ValueError(f"--steps and --batch-size must be >= 1. Got {steps}, {batch_size}")
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dev = default_device(device)
         the_task = create_task(task, **parse_task_options(task_options))
         options: dict[str, Any] = {"hw_decoder_load": hw_decoder_load,
                                    "cpu_decode_share": cpu_decode_share}

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslpipe.batch import Batch
+from sslpipe.devices import default_device
 
 POOLED = "pooled"
 DEFAULT_POOL = 9216
@@ -230,8 +231,7 @@ class LayerTaps(nn.Module):
 
 def _extract(backbone: nn.Module, batches: Iterable[Batch], layers: list[str], pool: int,
              device: torch.device | str | None) -> Features:
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    dev = default_device(device)
     was_training = backbone.training
     taps = LayerTaps(backbone.to(dev).eval(), layers, pool)
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslpipe.batch import Batch
+from sslpipe.devices import default_device
 from sslpipe.eval.linear import topk_accuracy
-from sslpipe.eval.probes import Data, as_batches, default_device
+from sslpipe.eval.probes import Data, as_batches
 from sslpipe.eval.transform import DEFAULT_SIZE, TrainCollator
 from sslpipe.tasks.base import check_positive
 from sslpipe.tasks.heads import feature_dim

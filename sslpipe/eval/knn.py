@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sslpipe.devices import default_device
 from sslpipe.eval.linear import topk_accuracy
 from sslpipe.tasks.base import check_positive
 
@@ -51,8 +52,7 @@ def knn_scores(
     if train_y.shape != (train_x.shape[0],):
         raise ValueError(f"train_y must have one label per train_x row ({train_x.shape[0]}). "
                          f"Got shape {tuple(train_y.shape)}")
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    dev = default_device(device)
     classes = num_classes or int(train_y.max()) + 1
     bank = F.normalize(train_x.to(dev).float(), dim=1)
     bank_y = train_y.to(dev)

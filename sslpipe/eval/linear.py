@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslpipe.devices import default_device
 from sslpipe.tasks.base import check_positive
 
 
@@ -76,8 +77,7 @@ def train_linear(
         raise ValueError(f"train and test features must have the same width. Got "
                          f"{train_x.shape[1]} and {test_x.shape[1]}")
     classes = num_classes or int(max(train_y.max(), test_y.max())) + 1
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    dev = default_device(device)
     wd = opt.weight_decays[0]
     if len(opt.weight_decays) > 1:
         wd = _sweep(train_x, train_y, opt, classes, dev)

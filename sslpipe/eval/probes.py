@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from sslpipe.batch import Batch
+from sslpipe.devices import default_device
 from sslpipe.eval.data import describe_data, eval_loader
 from sslpipe.eval.features import DEFAULT_POOL, POOLED, Features, extract_features
 from sslpipe.eval.knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_accuracy
@@ -122,13 +123,6 @@ def as_batches(data: Data, size: int, batch_size: int, workers: int,
         return eval_loader(data, EvalCollator(size), batch_size, workers, default_device(device),
                            backend)
     return data
-
-
-def default_device(device: torch.device | str | None) -> torch.device:
-    """``device``, or CUDA when available, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _features(backbone: nn.Module, train: Data, test: Data, layers: str | Sequence[str],
