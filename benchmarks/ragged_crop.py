@@ -79,7 +79,7 @@ def _roi_align(images: list[torch.Tensor], boxes: torch.Tensor, out: int,
     padded = pad_ragged(images, pad, fill="edge")
     idx = torch.arange(len(images), dtype=torch.float32)[:, None]
     rois = torch.cat([idx, boxes.float()], 1).to(padded.device)
-    res = roi_align(padded, rois, (out, out), spatial_scale=1.0, sampling_ratio=0, aligned=False)
+    res = roi_align(padded, rois, (out, out), spatial_scale=1.0, sampling_ratio=0, aligned=True)
     return res.round_().clamp_(0, 255).to(torch.uint8)
 
 

@@ -19,9 +19,22 @@ step() {  # step NAME SECONDS COMMAND...
   timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
   echo "== $name: exit ${PIPESTATUS[0]}" | tee -a "$out/$name.log"
 }
-step gpu_tests 120 python3 -m pytest -q -p no:cacheprovider -m gpu -x tests
-step input_pipeline 200 python3 benchmarks/input_pipeline.py --images 4096 --batch 256 \
-  --device cuda --cores "$(nproc)"
-step train_step 140 python3 benchmarks/train_step.py --device cuda --arch resnet50 \
-  --task simclr --size 224 --batch 256 --images 4096 --workers "$(nproc)" --amp
-step ragged_crop 30 python3 benchmarks/ragged_crop.py --device cuda --batch 256 --iters 20
+# Parts, all by default; name some to run only those (tools/device_check.sh gpu_tests ragged_crop),
+# e.g. to spread the work over the back-to-back calls that carry DALI's chunks.
+parts=${*:-gpu_tests jpeg_decoders input_pipeline train_step ragged_crop}
+for part in $parts; do
+  case $part in
+    gpu_tests) step gpu_tests 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests ;;
+    dali_tests) step dali_tests 90 python3 -m pytest -q -p no:cacheprovider -m "gpu and dali" -rs \
+      tests ;;  # the DALI share of gpu_tests, for a call made once DALI is installed
+    input_pipeline) step input_pipeline 200 python3 benchmarks/input_pipeline.py --images 4096 \
+      --batch 256 --device cuda --cores "$(nproc)" ;;
+    train_step) step train_step 140 python3 benchmarks/train_step.py --device cuda --arch resnet50 \
+      --task simclr --size 224 --batch 256 --images 4096 --workers "$(nproc)" --amp ;;
+    jpeg_decoders) step jpeg_decoders 60 python3 benchmarks/jpeg_decoders.py --device cuda \
+      --images 2048 --batch 256 ;;
+    ragged_crop) step ragged_crop 30 python3 benchmarks/ragged_crop.py --device cuda --batch 256 \
+      --iters 20 ;;
+    *) echo "unknown part: $part (gpu_tests dali_tests jpeg_decoders input_pipeline train_step ragged_crop)"; exit 2 ;;
+  esac
+done

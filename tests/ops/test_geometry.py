@@ -64,6 +64,29 @@ def test_methods_agree_on_smooth_images() -> None:
     assert (a - b).abs().mean() < 3.0
 
 
+@pytest.mark.parametrize("method", ["interpolate", "roi_align"])
+def test_crop_at_its_own_size_is_the_slice(method: str) -> None:
+    # Box edges are pixel edges: a box of h x w whole pixels resized to h x w is a plain slice.
+    # (roi_align with aligned=False put the box half a pixel off and averaged neighbours.)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (2, 3, 20, 30), dtype=torch.uint8, generator=gen)
+    boxes = torch.tensor([[4.0, 3, 16, 13], [0.0, 0, 12, 10]])
+    out = resized_crop(x, boxes, (10, 12), method=method)
+    assert torch.equal(out[0], x[0, :, 3:13, 4:16]) and torch.equal(out[1], x[1, :, :10, :12])
+
+
+def test_methods_agree_to_rounding_when_upscaling() -> None:
+    # Upscaling has no antialiasing to differ in: both are bilinear at the same sample points.
+    # Only the outermost output pixels differ: interpolate clamps at the crop's edge, while
+    # roi_align reads the image just outside the box.
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randint(0, 256, (3, 3, 24, 32), dtype=torch.uint8, generator=gen)
+    boxes = torch.tensor([[0.0, 0, 32, 24], [5.0, 2, 25, 17], [10.0, 4, 31, 23]])
+    a = resized_crop(x, boxes, (48, 64), method="interpolate").int()
+    b = resized_crop(x, boxes, (48, 64), method="roi_align").int()
+    assert (a - b)[..., 2:-2, 2:-2].abs().max() <= 1
+
+
 def test_hflip_only_where_asked() -> None:
     x = torch.arange(8, dtype=torch.uint8).view(2, 1, 1, 4)
     out = hflip(x, torch.tensor([True, False]))
