@@ -57,6 +57,57 @@ class Batch:
         return int(first.shape[0])
 
 
+@dataclass
+class HostBatch:
+    """What a collator's host stage hands its device stage (DESIGN.md, "Two stages").
+
+    Attributes:
+        pixels: named uint8 image groups, each ``N x 3 x h x w`` at its output size (crops,
+            views, the square a task cuts tiles from), in any memory format.
+        labels: the dataset's class labels (int64 ``B``) or None.
+        meta: every random parameter the host stage drew (CPU tensors), by the names the
+            Batch's ``meta`` will carry, plus any the device stage needs.
+
+    The loader moves only ``pixels`` and ``labels`` to the device (:meth:`to`); ``meta`` stays
+    on the host, so the device stage reads parameters there without waiting on the device, and
+    moves what its kernels need itself.
+    """
+
+    pixels: dict[str, torch.Tensor]
+    labels: torch.Tensor | None = None
+    meta: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> HostBatch:
+        """A copy with ``pixels`` and ``labels`` on ``device`` (``meta`` stays where it is)."""
+        return HostBatch(_map(lambda t: t.to(device, non_blocking=non_blocking), self.pixels),
+                         _map(lambda t: t.to(device, non_blocking=non_blocking), self.labels),
+                         self.meta)
+
+    def pin_memory(self) -> HostBatch:
+        """A copy in pinned host memory (called by DataLoader(pin_memory=True))."""
+        return HostBatch(_map(torch.Tensor.pin_memory, self.pixels),
+                         _map(torch.Tensor.pin_memory, self.labels),
+                         _map(torch.Tensor.pin_memory, self.meta))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the pixels are."""
+        return next(iter(self.pixels.values())).device
+
+    @property
+    def batch_size(self) -> int:
+        """Number of source images (B)."""
+        if self.labels is not None:
+            return int(self.labels.shape[0])
+        return int(next(iter(self.pixels.values())).shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the pixels and labels: what crosses to the device."""
+        tensors = [*self.pixels.values(), *([self.labels] if self.labels is not None else [])]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def _map(fn: Any, value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return fn(value)

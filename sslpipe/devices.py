@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -10,3 +12,21 @@ def default_device(device: torch.device | str | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def constant(values: tuple[float, ...], device: torch.device | str,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A small read-only tensor of ``values`` on ``device``, made once per device and reused.
+
+    ``torch.tensor(values, device="cuda")`` copies from pageable memory and waits for the
+    stream; ops that run per batch on the GPU (normalisation constants, colour weights) take
+    their constants from here instead, so a device stage queues work without waiting on it.
+    Do not modify the result in place.
+    """
+    return _constant(tuple(float(v) for v in values), torch.device(device), dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype
+              ) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype).to(device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import pickle
 
 import numpy as np
 import pytest
@@ -170,14 +171,67 @@ def test_too_small_image_names_the_sample(name: str) -> None:
         assert "samples[1]" in str(err)
 
 
+@pytest.mark.parametrize("name", TASKS)
+def test_two_stages_equal_the_fused_collator(name: str) -> None:
+    """Host stage (uint8, every parameter drawn) + device stage == the collator, exactly, also
+    after the host batch crossed a process boundary as a DataLoader worker hands it over."""
+    samples = INPUT_KINDS["jpeg_bytes"]
+    fused = sslpipe.create_collator(name, **_options(name))(samples)
+    collator = sslpipe.create_collator(name, **_options(name))
+    host = collator.host_stage(samples)
+    assert host.pixels and all(x.dtype == torch.uint8 for x in host.pixels.values())
+    assert all(t.device.type == "cpu" for t in _tensors(host.meta))
+    split = collator.device_stage(pickle.loads(pickle.dumps(host)))
+    a = _tensors((fused.inputs, fused.targets, fused.labels, fused.meta))
+    b = _tensors((split.inputs, split.targets, split.labels, split.meta))
+    assert len(a) == len(b) and sorted(fused.meta) == sorted(split.meta)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    # what crosses to the device: uint8 crops at most half the bytes of the float inputs
+    assert host.nbytes * 2 <= sum(x.numel() * x.element_size() for x in _tensors(fused.inputs))
+
+
+# Options the CUDA comparisons need: relative_patch's dropped channels are filled with noise
+# drawn on the device (reproducible per device, not across devices).
+CUDA_OPTIONS = {"relative_patch": {"chroma": "project"}}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", TASKS)
+def test_device_stage_on_cuda_matches_the_cpu(name: str) -> None:
+    """The same uint8 host batch finished on CUDA and on the CPU: equal up to float rounding."""
+    collator = sslpipe.create_collator(name, **_options(name), **CUDA_OPTIONS.get(name, {}))
+    host = collator.host_stage(INPUT_KINDS["pil_labeled"])
+    cpu = collator.device_stage(host)
+    gpu = collator.device_stage(host.pin_memory().to("cuda", non_blocking=True))
+    a = _tensors((cpu.inputs, cpu.targets, cpu.labels, cpu.meta))
+    b = _tensors((gpu.inputs, gpu.targets, gpu.labels, gpu.meta))
+    assert len(a) == len(b) and all(y.is_cuda for y in b)
+    for x, y in zip(a, b):
+        y = y.cpu()
+        if x.is_floating_point():
+            assert (x - y).abs().max() <= 2e-3
+        elif name == "colorization" and x.dtype == torch.int64:  # nearest bins: float ties
+            assert (x == y).float().mean() >= 0.99
+        else:
+            assert torch.equal(x, y)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", TASKS)
 def test_same_parameters_and_targets_on_cuda(name: str) -> None:
-    """Parameters are drawn on the CPU: one seed gives the same pseudo-labels on every device."""
+    """The whole collator on GPU images: parameters are drawn on the CPU, so one seed gives
+    the same parameters and the pseudo-labels made of them on every device. Colorization's
+    bins are made of the pixels, which GPU crops resample with another filter
+    (``ops.geometry.resized_crop``): most of them agree."""
     images = INPUT_KINDS["uint8_batch"]
     cpu = sslpipe.create_collator(name, **_options(name))([(im, 0) for im in images])
     gpu = sslpipe.create_collator(name, **_options(name))([(im.cuda(), 0) for im in images])
     assert all(x.is_cuda and torch.isfinite(x).all() for x in _tensors(gpu.inputs))
-    for a, b in zip(_tensors((cpu.targets, cpu.meta)), _tensors((gpu.targets, gpu.meta))):
+    for a, b in zip(_tensors(cpu.meta), _tensors(gpu.meta)):
+        assert torch.equal(a, b.cpu())
+    for a, b in zip(_tensors(cpu.targets), _tensors(gpu.targets)):
         if a.dtype in (torch.int64, torch.bool):
-            assert torch.equal(a, b.cpu())
+            if name == "colorization":
+                assert (a == b.cpu()).float().mean() >= 0.8
+            else:
+                assert torch.equal(a, b.cpu())

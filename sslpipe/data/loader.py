@@ -58,6 +58,7 @@ def create_loader(
     hw_decoder_load: float = 0.65,
     cpu_decode_share: float = 0.0,
     single_pass: bool = False,
+    device_stage: str = "auto",
 ) -> Loader:
     """A loader of Batches from WebDataset shards, decoded by ``backend`` on ``device``.
 
@@ -93,6 +94,10 @@ def create_loader(
             last batch is partial (``drop_last`` and ``epoch_size`` do not apply), and
             ``len(loader)`` counts the batches when the shards' sizes are known. Pass
             ``shuffle_buffer=0`` for sample order too.
+        device_stage: cpu backend: where a collator's device stage (the float work) runs:
+            ``"device"`` (the workers send uint8, the device does the rest), ``"workers"``
+            (the workers send finished float batches) or ``"auto"`` (``"device"`` on an
+            accelerator, ``"workers"`` on the CPU). The Batches are the same either way.
 
     Returns:
         a :class:`Loader`: iterate it for Batches on ``device``; ``len(loader)`` is the number
@@ -104,6 +109,7 @@ def create_loader(
     check_positive("batch_size", batch_size)
     check_positive("shuffle_buffer", shuffle_buffer, allow_zero=True)
     check_choice("on_error", on_error, ("skip", "raise"))
+    check_choice("device_stage", device_stage, ("auto", "device", "workers"))
     for name, share in (("hw_decoder_load", hw_decoder_load),
                         ("cpu_decode_share", cpu_decode_share)):
         if not 0.0 <= share <= 1.0:
@@ -134,7 +140,7 @@ def create_loader(
     collate = _collator(task_or_collator)
     impl: Any
     if name == "cpu":
-        impl = CpuBackend(collate, device, num_workers, on_error)
+        impl = CpuBackend(collate, device, num_workers, on_error, device_stage)
     elif name == "nvjpeg":
         impl = NvjpegBackend(collate, device, num_workers, on_error,
                              cpu_decode_share=cpu_decode_share)
@@ -235,10 +241,10 @@ class Loader:
 
     def __iter__(self) -> Iterator[Batch]:
         before = sum(self.stats.skipped.values())
-        if self.backend == "cpu":  # batches leave the workers on the host: copy ahead
-            yield from prefetch_to_device(self._counted(), self.device)
-        else:  # nvjpeg and dali make them on the device, ahead already (run_ahead)
+        if self._impl.on_device:  # made on the device, ahead already (run_ahead)
             yield from self._counted()
+        else:  # float batches that left the workers on the host: copy ahead
+            yield from prefetch_to_device(self._counted(), self.device)
         skipped = sum(self.stats.skipped.values()) - before
         if skipped:
             last = self.stats.events[-skipped:]

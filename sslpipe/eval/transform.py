@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from sslpipe.batch import Batch
+from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import IMAGENET_MEAN, IMAGENET_STD, normalize
 from sslpipe.ops.geometry import (
     center_square_boxes,
@@ -60,10 +60,25 @@ class EvalCollator:
     def __call__(self, samples: Any, generator: torch.Generator | None = None) -> Batch:
         """Resize and normalise a batch (no randomness: ``generator`` is accepted, as
         ``create_loader`` passes one to every collator, and unused)."""
+        return self.device_stage(self.host_stage(samples, generator))
+
+    def host_stage(self, samples: Any, generator: torch.Generator | None = None) -> HostBatch:
+        """Decode and centre-crop to ``size`` in uint8 (see :class:`~sslpipe.tasks.base.Collator`
+        for the two stages)."""
         images = collect(samples)
         boxes = center_square_boxes(images.sizes())
-        x = resized_crop(images.images, boxes, self.size)
-        return _to_batch(x, images.labels, self.mean, self.std)
+        return HostBatch({"crops": resized_crop(images.images, boxes, self.size)}, images.labels)
+
+    def device_stage(self, host: HostBatch) -> Batch:
+        """Normalise on the device of ``host.pixels``."""
+        x = host.pixels["crops"]
+        if "flip" in host.meta:
+            x = hflip(x, host.meta["flip"])
+        inputs = normalize(x, self.mean, self.std)
+        device = inputs.device
+        labels = None if host.labels is None else host.labels.to(device, non_blocking=True)
+        meta = {k: v.to(device, non_blocking=True) for k, v in host.meta.items()}
+        return Batch(inputs, None, labels, meta)
 
     def config(self) -> dict[str, Any]:
         """What a result file records about the input pipeline."""
@@ -98,25 +113,16 @@ class TrainCollator(EvalCollator):
         self.seed = seed
         self._stream = SeededStream(seed) if seed is not None else None
 
-    def __call__(self, samples: Any, generator: torch.Generator | None = None) -> Batch:
-        """Augment a batch; ``generator`` (as ``create_loader`` passes one per step) overrides
-        the collator's own seeded stream."""
+    def host_stage(self, samples: Any, generator: torch.Generator | None = None) -> HostBatch:
+        """Random resized crop in uint8 and the flips drawn; ``generator`` (as ``create_loader``
+        passes one per step) overrides the collator's own seeded stream."""
         images = collect(samples)
         gen = generator if generator is not None else (self._stream() if self._stream else None)
         boxes = random_resized_crop_boxes(images.sizes(), gen, scale=self.scale)
         x = resized_crop(images.images, boxes, self.size)
         flip = torch.rand(len(images), generator=gen) < 0.5
-        x = hflip(x, flip)
-        batch = _to_batch(x, images.labels, self.mean, self.std)
-        batch.meta = {"boxes": boxes.to(x.device), "flip": flip.to(x.device)}
-        return batch
+        return HostBatch({"crops": x}, images.labels, {"boxes": boxes, "flip": flip})
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "train_augment": {"random_resized_crop_scale": list(self.scale),
                                                       "hflip": 0.5}}
-
-
-def _to_batch(x: torch.Tensor, labels: torch.Tensor | None, mean: tuple[float, ...],
-              std: tuple[float, ...]) -> Batch:
-    inputs = normalize(x, mean, std)
-    return Batch(inputs, None, labels.to(inputs.device) if labels is not None else None)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sslpipe.devices import constant
 from sslpipe.ops.color import normalize
 from sslpipe.ops.geometry import hflip
 
@@ -89,31 +90,41 @@ def color_jitter_matrix(params: dict[str, torch.Tensor], mean_rgb: torch.Tensor)
     """The ``B x 3 x 4`` affine colour matrices (on RGB in [0, 1]) of :func:`sample_color_jitter`.
 
     Args:
-        params: the dict from :func:`sample_color_jitter`.
+        params: the dict from :func:`sample_color_jitter` (on the CPU).
         mean_rgb: float ``B x 3`` mean colour of each image in [0, 1] (see :func:`mean_rgb`),
             which contrast needs for the image's mean gray level.
+
+    Returns:
+        float32 ``B x 3 x 4`` on ``mean_rgb``'s device. The parameter-only matrices are made
+        on the CPU and copied without waiting; only contrast, which depends on the pixels, is
+        composed on the device, so a GPU batch costs no device sync.
     """
     n = params["brightness"].shape[0]
+    device = mean_rgb.device
     eye = identity_matrix(n)
     w = torch.tensor(GRAY_WEIGHTS)
-    gray_rows = w.expand(n, 3, 3)
     brightness = eye * params["brightness"].view(n, 1, 1)
     saturation = _affine(
         params["saturation"].view(n, 1, 1) * torch.eye(3)
-        + (1 - params["saturation"]).view(n, 1, 1) * gray_rows
+        + (1 - params["saturation"]).view(n, 1, 1) * w.expand(n, 3, 3)
     )
-    hue = hue_matrix(params["hue"])
+    fixed = torch.stack([brightness, saturation, hue_matrix(params["hue"])], 1)  # B x 3 x 3 x 4
+    fixed = fixed.to(device, non_blocking=True)
+    c = params["contrast"].to(device, non_blocking=True).view(n, 1, 1)
+    order = params["jitter_order"].to(device, non_blocking=True)
+    w = w.to(device, non_blocking=True)
+    rows = torch.arange(n, device=device)
+    eye = eye.to(device, non_blocking=True)
     m = eye
-    mean_h = torch.cat([mean_rgb.float().cpu(), torch.ones(n, 1)], 1)
+    mean_h = torch.cat([mean_rgb.float(), torch.ones(n, 1, device=device)], 1)
     for k in range(4):
         # contrast depends on the mean gray of the image as transformed so far
         gray = (w * torch.bmm(m, mean_h[:, :, None])[:, :, 0]).sum(1)
-        c = params["contrast"]
-        contrast = eye * c.view(n, 1, 1)
-        contrast[:, :, 3] = ((1 - c) * gray)[:, None]
-        steps = torch.stack([brightness, contrast, saturation, hue], 1)
-        pick = params["jitter_order"][:, k]
-        m = compose(steps[torch.arange(n), pick], m)
+        contrast = eye * c
+        contrast[:, :, 3] = (1 - c[:, 0]) * gray[:, None]
+        # step ids: BRIGHTNESS 0, CONTRAST 1, SATURATION 2, HUE 3
+        steps = torch.stack([fixed[:, 0], contrast, fixed[:, 1], fixed[:, 2]], 1)
+        m = compose(steps[rows, order[:, k]], m)
     return m
 
 
@@ -127,7 +138,7 @@ def grayscale_matrix(gray: torch.Tensor) -> torch.Tensor:
     """``B x 3 x 4`` matrices: luma in all channels where ``gray`` (bool ``B``), else identity."""
     n = gray.shape[0]
     to_gray = _affine(torch.tensor(GRAY_WEIGHTS).expand(n, 3, 3))
-    return torch.where(gray.cpu().view(n, 1, 1), to_gray, identity_matrix(n))
+    return torch.where(gray.cpu().view(n, 1, 1), to_gray, identity_matrix(n))  # CPU params
 
 
 def hue_matrix(hue: torch.Tensor) -> torch.Tensor:
@@ -188,15 +199,16 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
         idx = torch.nonzero(radius == r)[:, 0]
         taps = torch.arange(-r, r + 1, dtype=torch.float32)
         kernel = torch.exp(-(taps[None] ** 2) / (2 * sigma[idx, None] ** 2))
-        kernel = (kernel / kernel.sum(1, keepdim=True)).to(x.device)
+        kernel = (kernel / kernel.sum(1, keepdim=True)).to(x.device, non_blocking=True)
         whole = idx.numel() == x.shape[0]
-        sub = x.float() if whole else x[idx.to(x.device)].float()
+        rows = idx.to(x.device, non_blocking=True)
+        sub = x.float() if whole else x[rows].float()
         sub = _blur_axis(_blur_axis(sub, kernel, -1), kernel, -2)
         if whole:
             return sub
         if out is x:
             out = x.clone()
-        out[idx.to(x.device)] = sub.to(out.dtype)
+        out[rows] = sub.to(out.dtype)
     return out
 
 
@@ -222,11 +234,11 @@ def solarize(
     if not bool(mask.any()):
         return x
     c = x.shape[1]
-    mean_t = torch.tensor(mean or (0.0,) * c, device=x.device).view(1, c, 1, 1)
-    std_t = torch.tensor(std or (1.0,) * c, device=x.device).view(1, c, 1, 1)
+    mean_t = constant(mean or (0.0,) * c, x.device).view(1, c, 1, 1)
+    std_t = constant(std or (1.0,) * c, x.device).view(1, c, 1, 1)
     thr = (threshold - mean_t) / std_t
     flipped = (1 - 2 * mean_t) / std_t - x
-    hit = (x >= thr) & mask.to(x.device).view(-1, 1, 1, 1)
+    hit = (x >= thr) & mask.to(x.device, non_blocking=True).view(-1, 1, 1, 1)
     return torch.where(hit, flipped, x)
 
 
@@ -254,6 +266,49 @@ class ViewAugment:
     solarize: float = 0.0
 
 
+def sample_view(n: int, spec: ViewAugment, generator: torch.Generator | None
+                ) -> dict[str, torch.Tensor]:
+    """Every random parameter of :func:`apply_view` for ``n`` crops, drawn in a fixed order
+    on the CPU: ``flip``, the jitter dict (:func:`sample_color_jitter`), ``grayscale``,
+    ``blur_sigma``, ``solarize``."""
+    params = {"flip": torch.rand(n, generator=generator) < spec.flip}
+    params.update(sample_color_jitter(n, *spec.jitter, p=spec.jitter_p, generator=generator))
+    params.update(sample_grayscale(n, spec.grayscale, generator))
+    params.update(sample_blur(n, spec.blur, spec.blur_sigma, generator))
+    params.update(sample_solarize(n, spec.solarize, generator))
+    return params
+
+
+def apply_view(
+    x: torch.Tensor,
+    spec: ViewAugment,
+    params: dict[str, torch.Tensor],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> torch.Tensor:
+    """Flip, colour jitter, grayscale, blur and solarize uint8 crops into a normalized view.
+
+    Args:
+        x: uint8 ``B x 3 x H x W`` crops (already at the output size), on any device.
+        spec: the view's policy (the blur kernel size).
+        params: from :func:`sample_view`, on the CPU.
+        mean, std: normalisation of the float output.
+
+    Returns:
+        float32 ``B x 3 x H x W`` normalized (values within the normalized [0, 1] range).
+    """
+    x = hflip(x, params["flip"])
+    gray = grayscale_matrix(params["grayscale"]).to(x.device, non_blocking=True)
+    matrix = compose(gray, color_jitter_matrix(params, mean_rgb(x)))
+    out = normalize(x, mean, std, matrix=matrix)
+    lo = constant(tuple(-m / s for m, s in zip(mean, std)), out.device).view(1, 3, 1, 1)
+    hi = constant(tuple((1 - m) / s for m, s in zip(mean, std)), out.device).view(1, 3, 1, 1)
+    out = torch.clamp_(out, lo, hi)
+    # blur is linear and its kernel sums to 1, so it commutes with the normalisation
+    out = gaussian_blur(out, params["blur_sigma"], spec.blur_kernel)
+    return solarize(out, params["solarize"], 0.5, mean, std)
+
+
 def augment_views(
     x: torch.Tensor,
     spec: ViewAugment,
@@ -261,36 +316,9 @@ def augment_views(
     mean: tuple[float, ...],
     std: tuple[float, ...],
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Flip, colour jitter, grayscale, blur and solarize uint8 crops into a normalized view.
-
-    Args:
-        x: uint8 ``B x 3 x H x W`` crops (already at the output size).
-        spec: the view's policy.
-        generator: CPU generator for every parameter (drawn in a fixed order).
-        mean, std: normalisation of the float output.
-
-    Returns:
-        float32 ``B x 3 x H x W`` normalized (values within the normalized [0, 1] range) and
-        the sampled parameters: ``flip``, the jitter dict, ``grayscale``, ``blur_sigma``,
-        ``solarize`` (all on the CPU).
-    """
-    n = x.shape[0]
-    params = {"flip": torch.rand(n, generator=generator) < spec.flip}
-    params.update(sample_color_jitter(n, *spec.jitter, p=spec.jitter_p, generator=generator))
-    params.update(sample_grayscale(n, spec.grayscale, generator))
-    params.update(sample_blur(n, spec.blur, spec.blur_sigma, generator))
-    params.update(sample_solarize(n, spec.solarize, generator))
-    x = hflip(x, params["flip"])
-    matrix = compose(grayscale_matrix(params["grayscale"]),
-                     color_jitter_matrix(params, mean_rgb(x)))
-    out = normalize(x, mean, std, matrix=matrix)
-    lo = torch.tensor([-m / s for m, s in zip(mean, std)], device=out.device).view(1, 3, 1, 1)
-    hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)], device=out.device).view(1, 3, 1, 1)
-    out = torch.clamp_(out, lo, hi)
-    # blur is linear and its kernel sums to 1, so it commutes with the normalisation
-    out = gaussian_blur(out, params["blur_sigma"], spec.blur_kernel)
-    out = solarize(out, params["solarize"], 0.5, mean, std)
-    return out, params
+    """:func:`sample_view` then :func:`apply_view`: the view and its parameters (CPU)."""
+    params = sample_view(x.shape[0], spec, generator)
+    return apply_view(x, spec, params, mean, std), params
 
 
 def _affine(lin: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from sslpipe.devices import constant
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -27,14 +29,14 @@ def normalize(
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"x must be B x 3 x H x W. Got shape {tuple(x.shape)}")
     device = x.device
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device)
+    mean_t = constant(mean, device)
+    std_t = constant(std, device)
     if matrix is None:
         scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1)
         shift = (-mean_t / std_t).view(1, 3, 1, 1)
         # in place on the fresh float copy: about 2x faster than one out-of-place addcmul
         return x.to(torch.float32, copy=True).mul_(scale).add_(shift)
-    m = matrix.to(device=device, dtype=torch.float32)
+    m = matrix.to(device=device, dtype=torch.float32, non_blocking=True)
     # fold 1/255, mean and std into the affine map: out = A @ x + b
     a = m[:, :, :3] / (255.0 * std_t.view(1, 3, 1))
     b = (m[:, :, 3] - mean_t) / std_t

@@ -195,9 +195,9 @@ def crop_views(
 
 def hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Mirror left-right the images ``x[i]`` (``B x C x H x W``) where ``flip[i]`` is True."""
-    if not bool(flip.any()):
+    if not bool(flip.any()):  # flip on the CPU (a device stage's meta): no device sync
         return x
-    flip = flip.to(x.device)
+    flip = flip.to(x.device, non_blocking=True)
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
@@ -210,14 +210,16 @@ def rot90(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """
     if x.shape[-1] != x.shape[-2]:
         raise ValueError(f"rot90 needs square images. Got {x.shape[-2]}x{x.shape[-1]}")
-    k = (k.to(x.device) % 4).view(-1)
+    k = (k % 4).view(-1)
     if k.shape[0] != x.shape[0]:
         raise ValueError(f"k must have one entry per image ({x.shape[0]}). Got {k.shape[0]}")
     out = torch.empty_like(x)
-    # one batched rotation per angle (4 at most), each image copied once
+    # one batched rotation per angle (4 at most), each image copied once; the selection is
+    # made where k is (the CPU, in a device stage), so a GPU batch costs no device sync
     for r in range(4):
-        chosen = k == r
-        if bool(chosen.any()):
+        chosen = torch.nonzero(k == r)[:, 0]
+        if chosen.numel():
+            chosen = chosen.to(x.device, non_blocking=True)
             out[chosen] = torch.rot90(x[chosen], r, dims=(-2, -1))
     return out
 

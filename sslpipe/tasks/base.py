@@ -7,7 +7,8 @@ A task is declared in one file of ``sslpipe/tasks/``::
         size: int = 224                 # every option has its default here, once
 
     class RotationCollator(Collator):
-        def make(self, images: Images, generator) -> Batch: ...
+        def make_host(self, images: Images, generator) -> HostBatch: ...  # decode, crop: uint8
+        def make_device(self, host: HostBatch) -> Batch: ...  # float work, pseudo-labels
 
     @register_task("rotation")
     class Rotation(Task):
@@ -31,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sslpipe.batch import Batch
+from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import IMAGENET_MEAN, IMAGENET_STD
 from sslpipe.ops.images import Images, collect
 
@@ -61,9 +62,13 @@ class CollatorOptions:
 
 
 class Collator(ABC):
-    """Batch-level pretext-task work: samples in, :class:`~sslpipe.Batch` out.
+    """Batch-level pretext-task work: samples in, :class:`~sslpipe.Batch` out, in two stages.
 
-    Subclasses implement :meth:`make` and may override :meth:`min_input_size`.
+    The host stage (:meth:`host_stage`) ends in uint8 at the output sizes with every random
+    parameter drawn; the device stage (:meth:`device_stage`) does the float work wherever its
+    input is. A loader runs the first in DataLoader workers and the second on the GPU, so only
+    uint8 crosses to the device. Subclasses implement :meth:`make_host` and :meth:`make_device`
+    and may override :meth:`min_input_size`.
     """
 
     def __init__(self, options: CollatorOptions) -> None:
@@ -77,22 +82,43 @@ class Collator(ABC):
         self._stream = SeededStream(options.seed) if options.seed is not None else None
 
     def __call__(self, samples: Any, generator: torch.Generator | None = None) -> Batch:
-        """Make a Batch from a list of samples or a uint8 ``B x C x H x W`` tensor.
+        """Make a Batch from a list of samples or a uint8 ``B x C x H x W`` tensor: the host
+        stage then the device stage, on the device of the input images."""
+        return self.device_stage(self.host_stage(samples, generator))
 
-        The Batch is computed on the device of the input images.
-        """
+    def host_stage(self, samples: Any, generator: torch.Generator | None = None) -> HostBatch:
+        """Decode, crop and resize to the output sizes in uint8, and draw every random
+        parameter (on the CPU generator): what needs the encoded bytes or makes
+        data-dependent shapes. Runs where the images are (DataLoader workers for encoded
+        bytes, the GPU for images decoded there)."""
         images = collect(samples, min_size=self.min_input_size(),
                          decode=not self.options.dct_scaling)
-        return self.make(images, generator if generator is not None else self.generator())
+        return self.make_host(images, generator if generator is not None else self.generator())
+
+    def device_stage(self, host: HostBatch) -> Batch:
+        """The rest, as tensor math on the device of ``host.pixels``: float conversion, colour,
+        blur, normalisation and the pseudo-labels. ``collator(samples)`` equals
+        ``device_stage(host_stage(samples))`` exactly, for the same generator."""
+        return self.make_device(host)
+
+    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+        """Both stages on collected images (what a multi-task collator calls per member)."""
+        return self.make_device(self.make_host(images, generator))
 
     @abstractmethod
-    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
-        """Build the Batch from collected uint8 images (override in each task).
+    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
+        """The host stage on collected uint8 images (override in each task).
 
         With ``dct_scaling`` the list may hold :class:`~sslpipe.ops.images.EncodedImage`
         entries: pass ``images.images`` to ``ops.geometry.resized_crop`` / ``crop_views``
-        (which decode them) before any other pixel work.
+        (which decode them) before any other pixel work. Every random draw happens here, in a
+        fixed order, and goes into ``meta``.
         """
+
+    @abstractmethod
+    def make_device(self, host: HostBatch) -> Batch:
+        """The device stage (override in each task): no random draws, no data-dependent
+        shapes; parameters are read from ``host.meta`` (on the CPU)."""
 
     def min_input_size(self) -> int | tuple[int, int]:
         """Smallest ``(H, W)`` the task accepts; smaller images raise ValueError."""
@@ -103,6 +129,17 @@ class Collator(ABC):
         if self.options.generator is not None:
             return self.options.generator
         return self._stream() if self._stream is not None else None
+
+
+def meta_on(meta: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A device stage's ``meta`` for the Batch: every parameter copied to ``device`` without
+    waiting (the copies queue on the current stream)."""
+    return {key: value.to(device, non_blocking=True) for key, value in meta.items()}
+
+
+def labels_on(host: HostBatch, device: torch.device) -> torch.Tensor | None:
+    """The host batch's labels on ``device`` (None for unlabeled data)."""
+    return None if host.labels is None else host.labels.to(device, non_blocking=True)
 
 
 class SeededStream:
@@ -152,8 +189,10 @@ class Task(ABC):
     def loss(self, outputs: Any, batch: Batch) -> torch.Tensor:
         """The pretext loss of ``outputs = model(batch.inputs)`` (a pure function)."""
 
-    def metrics(self, outputs: Any, batch: Batch) -> dict[str, float]:
-        """Extra per-step numbers for the log (e.g. pretext accuracy); none by default."""
+    def metrics(self, outputs: Any, batch: Batch) -> dict[str, torch.Tensor]:
+        """Extra per-step numbers for the log (e.g. pretext accuracy): 0-dim float tensors on
+        the outputs' device, which the trainer sums there and reads only when it logs (a
+        float would wait for the step to finish); none by default."""
         return {}
 
     def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:

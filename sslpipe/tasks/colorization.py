@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslpipe.batch import Batch
+from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import denormalize, normalize
 from sslpipe.ops.geometry import hflip, square_crops
 from sslpipe.ops.images import Images, collect
@@ -40,6 +40,8 @@ from sslpipe.tasks.base import (
     check_choice,
     check_positive,
     check_probability,
+    labels_on,
+    meta_on,
 )
 from sslpipe.tasks.heads import feature_dim, feature_map
 
@@ -121,11 +123,15 @@ class ColorizationCollator(Collator):
         self.bin_weights = rebalance_weights(load_ab_prior(options.prior), options.rebalance,
                                              options.sigma)
 
-    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
         opt = self.options
         x, boxes = square_crops(images.images, opt.size, opt.crop, generator)
         flip = torch.rand(len(images), generator=generator) < opt.flip
-        x = hflip(x, flip)
+        return HostBatch({"crops": x}, images.labels, {"boxes": boxes, "flip": flip})
+
+    def make_device(self, host: HostBatch) -> Batch:
+        opt = self.options
+        x = hflip(host.pixels["crops"], host.meta["flip"])
         lab = rgb_to_lab(x.float() / 255.0)
         grey = (lab[:, :1] * 2.55).expand(-1, 3, -1, -1)  # L / 100 on the 0..255 scale
         inputs = normalize(grey, opt.mean, opt.std)
@@ -134,12 +140,10 @@ class ColorizationCollator(Collator):
         targets = {"ab": ab}
         if opt.mode == "classification":
             bins, soft = encode_ab(ab, opt.neighbours, opt.sigma)
-            targets.update(bins=bins, soft=soft,
-                           weights=self.bin_weights.to(ab.device)[bins[:, 0]])
+            weights = self.bin_weights.to(ab.device, non_blocking=True)[bins[:, 0]]
+            targets.update(bins=bins, soft=soft, weights=weights)
         device = inputs.device
-        labels = images.labels_on(device)
-        meta = {"boxes": boxes.to(device), "flip": flip.to(device)}
-        return Batch(inputs, targets, labels, meta)
+        return Batch(inputs, targets, labels_on(host, device), meta_on(host.meta, device))
 
 
 @register_task("colorization",
@@ -161,11 +165,11 @@ class Colorization(Task):
             return colorization_loss(outputs, t["bins"], t["soft"], t["weights"])
         return colorization_regression_loss(outputs, t["ab"], self.options.regression_loss)
 
-    def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
+    def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         t = _targets(batch)
         if self.options.mode == "classification":
-            return {"pretext_acc": float((outputs.argmax(1) == t["bins"][:, 0]).float().mean())}
-        return {"ab_abs_err": float((outputs.detach() * AB_SCALE - t["ab"]).abs().mean())}
+            return {"pretext_acc": (outputs.argmax(1) == t["bins"][:, 0]).float().mean()}
+        return {"ab_abs_err": (outputs.detach() * AB_SCALE - t["ab"]).abs().mean()}
 
     def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
         t = _targets(batch)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from sslpipe.batch import Batch
+from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import denormalize, normalize
 from sslpipe.ops.geometry import hflip, square_crops
 from sslpipe.ops.images import Images
@@ -45,6 +45,8 @@ from sslpipe.tasks.base import (
     check_choice,
     check_positive,
     check_probability,
+    labels_on,
+    meta_on,
 )
 from sslpipe.tasks.heads import feature_map
 
@@ -126,14 +128,26 @@ class ContextEncoderCollator(Collator):
 
     options: ContextEncoderOptions
 
-    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
         opt = self.options
-        n, s, o = len(images), opt.size, opt.overlap_px
+        n, s = len(images), opt.size
         x, boxes = square_crops(images.images, s, opt.crop, generator)
         flip = torch.rand(n, generator=generator) < opt.flip
-        x = hflip(x, flip)
+        meta = {"boxes": boxes, "flip": flip}
+        if opt.mask == "random_block":
+            meta["mask"] = block_masks(n, s, opt.coverage, generator)
+        elif opt.mask == "random_region":
+            meta["mask"] = region_masks(n, s, opt.coverage, generator)
+        return HostBatch({"crops": x}, images.labels, meta)
+
+    def make_device(self, host: HostBatch) -> Batch:
+        opt = self.options
+        s, o = opt.size, opt.overlap_px
+        x = hflip(host.pixels["crops"], host.meta["flip"])
+        n = x.shape[0]
         original = normalize(x, opt.mean, opt.std)
         device = original.device
+        meta = meta_on(host.meta, device)
         if opt.mask == "center":
             start, side = center_region(s)
             mask = torch.zeros(n, 1, s, s, dtype=torch.bool, device=device)
@@ -141,20 +155,15 @@ class ContextEncoderCollator(Collator):
             weights = torch.full((n, 1, side, side), opt.overlap_weight, device=device)
             weights[..., o:side - o, o:side - o] = 1.0
             target = original[..., start:start + side, start:start + side]
+            meta["mask"] = mask
         else:
-            if opt.mask == "random_block":
-                mask = block_masks(n, s, opt.coverage, generator)
-            else:
-                mask = region_masks(n, s, opt.coverage, generator)
-            mask = mask.to(device)
+            mask = meta["mask"]
             band = dilate(mask, o) & ~mask
             weights = mask.float() + band.float() * opt.overlap_weight
             target = original
         inputs = original.masked_fill(mask, 0.0)
-        labels = images.labels_on(device)
         targets = {"image": target.contiguous(), "mask": mask, "weights": weights}
-        meta = {"boxes": boxes.to(device), "flip": flip.to(device), "mask": mask}
-        return Batch(inputs, targets, labels, meta)
+        return Batch(inputs, targets, labels_on(host, device), meta)
 
 
 @register_task("context_encoder",

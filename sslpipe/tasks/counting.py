@@ -23,13 +23,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslpipe.batch import Batch
+from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import denormalize, normalize
 from sslpipe.ops.geometry import square_crops
 from sslpipe.ops.images import Images
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_boxes, tile_origins
 from sslpipe.registry import register_task
-from sslpipe.tasks.base import Collator, CollatorOptions, Task, check_choice, check_positive
+from sslpipe.tasks.base import (
+    Collator,
+    CollatorOptions,
+    Task,
+    check_choice,
+    check_positive,
+    labels_on,
+    meta_on,
+)
 from sslpipe.tasks.heads import feature_dim
 
 DOWNSAMPLE_METHODS = ("bilinear", "bicubic", "area", "nearest")
@@ -95,7 +103,7 @@ class CountingCollator(Collator):
 
     options: CountingOptions
 
-    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
         opt = self.options
         n, s = len(images), opt.size
         if n < 2:
@@ -105,17 +113,25 @@ class CountingCollator(Collator):
             )
         crops, boxes = square_crops(images.images, 2 * s, opt.crop, generator)
         origins = tile_origins(n, 2, s, s, jitter=0)
-        tiles = extract_tiles(crops, origins, s)
-        tiles = normalize(tiles.flatten(0, 1), opt.mean, opt.std).view(n, NUM_TILES, 3, s, s)
         method = torch.randint(len(opt.downsample), (n,), generator=generator)
-        down = normalize(downsample(crops, method, opt.methods, s), opt.mean, opt.std)
         other = random_derangement(n, generator)
-        device = down.device
-        labels = images.labels_on(device)
         meta = {"boxes": boxes, "tile_boxes": tile_boxes(origins, s), "downsample": method,
                 "other": other}
-        meta = {key: v.to(device) for key, v in meta.items()}
-        return Batch((down, tiles, down[other.to(device)]), None, labels, meta)
+        return HostBatch({"crops": crops}, images.labels, meta)
+
+    def make_device(self, host: HostBatch) -> Batch:
+        opt, meta = self.options, host.meta
+        s = opt.size
+        crops = host.pixels["crops"]
+        n = crops.shape[0]
+        tiles = extract_tiles(crops, meta["tile_boxes"][..., :2].long(), s)
+        tiles = normalize(tiles.flatten(0, 1), opt.mean, opt.std).view(n, NUM_TILES, 3, s, s)
+        down = normalize(downsample(crops, meta["downsample"], opt.methods, s), opt.mean,
+                         opt.std)
+        device = down.device
+        other = meta["other"].to(device, non_blocking=True)
+        return Batch((down, tiles, down[other]), None, labels_on(host, device),
+                     meta_on(meta, device))
 
 
 @register_task("counting",
@@ -135,15 +151,15 @@ class Counting(Task):
         return counting_loss(phi_dx, phi_tiles, phi_dy, margin=self.options.margin,
                              contrastive_weight=self.options.contrastive_weight)
 
-    def metrics(self, outputs: tuple[torch.Tensor, ...], batch: Batch) -> dict[str, float]:
+    def metrics(self, outputs: tuple[torch.Tensor, ...], batch: Batch
+                ) -> dict[str, torch.Tensor]:
         phi_dx, phi_tiles, phi_dy = (o.detach() for o in outputs)
         total = phi_tiles.sum(1)
         same = (phi_dx - total).pow(2).sum(1)
         diff = (phi_dy - total).pow(2).sum(1)
         # "accuracy": the tiles' total count is closer to their own image than to the other
-        return {"count_error": float(same.mean()), "contrast_distance": float(diff.mean()),
-                "pretext_acc": float((same < diff).float().mean()),
-                "phi_mean": float(phi_dx.mean())}
+        return {"count_error": same.mean(), "contrast_distance": diff.mean(),
+                "pretext_acc": (same < diff).float().mean(), "phi_mean": phi_dx.mean()}
 
     def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
         opt = self.options
@@ -203,11 +219,12 @@ def downsample(x: torch.Tensor, method: torch.Tensor, methods: tuple[str, ...],
     """Resize uint8 ``B x C x H x W`` to float ``B x C x size x size`` in [0, 255], image ``i``
     with the filter ``methods[method[i]]`` (antialiased bilinear / bicubic, area, nearest)."""
     out = x.new_empty((x.shape[0], x.shape[1], size, size), dtype=torch.float32)
-    method = method.to(x.device)
     for m, name in enumerate(methods):
-        sel = method == m
-        if not bool(sel.any()):
+        # selected where ``method`` is (the CPU, in a device stage): no device sync
+        sel = torch.nonzero(method == m)[:, 0]
+        if not sel.numel():
             continue
+        sel = sel.to(x.device, non_blocking=True)
         src = x[sel].float()
         if name in ("bilinear", "bicubic"):
             res = F.interpolate(src, size=size, mode=name, antialias=True, align_corners=False)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslpipe.batch import Batch
+from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import denormalize, normalize
 from sslpipe.ops.geometry import square_crops
 from sslpipe.ops.images import Images
@@ -46,6 +46,8 @@ from sslpipe.tasks.base import (
     check_choice,
     check_positive,
     check_probability,
+    labels_on,
+    meta_on,
 )
 from sslpipe.tasks.heads import feature_dim, mlp
 
@@ -186,8 +188,9 @@ class JigsawCollator(Collator):
     shuffled order), ``targets`` int64 ``B`` (index into the permutation set), ``labels`` and
     ``meta``: ``boxes`` (``B x 4`` crop boxes in the source image), ``permutation_index``
     (``B``), ``permutation`` (``B x T``), ``tile_origins`` (``B x T x 3 x 2`` int64 ``(x, y)``
-    of each channel of each tile in the resized crop, grid order) and ``grayscale`` (bool
-    ``B x T``, grid order).
+    of each channel of each tile in the resized crop, grid order), ``grayscale`` (bool
+    ``B x T``, grid order) and ``tile_colour`` (float ``B x T x 3 x 4``, each tile's colour
+    matrix on RGB in [0, 1], grid order).
     """
 
     options: JigsawOptions
@@ -199,7 +202,7 @@ class JigsawCollator(Collator):
                             cache_dir=options.cache_dir)
         )
 
-    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
         opt = self.options
         n, k, t = len(images), opt.grid * opt.grid, opt.tile_side
         crops, boxes = square_crops(images.images, opt.size, opt.crop, generator)
@@ -207,24 +210,30 @@ class JigsawCollator(Collator):
                                generator=generator)
         origins = _channel_origins(origins, opt.channel_shift, opt.size - t, generator)
         index = torch.randint(len(self.permutations), (n,), generator=generator)
-        perm = self.permutations[index]
         gray = torch.rand(n, k, generator=generator) < opt.grayscale
         matrix = _tile_colour_matrix(gray, opt.color_jitter, generator)
-        device = crops.device
+        meta = {"boxes": boxes, "permutation_index": index,
+                "permutation": self.permutations[index], "tile_origins": origins,
+                "grayscale": gray, "tile_colour": matrix}
+        return HostBatch({"crops": crops}, images.labels, meta)
+
+    def make_device(self, host: HostBatch) -> Batch:
+        opt, meta = self.options, host.meta
+        k, t = opt.grid * opt.grid, opt.tile_side
+        n = len(meta["permutation"])
         # Shuffle the (tiny) per-tile parameters rather than the tiles: tiles are cut straight
         # into input order, where input tile i is grid cell perm[i].
         rows = torch.arange(n).view(n, 1)
-        tiles = extract_tiles(crops, origins[rows, perm], t)  # B x T x 3 x t x t
+        perm = meta["permutation"]
+        tiles = extract_tiles(host.pixels["crops"], meta["tile_origins"][rows, perm], t)
         x = normalize(tiles.reshape(n * k, 3, t, t), opt.mean, opt.std,
-                      matrix[rows, perm].view(n * k, 3, 4))
+                      meta["tile_colour"][rows, perm].view(n * k, 3, 4))
         if opt.normalize_tiles:
             x = _standardize(x)
         inputs = x.view(n, k, 3, t, t)
-        labels = images.labels_on(device)
-        meta = {"boxes": boxes, "permutation_index": index, "permutation": perm,
-                "tile_origins": origins, "grayscale": gray}
-        meta = {key: v.to(device) for key, v in meta.items()}
-        return Batch(inputs, index.to(device), labels, meta)
+        device = inputs.device
+        targets = meta["permutation_index"].to(device, non_blocking=True)
+        return Batch(inputs, targets, labels_on(host, device), meta_on(meta, device))
 
 
 @register_task("jigsaw",
@@ -244,9 +253,9 @@ class Jigsaw(Task):
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         return jigsaw_loss(outputs, batch.targets)  # type: ignore[arg-type]
 
-    def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
+    def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         hits = torch.eq(outputs.argmax(1), cast(torch.Tensor, batch.targets))
-        return {"pretext_acc": float(hits.float().mean())}
+        return {"pretext_acc": hits.float().mean()}
 
     def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
         opt = self.options

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sslpipe.batch import Batch
+from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.images import Images, collect
 from sslpipe.registry import task_class
 from sslpipe.tasks.base import Collator, CollatorOptions, Task, check_choice, make_options
@@ -61,7 +61,8 @@ class MultiCollator(Collator):
     """Runs every member's collator on the same images (see the module docstring for layout).
 
     Images are collected (and decoded) once, at the largest minimum size of the members, and
-    each member's ``make`` draws its parameters from one shared generator in member order.
+    each member's host stage draws its parameters from one shared generator in member order;
+    the device stage hands each member its own pixels and parameters back.
     """
 
     options: MultiTaskOptions
@@ -70,9 +71,10 @@ class MultiCollator(Collator):
         super().__init__(options)
         self.members = members
 
-    def __call__(self, samples: Any, generator: torch.Generator | None = None) -> Batch:
+    def host_stage(self, samples: Any, generator: torch.Generator | None = None) -> HostBatch:
+        # decoded once for every member (a lazily decoded JPEG would be decoded per member)
         images = collect(samples, min_size=self.min_input_size())
-        return self.make(images, generator if generator is not None else self.generator())
+        return self.make_host(images, generator if generator is not None else self.generator())
 
     def min_input_size(self) -> tuple[int, int]:
         h, w = 1, 1
@@ -82,15 +84,28 @@ class MultiCollator(Collator):
             h, w = max(h, mh), max(w, mw)
         return (h, w)
 
-    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
+        pixels, meta = {}, {}
+        for name, task in self.members.items():
+            host = task.collator.make_host(images, generator)
+            pixels.update({f"{name}{SEPARATOR}{k}": v for k, v in host.pixels.items()})
+            meta.update({f"{name}{SEPARATOR}{k}": v for k, v in host.meta.items()})
+        return HostBatch(pixels, images.labels, meta)
+
+    def make_device(self, host: HostBatch) -> Batch:
         inputs, targets, meta = [], {}, {}
         labels = None
         for name, task in self.members.items():
-            batch = task.collator.make(images, generator)
+            prefix = f"{name}{SEPARATOR}"
+            own = HostBatch({k[len(prefix):]: v for k, v in host.pixels.items()
+                             if k.startswith(prefix)}, host.labels,
+                            {k[len(prefix):]: v for k, v in host.meta.items()
+                             if k.startswith(prefix)})
+            batch = task.collator.make_device(own)
             inputs.append(batch.inputs)
             if batch.targets is not None:
                 targets[name] = batch.targets
-            meta.update({f"{name}{SEPARATOR}{k}": v for k, v in batch.meta.items()})
+            meta.update({f"{prefix}{k}": v for k, v in batch.meta.items()})
             labels = batch.labels
         return Batch(tuple(inputs), targets, labels, meta)  # type: ignore[arg-type]
 
@@ -156,12 +171,12 @@ class MultiTask(Task):
         """The unweighted loss of member ``name``."""
         return self.members[name].loss(outputs[name], self.member_batch(batch, name))
 
-    def metrics(self, outputs: dict[str, Any], batch: Batch) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def metrics(self, outputs: dict[str, Any], batch: Batch) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
         for name in self._present(outputs):
             sub = self.member_batch(batch, name)
             member = self.members[name]
-            out[f"{name}{SEPARATOR}loss"] = float(member.loss(outputs[name], sub).detach())
+            out[f"{name}{SEPARATOR}loss"] = member.loss(outputs[name], sub).detach()
             out.update({f"{name}{SEPARATOR}{k}": v
                         for k, v in member.metrics(outputs[name], sub).items()})
         return out
@@ -214,6 +229,13 @@ class MultiTaskModel(nn.Module):
         self.schedule = schedule
         self.step: torch.Tensor
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        # the buffer's value on the host, read once (after construction or a load): picking
+        # the member must not wait for the device every step
+        self._host_step: int | None = None
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_step = None
 
     def forward(self, inputs: tuple[Any, ...]) -> dict[str, Any]:
         names = list(self.members)
@@ -224,6 +246,9 @@ class MultiTaskModel(nn.Module):
             )
         active = range(len(names))
         if self.schedule == "alternate" and self.training:
-            active = range(int(self.step) % len(names), int(self.step) % len(names) + 1)
+            if self._host_step is None:
+                self._host_step = int(self.step)
+            active = range(self._host_step % len(names), self._host_step % len(names) + 1)
+            self._host_step += 1
             self.step += 1
         return {names[i]: self.members[names[i]](inputs[i]) for i in active}

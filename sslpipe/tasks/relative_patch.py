@@ -30,13 +30,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslpipe.batch import Batch
+from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import denormalize, normalize
 from sslpipe.ops.geometry import square_crops
 from sslpipe.ops.images import Images
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_boxes, tile_origins
 from sslpipe.registry import register_task
-from sslpipe.tasks.base import Collator, CollatorOptions, Task, check_choice, check_positive
+from sslpipe.tasks.base import (
+    Collator,
+    CollatorOptions,
+    Task,
+    check_choice,
+    check_positive,
+    labels_on,
+    meta_on,
+)
 from sslpipe.tasks.heads import feature_dim, mlp
 
 NUM_POSITIONS = 8
@@ -117,7 +125,7 @@ class RelativePatchCollator(Collator):
 
     options: RelativePatchOptions
 
-    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
         opt = self.options
         n, p = len(images), opt.size
         crops, boxes = square_crops(images.images, opt.region, opt.crop, generator)
@@ -130,20 +138,27 @@ class RelativePatchCollator(Collator):
             cells = torch.tensor(NEIGHBOURS)[position]
         cells = torch.cat([torch.full((n, 1), CENTER), cells], dim=1)  # B x K, centre first
         fed = torch.gather(origins, 1, cells.unsqueeze(-1).expand(-1, -1, 2))
+        # the patches are the output-size crops: only they cross to the device
         patches = extract_tiles(crops, fed, p)  # B x K x 3 x p x p
-        k = patches.shape[1]
         meta = {"boxes": boxes, "patch_boxes": tile_boxes(origins, p),
                 "input_boxes": tile_boxes(fed, p), "position": position}
-        x = self._colour(patches.flatten(0, 1), generator, meta)
-        x = x.view(n, k, 3, p, p)
+        if opt.chroma == "drop":
+            meta["kept_channel"] = torch.randint(3, (n, cells.shape[1]), generator=generator)
+            meta["noise_seed"] = torch.randint(2**62, (1,), generator=generator)
+        return HostBatch({"patches": patches}, images.labels, meta)
+
+    def make_device(self, host: HostBatch) -> Batch:
+        opt, meta = self.options, host.meta
+        patches = host.pixels["patches"]
+        n, k, _, p, _ = patches.shape
+        x = self._colour(patches.flatten(0, 1), meta).view(n, k, 3, p, p)
         center, neighbours = x[:, 0], (x[:, 1] if opt.variant == "pair" else x[:, 1:])
         device = x.device
-        labels = images.labels_on(device)
-        meta = {key: v.to(device) for key, v in meta.items()}
-        return Batch((center, neighbours), position.to(device), labels, meta)
+        position = meta["position"].to(device, non_blocking=True)
+        return Batch((center, neighbours), position, labels_on(host, device),
+                     meta_on({k: v for k, v in meta.items() if k != "noise_seed"}, device))
 
-    def _colour(self, patches: torch.Tensor, generator: torch.Generator | None,
-                meta: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _colour(self, patches: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         """uint8 ``N x 3 x p x p`` to normalised float with the chromatic-aberration remedy."""
         opt = self.options
         if opt.chroma == "project":
@@ -154,13 +169,11 @@ class RelativePatchCollator(Collator):
         if opt.chroma == "none":
             return x
         n = len(patches)
-        kept = torch.randint(3, (n,), generator=generator)
-        meta["kept_channel"] = kept.view(len(meta["position"]), -1)
-        kept = kept.to(x.device)
+        kept = meta["kept_channel"].reshape(n).to(x.device, non_blocking=True)
         keep = F.one_hot(kept, 3).bool().view(n, 3, 1, 1)
         kept_std = x[torch.arange(n, device=x.device), kept].std(dim=(-2, -1))
-        noise = _randn(x.shape, x.device, generator) * (opt.drop_noise * kept_std).view(n, 1, 1, 1)
-        return torch.where(keep, x, noise)
+        noise = _randn(x.shape, x.device, int(meta["noise_seed"]))
+        return torch.where(keep, x, noise * (opt.drop_noise * kept_std).view(n, 1, 1, 1))
 
 
 @register_task("relative_patch",
@@ -178,9 +191,9 @@ class RelativePatch(Task):
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         return relative_patch_loss(outputs, batch.targets)  # type: ignore[arg-type]
 
-    def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
+    def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         hits = torch.eq(outputs.argmax(-1), cast(torch.Tensor, batch.targets))
-        return {"pretext_acc": float(hits.float().mean())}
+        return {"pretext_acc": hits.float().mean()}
 
     def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
         opt = self.options
@@ -230,15 +243,9 @@ def relative_patch_loss(logits: torch.Tensor, position: torch.Tensor) -> torch.T
     return F.cross_entropy(logits.reshape(-1, NUM_POSITIONS), position.reshape(-1))
 
 
-def _randn(shape: torch.Size, device: torch.device,
-           generator: torch.Generator | None) -> torch.Tensor:
-    """Gaussian noise on ``device``. Off the CPU a device generator seeded from the CPU one
-    draws it in place, so no image-sized tensor crosses to the device (noise is no
-    pseudo-label: it is reproducible per device, not across devices)."""
-    if generator is None:
-        return torch.randn(shape, device=device)
-    if device.type == "cpu":
-        return torch.randn(shape, generator=generator)
-    seed = int(torch.randint(2**62, (1,), generator=generator))
-    device_gen = torch.Generator(device=device).manual_seed(seed)
-    return torch.randn(shape, generator=device_gen, device=device)
+def _randn(shape: torch.Size, device: torch.device, seed: int) -> torch.Tensor:
+    """Gaussian noise drawn on ``device`` from a generator of ``seed`` (drawn by the host
+    stage), so no image-sized tensor crosses to the device. Noise is no pseudo-label: it is
+    reproducible per device, not across devices."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(shape, generator=generator, device=device)

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslpipe.batch import Batch
-from sslpipe.ops.augment import ViewAugment, augment_views
+from sslpipe.batch import Batch, HostBatch
+from sslpipe.ops.augment import ViewAugment, apply_view, sample_view
 from sslpipe.ops.color import denormalize
 from sslpipe.ops.geometry import crop_views, random_resized_crop_boxes
 from sslpipe.ops.images import Images
@@ -37,6 +37,8 @@ from sslpipe.tasks.base import (
     Task,
     check_positive,
     check_probability,
+    labels_on,
+    meta_on,
 )
 from sslpipe.tasks.heads import feature_dim, mlp
 
@@ -147,23 +149,31 @@ class TwoViewCollator(Collator):
 
     options: TwoViewOptions
 
-    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
         opt = self.options
         specs = opt.view_augments()
         sizes = images.sizes()
         boxes = [random_resized_crop_boxes(sizes, generator, opt.crop_scale, opt.crop_ratio)
                  for _ in specs]
         crops, scale = crop_views(images.images, boxes, opt.size)
-        views, meta = [], {}
+        pixels, meta = {}, {}
         for v, (x, spec) in enumerate(zip(crops, specs), 1):
-            out, params = augment_views(x, spec, generator, opt.mean, opt.std)
-            views.append(out)
+            pixels[f"view{v}"] = x
             meta[f"view{v}_boxes"] = boxes[v - 1]
+            params = sample_view(len(x), spec, generator)
             meta.update({f"view{v}_{k}": p for k, p in params.items()})
         meta["decode_scale"] = scale
+        return HostBatch(pixels, images.labels, meta)
+
+    def make_device(self, host: HostBatch) -> Batch:
+        opt = self.options
+        views = []
+        for v, spec in enumerate(opt.view_augments(), 1):
+            prefix = f"view{v}_"
+            params = {k[len(prefix):]: p for k, p in host.meta.items() if k.startswith(prefix)}
+            views.append(apply_view(host.pixels[f"view{v}"], spec, params, opt.mean, opt.std))
         device = views[0].device
-        labels = images.labels_on(device)
-        return Batch(tuple(views), None, labels, {k: t.to(device) for k, t in meta.items()})
+        return Batch(tuple(views), None, labels_on(host, device), meta_on(host.meta, device))
 
 
 class TwoViewModel(nn.Module):
@@ -206,12 +216,11 @@ class SimCLR(Task):
         return nt_xent(outputs[0], outputs[1], self.options.temperature)
 
     def metrics(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch
-                ) -> dict[str, float]:
+                ) -> dict[str, torch.Tensor]:
         z = F.normalize(torch.cat(outputs).detach().float(), dim=1)
         sim = (z @ z.T).fill_diagonal_(float("-inf"))
-        n = outputs[0].shape[0]
-        partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-        return {"pretext_acc": float((sim.argmax(1) == partner).float().mean())}
+        partner = _partners(outputs[0].shape[0], z.device)
+        return {"pretext_acc": (sim.argmax(1) == partner).float().mean()}
 
     def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
         return view_rows(batch, self.options, max_images)
@@ -239,8 +248,13 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     sim = z @ z.T / temperature
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     sim = sim.masked_fill(self_mask, float("-inf"))
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(sim, partner)
+    return F.cross_entropy(sim, _partners(n, z.device))
+
+
+def _partners(n: int, device: torch.device) -> torch.Tensor:
+    """int64 ``2B``: the row of each view's partner in ``[z1; z2]`` (made on the device: a
+    copy from the host would wait for the stream)."""
+    return torch.arange(2 * n, device=device).roll(n)
 
 
 def check_blur(sigma: tuple[float, float], kernel: int | None) -> None:

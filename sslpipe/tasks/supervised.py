@@ -15,12 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslpipe.batch import Batch
+from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import normalize
 from sslpipe.ops.geometry import hflip, random_resized_crop_boxes, resized_crop
 from sslpipe.ops.images import Images
 from sslpipe.registry import register_task
-from sslpipe.tasks.base import Collator, CollatorOptions, Task, check_positive, check_probability
+from sslpipe.tasks.base import (
+    Collator,
+    CollatorOptions,
+    Task,
+    check_positive,
+    check_probability,
+    labels_on,
+    meta_on,
+)
 from sslpipe.tasks.heads import BackboneWithHead, classifier_head, feature_dim
 
 
@@ -67,7 +75,7 @@ class SupervisedCollator(Collator):
 
     options: SupervisedOptions
 
-    def make(self, images: Images, generator: torch.Generator | None) -> Batch:
+    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
         opt = self.options
         if images.labels is None:
             raise ValueError(
@@ -84,10 +92,14 @@ class SupervisedCollator(Collator):
         boxes = random_resized_crop_boxes(images.sizes(), generator, opt.crop_scale, opt.crop_ratio)
         x = resized_crop(images.images, boxes, opt.size)
         flip = torch.rand(n, generator=generator) < opt.flip
-        inputs = normalize(hflip(x, flip), opt.mean, opt.std)
+        return HostBatch({"crops": x}, labels, {"boxes": boxes, "flip": flip})
+
+    def make_device(self, host: HostBatch) -> Batch:
+        inputs = normalize(hflip(host.pixels["crops"], host.meta["flip"]), self.options.mean,
+                           self.options.std)
         device = inputs.device
-        labels = labels.to(device)
-        return Batch(inputs, labels, labels, {"boxes": boxes.to(device), "flip": flip.to(device)})
+        labels = labels_on(host, device)
+        return Batch(inputs, labels, labels, meta_on(host.meta, device))
 
 
 @register_task("supervised", "supervised classification on the dataset labels (the baseline)")
@@ -107,6 +119,6 @@ class Supervised(Task):
             raise ValueError("batch.labels: the supervised loss needs dataset labels. Got None")
         return F.cross_entropy(outputs, batch.labels)
 
-    def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
+    def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         labels = batch.labels if batch.labels is not None else outputs.new_empty(0)
-        return {"train_acc": float(torch.eq(outputs.argmax(1), labels).float().mean())}
+        return {"train_acc": torch.eq(outputs.argmax(1), labels).float().mean()}

@@ -116,9 +116,9 @@ class VICReg(Task):
         return vicreg_loss(outputs[0], outputs[1], o.sim_coeff, o.std_coeff, o.cov_coeff)
 
     def metrics(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch
-                ) -> dict[str, float]:
+                ) -> dict[str, torch.Tensor]:
         z = outputs[0].detach().float()
-        return {"embedding_std": float(z.std(0).mean())}
+        return {"embedding_std": z.std(0).mean()}
 
     def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
         return view_rows(batch, self.options, max_images)

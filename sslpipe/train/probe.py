@@ -75,8 +75,9 @@ class OnlineProbe:
         finally:
             handle.remove()
 
-    def step(self, batch: Batch) -> dict[str, float]:
-        """One SGD step on the captured features; ``{"loss", "acc"}`` or ``{}`` when it can't."""
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One SGD step on the captured features; ``{"loss", "acc"}`` (0-dim tensors on the
+        device, not read here) or ``{}`` when it can't."""
         pair = self._pair(batch)
         if pair is None or self.optimizer is None or self.model is None:
             return {}
@@ -87,16 +88,16 @@ class OnlineProbe:
         loss.backward()
         self.optimizer.step()
         acc = (logits.argmax(1) == labels).float().mean()
-        return {"loss": float(loss.detach()), "acc": float(acc)}
+        return {"loss": loss.detach(), "acc": acc}
 
-    def evaluate(self, batch: Batch) -> dict[str, float]:
-        """Accuracy on the captured features (no update)."""
+    def evaluate(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Accuracy on the captured features (no update), a 0-dim tensor on the device."""
         pair = self._pair(batch)
         if pair is None or self.linear is None:
             return {}
         with torch.no_grad():
             logits = self.linear(pair[0])
-        return {"acc": float((logits.argmax(1) == pair[1]).float().mean())}
+        return {"acc": (logits.argmax(1) == pair[1]).float().mean()}
 
     def train(self) -> None:
         if self.model is not None:
@@ -120,7 +121,7 @@ class OnlineProbe:
             source = batch.meta.get("source")
             if source is None or source.shape[0] != features.shape[0]:
                 return None
-            labels = labels[source.to(labels.device)]
+            labels = labels[source.to(labels.device, non_blocking=True)]
         return features.float(), labels
 
 

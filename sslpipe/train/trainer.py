@@ -183,6 +183,7 @@ class Trainer:
         self.probe = OnlineProbe.create(config, backbone, self.loader, self.info)
         self.step, self.epoch, self.start_batch = 0, 0, 0
         self.last_checkpoint: str | None = None
+        self._watch = _DivergenceWatch(self.device)
         self.saved_step = -1  # the same on every rank, unlike last_checkpoint (rank 0 only)
         if config.resume:
             self._restore(ckpt.latest_checkpoint(self.run_dir))
@@ -221,8 +222,8 @@ class Trainer:
         config = self.config
         self.model.train()
         self.probe.train()
-        totals = _Totals()
-        window = _Totals()
+        totals = _Sums(self.device)
+        window = _Sums(self.device)
         t_last = time.perf_counter()
         for batch, wait in _timed(self._batches()):
             lr = lr_at(config, self.step, self.steps_per_epoch)
@@ -230,24 +231,28 @@ class Trainer:
             stats = self._step(batch)
             self.step += 1
             self.start_batch += 1
-            stats["data_wait_s"] = wait
-            totals.add(stats)
-            window.add(stats)
+            totals.add(stats, wait)
+            window.add(stats, wait)
             if self.step % config.log_every == 0 or self.start_batch == self.steps_per_epoch:
+                # the one host read (and all-reduce) in log_every steps
                 now = time.perf_counter()
-                record = window.means(now - t_last)
+                record = window.read(now - t_last)
+                if record.pop("nonfinite", 0.0):
+                    self._diverged()
                 record["lr"] = lr
                 logger.log({"event": "step", "step": self.step, "epoch": self.epoch, **record})
                 logger.advance(window.steps, {k: record[k] for k in
                                               ("loss", "lr", "img_per_s", "data_wait")})
-                window, t_last = _Totals(), now
+                window, t_last = _Sums(self.device), now
             if config.checkpoint_every and self.step % config.checkpoint_every == 0:
                 self._save()
             if self._done():
                 break
         if self.start_batch >= self.steps_per_epoch:
             self.start_batch = 0
-        return totals.means(None)
+        summary = totals.read(None)
+        summary.pop("nonfinite", None)
+        return summary
 
     def _batches(self) -> Iterator[Batch]:
         self.loader.set_epoch(self.epoch)
@@ -259,7 +264,13 @@ class Trainer:
             next(it)
         yield from it
 
-    def _step(self, batch: Batch) -> dict[str, float]:
+    def _step(self, batch: Batch) -> _StepStats:
+        """Forward, loss, backward, optimizer step; nothing read back from the device.
+
+        The step's numbers stay device tensors (summed by :class:`_Sums` and read every
+        ``log_every`` steps); a non-finite loss is recorded on the device (its first step and
+        value) and acted on at the next read, before any checkpoint is written.
+        """
         batch = batch.to(self.device, non_blocking=True)
         inputs = batch.inputs
         if self.config.channels_last:
@@ -272,28 +283,26 @@ class Trainer:
         metrics = self.task.metrics(outputs, batch)
         probe = self.probe.step(batch)
         n = batch.batch_size
-        keys = sorted(metrics)
-        packed = torch.tensor(
-            [float(loss.detach()) * n, n, float(not torch.isfinite(loss.detach())),
-             probe.get("loss", 0.0) * n, probe.get("acc", 0.0) * n, float(bool(probe))]
-            + [metrics[k] * n for k in keys], dtype=torch.float64, device=self.device)
-        totals: list[float] = all_reduce_sum(packed).tolist()
-        if totals[2]:
-            where = self.last_checkpoint or "none written yet"
-            raise TrainingDiverged(
-                f"loss is {float(loss.detach())} at epoch {self.epoch}, step {self.step} (lr "
-                f"{self.optimizer.param_groups[0]['lr']:.4g}). Training stopped; last good "
-                f"checkpoint: {where}. Lower the lr, add warm-up or use bf16/fp32")
+        value = loss.detach().float()
+        self._watch.record(value, self.step, self.epoch)
+        zero = value.new_zeros(())
+        keys = ["loss", "nonfinite", "probe_loss", "probe_acc", *sorted(metrics)]
+        vec = torch.stack(
+            [value * n, (~torch.isfinite(value)).float(), probe.get("loss", zero) * n,
+             probe.get("acc", zero) * n]
+            + [_device_scalar(metrics[k], value) * n for k in keys[4:]]).double()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        images = totals[1]
-        out = {"loss": totals[0] / images, "images": images}
-        if totals[5]:
-            out.update(probe_loss=totals[3] / images, probe_acc=totals[4] / images)
-        out.update({k: v / images for k, v in zip(keys, totals[6:])})
-        return out
+        return _StepStats(keys, vec, n, n if probe else 0)
+
+    def _diverged(self) -> None:
+        where = self.last_checkpoint or "none written yet"
+        raise TrainingDiverged(
+            f"{self._watch.describe()} (lr {self.optimizer.param_groups[0]['lr']:.4g}). "
+            f"Training stopped; last good checkpoint: {where}. Lower the lr, add warm-up or "
+            "use bf16/fp32")
 
     # ---------------------------------------------------------------- val, save, restore
     def _validate(self) -> dict[str, float]:
@@ -302,7 +311,8 @@ class Trainer:
         # the plain module, not the DDP wrapper: ranks may run different numbers of validation
         # steps, and DDP's forward would wait on the other ranks (buffer broadcast)
         self.module.eval()
-        sums = torch.zeros(4, dtype=torch.float64)  # loss x n, n, probe acc x n, probe n
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        images = probed = 0.0  # host counts: loss x n and probe acc x n are summed on the device
         self.val_loader.set_epoch(0)
         with torch.no_grad():
             for batch in self.val_loader:
@@ -311,12 +321,16 @@ class Trainer:
                     outputs = self.module(batch.inputs)
                 n = batch.batch_size
                 probe = self.probe.evaluate(batch)
-                sums += torch.tensor([float(self.task.loss(outputs, batch)) * n, n,
-                                      probe.get("acc", 0.0) * n, float(bool(probe)) * n],
-                                     dtype=torch.float64)
+                loss = self.task.loss(outputs, batch).detach().double()
+                sums[0] += loss * n
+                if probe:
+                    sums[2] += probe["acc"].double() * n
+                    probed += n
+                images += n
         self.module.train()
-        loss, images, probe_acc, probe_n = all_reduce_sum(sums.to(self.device)).tolist()
-        out = {"val_loss": loss / max(1.0, images)}
+        sums[1], sums[3] = images, probed
+        loss_sum, images, probe_acc, probe_n = all_reduce_sum(sums).tolist()
+        out = {"val_loss": loss_sum / max(1.0, images)}
         if probe_n:
             out["val_probe_acc"] = probe_acc / probe_n
         return out
@@ -325,6 +339,10 @@ class Trainer:
         return bool(self.config.max_steps) and self.step >= self.config.max_steps
 
     def _save(self) -> None:
+        # a checkpoint is only ever written of finite weights: read the flag first (every rank)
+        flag = all_reduce_sum(self._watch.flag().reshape(1)).item()
+        if flag:
+            self._diverged()
         if self.info.main:
             state = {
                 "model": self.module.state_dict(), "backbone_prefix": self.prefix,
@@ -364,28 +382,86 @@ class Trainer:
         return TrainResult(str(self.run_dir), summary, self.step, backbone)
 
 
-class _Totals:
-    """Image-weighted sums of per-step numbers and the time spent waiting for data."""
+@dataclass
+class _StepStats:
+    """One step's numbers: ``vec`` (float64 on the device, image-weighted sums by ``keys``)
+    and the host-known counts."""
 
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
+    keys: list[str]
+    vec: torch.Tensor
+    images: int
+    probed: int
+
+
+class _Sums:
+    """Steps' numbers summed on the device; :meth:`read` is the only host read."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.keys: list[str] = []
+        self.vec: torch.Tensor | None = None
+        self.images = self.probed = 0
         self.steps = 0
+        self.wait = 0.0
 
-    def add(self, stats: dict[str, float]) -> None:
+    def add(self, stats: _StepStats, wait: float) -> None:
+        self.keys = stats.keys
+        self.vec = stats.vec if self.vec is None else self.vec + stats.vec
+        self.images += stats.images
+        self.probed += stats.probed
         self.steps += 1
-        n = stats.get("images", 1.0)
-        for key, value in stats.items():
-            weight = 1.0 if key in ("images", "data_wait_s") else n
-            self.sums[key] = self.sums.get(key, 0.0) + value * weight
+        self.wait += wait
 
-    def means(self, seconds: float | None) -> dict[str, float]:
-        images = max(1.0, self.sums.get("images", 0.0))
-        out = {k: v / images for k, v in self.sums.items() if k not in ("images", "data_wait_s")}
-        out["images"] = self.sums.get("images", 0.0)
+    def read(self, seconds: float | None) -> dict[str, float]:
+        """Means per image over every rank (one all-reduce, one device sync), ``nonfinite``
+        (the count of non-finite losses), and with ``seconds`` the rate and the data wait."""
+        if self.vec is None:
+            return {}
+        counts = torch.tensor([self.images, self.probed], dtype=torch.float64)
+        packed = torch.cat([self.vec, counts.to(self.device)])
+        values = all_reduce_sum(packed).tolist()
+        sums, (images, probed) = dict(zip(self.keys, values[:-2])), values[-2:]
+        per = max(1.0, images)
+        out = {"loss": sums["loss"] / per, "images": images, "nonfinite": sums["nonfinite"]}
+        if probed:
+            out.update(probe_loss=sums["probe_loss"] / per, probe_acc=sums["probe_acc"] / per)
+        out.update({k: sums[k] / per for k in self.keys[4:]})
         if seconds:
-            out["img_per_s"] = self.sums.get("images", 0.0) / seconds
-            out["data_wait"] = min(1.0, self.sums.get("data_wait_s", 0.0) / seconds)
+            out["img_per_s"] = self.images / seconds
+            out["data_wait"] = min(1.0, self.wait / seconds)
         return out
+
+
+class _DivergenceWatch:
+    """The first non-finite loss of the run (its value, step and epoch), kept on the device."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.epoch = torch.full((), -1, dtype=torch.int64, device=device)
+        self.value = torch.zeros((), device=device)
+
+    def record(self, loss: torch.Tensor, step: int, epoch: int) -> None:
+        first = ~torch.isfinite(loss) & (self.step < 0)
+        self.step = torch.where(first, step, self.step)
+        self.epoch = torch.where(first, epoch, self.epoch)
+        self.value = torch.where(first, loss, self.value)
+
+    def flag(self) -> torch.Tensor:
+        """float64 0-dim: 1 when a non-finite loss was seen, on the device."""
+        return (self.step >= 0).double()
+
+    def describe(self) -> str:
+        step = int(self.step)
+        if step < 0:
+            return "loss is not finite on another rank"
+        return f"loss is {float(self.value)} at epoch {int(self.epoch)}, step {step}"
+
+
+def _device_scalar(value: Any, like: torch.Tensor) -> torch.Tensor:
+    # sslpipe's tasks return 0-dim device tensors; a float from a user's task costs a copy
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().reshape(())
+    return torch.as_tensor(float(value), device=like.device)
 
 
 def _timed(batches: Iterator[Batch]) -> Iterator[tuple[Batch, float]]:

@@ -236,3 +236,23 @@ def test_uneven_shards_are_balanced_over_ranks_and_workers(tmp_path):
     loader = create_loader(str(tmp_path / "b"), "rotation", 4, num_workers=2, backend="cpu")
     seen = [i for b in _labels(loader) for i in b]
     assert len(seen) == 56 and len(set(seen)) >= 56 - 2 * 4
+
+
+@pytest.mark.parametrize("task", ["simclr", "rotation"])
+def test_device_stage_after_the_copy_equals_the_workers_doing_it(shard_dir, task):
+    # device_stage="device": the workers hand over uint8 host batches and the loader finishes
+    # them (here in the main process, on the CPU); the Batches are the same as the workers'.
+    def batches(where):
+        loader = create_loader(shard_dir, sslpipe.create_task(task, size=16), 4, num_workers=2,
+                               seed=3, device_stage=where)
+        assert loader._impl.on_device == (where == "device")
+        return list(loader)
+
+    fused, split = batches("workers"), batches("device")
+    assert len(fused) == len(split) > 0
+    for a, b in zip(fused, split):
+        x = [a.inputs] if isinstance(a.inputs, torch.Tensor) else list(a.inputs)
+        y = [b.inputs] if isinstance(b.inputs, torch.Tensor) else list(b.inputs)
+        assert all(torch.equal(u, v) for u, v in zip(x, y))
+        assert torch.equal(a.labels, b.labels) and sorted(a.meta) == sorted(b.meta)
+        assert all(torch.equal(a.meta[k], b.meta[k]) for k in a.meta)

@@ -124,3 +124,33 @@ def test_export_round_trips_through_timm(tmp_path):
     assert torch.equal(loaded.conv4[0].weight, trained)
     final = json.loads((tmp_path / "run" / "final.json").read_text())
     assert final["steps"] == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sslpipe.list_tasks())
+def test_training_steps_between_logs_never_wait_on_the_host(tmp_path, name):
+    # torch's sync debug mode raises on every operation that makes the host wait for the GPU
+    # (.item(), float(), a device-to-host copy, a blocking host-to-device copy, nonzero, ...)
+    from sslpipe.train.distributed import DistInfo
+    from sslpipe.train.trainer import Trainer
+    from tests.train.conftest import tiny_options
+
+    size = tiny_options(name).get("size", 32)
+    images, labels = fake_data(16, size=max(size, 32))
+    options = tiny_options(name, tmp_path)
+    config = _config(tmp_path, task=name, task_options=options, log_every=1000, device="cuda")
+    task = sslpipe.create_task(name, **options)
+    trainer = Trainer(config, DistInfo(device=torch.device("cuda", 0)),
+                      loader=MemoryLoader(images, labels, task.collator, 8, seed=0))
+    batches = [task.collator([(im.cuda(), int(y)) for im, y in zip(images[i:i + 8],
+                                                                  labels[i:i + 8])])
+               for i in (0, 8)]
+    trainer._step(batches[0])  # first step: lazy initialisation (cuDNN, allocator) may wait
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for batch in batches * 2:
+            trainer._step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()

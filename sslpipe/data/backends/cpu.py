@@ -1,46 +1,83 @@
-"""The cpu backend: DataLoader workers decode and augment, batches leave them pinned.
+"""The cpu backend: DataLoader workers decode and crop, the device does the float work.
 
-Each worker groups the *encoded* bytes (and labels) of a batch and calls the task's collator
-on them, so decoding (at reduced JPEG DCT scale where the collator's crops allow) and the
-augmentation run in the worker, in uint8 until the final float conversion. With a CUDA target
-the batches leave the workers in pinned memory and the loader copies them to the device on a
-side stream, one batch ahead (:mod:`sslpipe.data.prefetch`).
+Each worker groups the *encoded* bytes (and labels) of a batch and runs the collator's host
+stage on them: decoding (at reduced JPEG DCT scale where the crops allow), crops and resizes,
+in uint8, with every random parameter drawn. With a CUDA target those uint8 batches leave the
+workers in pinned memory; one background thread copies each to the device on its own stream
+and runs the collator's device stage there (colour, blur, normalisation, pseudo-labels), up to
+two steps ahead of the training step (:func:`~sslpipe.data.prefetch.run_ahead`). Only uint8
+crosses the bus: for SimCLR at 224 px, 0.3 MB per image instead of 1.2 MB of float32.
+
+On a CPU target the workers run both stages: the float work then spreads over every worker
+process instead of queueing in the main one (``benchmarks/host_device.py`` measures it), and
+there is no bus to spare. A collator without the two stages (any plain callable) runs whole
+in the workers, and its float batches are copied ahead on a side stream
+(:func:`~sslpipe.data.prefetch.prefetch_to_device`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from sslpipe.batch import Batch
+from sslpipe.batch import Batch, HostBatch
 from sslpipe.data.backends.workers import BatchStream, Event
+from sslpipe.data.prefetch import run_ahead
 from sslpipe.data.reading import ReadPlan
 
 
 class CpuBackend:
     """Decode and collate in ``num_workers`` DataLoader worker processes (0: in this process).
 
-    Yields ``(Batch, events)`` per step, the Batch on the CPU (pinned when ``device`` is CUDA),
-    and ``(None, events)`` for what a worker met after its last batch.
+    Args:
+        device_stage: where the collator's device stage runs: ``"device"`` (on ``device``,
+            after the uint8 copy; on a CPU device, in the main process), ``"workers"`` (both
+            stages in the workers) or ``"auto"`` (``"device"`` on an accelerator, ``"workers"``
+            on the CPU, where the float work is faster spread over the worker processes).
+            A collator without the two stages always runs whole in the workers.
+
+    Yields ``(Batch, events)`` per step, and ``(None, events)`` for what a worker met after its
+    last batch. ``on_device`` tells where the Batches are: on ``device`` already (the device
+    stage ran there) or on the CPU (pinned when ``device`` is CUDA) for the loader to copy.
     """
 
     name = "cpu"
 
     def __init__(
         self, collate: Callable[..., Batch], device: torch.device, num_workers: int,
-        on_error: str,
+        on_error: str, device_stage: str = "auto",
     ) -> None:
         self.collate = collate
         self.device = device
         self.num_workers = num_workers
         self.on_error = on_error
+        if device_stage == "auto":
+            device_stage = "workers" if device.type == "cpu" else "device"
+        self.split = device_stage == "device" and hasattr(collate, "host_stage")
+        self.on_device = self.split
 
     def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
-        stream = BatchStream(plan, self.collate, self.on_error)
-        yield from _worker_loader(stream, self.num_workers, pin=self.device.type == "cuda")
+        pin = self.device.type == "cuda"
+        if not self.split:
+            stream = BatchStream(plan, self.collate, self.on_error)
+            yield from _worker_loader(stream, self.num_workers, pin)
+            return
+        stream = BatchStream(plan, self.collate.host_stage, self.on_error)  # type: ignore[attr-defined]
+        jobs = (functools.partial(self._device_stage, host, events)
+                for host, events in _worker_loader(stream, self.num_workers, pin))
+        yield from run_ahead(jobs, self.device)
+
+    def _device_stage(self, host: HostBatch | None, events: list[Event]
+                      ) -> tuple[Batch | None, list[Event]]:
+        if host is None:  # the events met after a worker's last batch
+            return None, events
+        # pinned host memory: the copy queues on this thread's stream without waiting
+        device_stage: Any = self.collate.device_stage  # type: ignore[attr-defined]
+        return device_stage(host.to(self.device, non_blocking=True)), events
 
 
 def _worker_loader(stream: BatchStream, num_workers: int, pin: bool) -> Iterator[Any]:

@@ -63,6 +63,7 @@ class DaliBackend:
     """
 
     name = "dali"
+    on_device = True
 
     def __init__(
         self, collate: Callable[..., Batch], device: torch.device, source: ShardSource,

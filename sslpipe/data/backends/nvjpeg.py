@@ -45,6 +45,7 @@ class NvjpegBackend:
     """
 
     name = "nvjpeg"
+    on_device = True
 
     def __init__(
         self, collate: Callable[..., Batch], device: torch.device, num_workers: int,

@@ -64,7 +64,8 @@ class BatchStream(IterableDataset):
 
     Args:
         plan: what this rank reads this epoch.
-        collate: the collator (cpu backend), or None to yield :class:`EncodedBatch`.
+        collate: the collator or its host stage (cpu backend), or None to yield
+            :class:`EncodedBatch`.
         on_error: ``"skip"`` (count bad samples and shards, go on) or ``"raise"``.
         cpu_decode_share: without a collator, decode in the worker every image that is not a
             JPEG and this share (0..1) of the JPEGs, spread evenly over the batch, so the
