@@ -1,8 +1,15 @@
-"""A full training step fed by sslpipe's loader against the same step on synthetic inputs.
+"""A full training step fed by sslpipe's loader against the same step on synthetic inputs,
+and sslpipe's trainer step against a plain hand-written loop.
 
 The step is ``task.loss(model(batch.inputs), batch)``, backward and SGD, with a timm backbone
 built by the task. The synthetic run repeats one Batch already on the device, so its rate is
 the model's ceiling; the ratio says how much of it the input path keeps.
+
+The second table runs ``Trainer._step`` (what ``sslpipe train`` runs per step: metrics summed
+on the device, the non-finite watch, the learning-rate schedule) and a plain loop (forward,
+loss, backward, step; no metrics) on the same model, optimizer and synthetic batch, the two
+interleaved and the best of three rounds kept; on CUDA it counts the host syncs per step
+(``torch.cuda.set_sync_debug_mode("warn")``), which must be zero between logging steps.
 
     python benchmarks/train_step.py                                   # CPU, tiny model
     python benchmarks/train_step.py --device cuda --arch resnet50 --task simclr --size 224 \\
@@ -16,6 +23,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import timm
 import torch
@@ -61,6 +69,86 @@ def main() -> None:
     print(f"| synthetic inputs on the device | {synthetic:,.1f} img/s |")
     print(f"| fed by sslpipe.create_loader | {fed:,.1f} img/s |")
     print(f"| ratio | {fed / synthetic:.2f} |")
+    trainer_vs_plain(args, device)
+
+
+def trainer_vs_plain(args: argparse.Namespace, device: torch.device) -> None:
+    """sslpipe's trainer step against a plain loop on the same model and synthetic batch."""
+    from sslpipe.train import TrainConfig
+    from sslpipe.train.distributed import DistInfo
+    from sslpipe.train.memory import MemoryLoader
+    from sslpipe.train.trainer import Trainer, _channels_last
+
+    options = {"size": args.size} if args.task != "simclr" else {"size": args.size, "blur": 0.0}
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig(
+            task=args.task, arch=args.arch, batch_size=args.batch, out=out, progress=False,
+            tensorboard=False, probe=False, log_every=10**9, task_options=options,
+            precision="bf16" if args.amp else "fp32", channels_last=device.type == "cuda",
+            device=device.type)
+        task = sslpipe.create_task(args.task, **options)
+        images = torch.randint(0, 256, (args.batch, 3, args.size + 32, args.size + 32),
+                               dtype=torch.uint8)
+        trainer = Trainer(config, DistInfo(device=device),
+                          loader=MemoryLoader(images, None, task.collator, args.batch))
+        batch = task.collator(images.to(device))
+        model, opt = trainer.model, trainer.optimizer
+
+        def plain() -> None:
+            inputs = _channels_last(batch.inputs) if config.channels_last else batch.inputs
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+                loss = task.loss(model(inputs), batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        steps = max(args.steps, 10)
+        best = {"plain": 0.0, "trainer": 0.0}
+        for _ in range(3):
+            for name, fn in (("plain", plain), ("trainer", lambda: trainer._step(batch))):
+                best[name] = max(best[name], _steps_per_s(fn, steps, device) * args.batch)
+        syncs = _syncs_per_step(lambda: trainer._step(batch), steps, device)
+    print(f"\n| {args.arch} {args.task} {args.size}px batch {args.batch} on {device} | img/s |")
+    print("|---|---|")
+    print(f"| plain loop (forward, loss, backward, step) | {best['plain']:,.1f} |")
+    print(f"| sslpipe trainer step | {best['trainer']:,.1f} |")
+    print(f"| ratio | {best['trainer'] / best['plain']:.3f} |")
+    print(f"| host syncs per trainer step (CUDA) | {syncs} |")
+
+
+def _steps_per_s(fn: Any, steps: int, device: torch.device) -> float:
+    fn()  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return steps / (time.perf_counter() - start)
+
+
+def _syncs_per_step(fn: Any, steps: int, device: torch.device) -> str:
+    if device.type != "cuda":
+        return "n/a (CPU)"
+    import warnings
+
+    fn()
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    where = f" (first: {str(syncs[0].message)[:120]})" if syncs else ""
+    return f"{len(syncs) / steps:g}{where}"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def rate(model: torch.nn.Module, task, opt, batches: Iterable, args, device) -> float:  # noqa: ANN001
