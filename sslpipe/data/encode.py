@@ -2,11 +2,11 @@
 
 * No resize, target JPEG, and the file is already a complete RGB JPEG: its bytes are kept
   untouched (no decode, so keep-bytes sharding runs at disk speed).
-* Anything else is decoded, converted (CMYK, grayscale, palette and alpha images become RGB;
-  array sources keep grayscale), resized so that the shorter side is ``resize``, and encoded.
-  JPEGs are decoded by libjpeg-turbo (``sslpipe.ops.jpeg``) at the largest DCT reduction the
-  resize allows and resized with the collators' uint8 kernel; CMYK and other JPEGs that path
-  does not handle go through PIL (``draft``, in YCbCr when the output is JPEG too).
+* Anything else is decoded under the loader's decode policy (:mod:`sslpipe.ops.images`: EXIF
+  orientation applied, CMYK, grayscale, 16-bit, palette and alpha images made 8-bit RGB; array
+  sources keep grayscale), resized with the collators' uint8 kernel so that the shorter side
+  is ``resize``, and encoded: what the loader would have decoded from the original file.
+  JPEGs are decoded at the largest DCT reduction the resize allows.
 * A file that cannot be read or decoded (zero bytes, truncated, not an image) gives a skip
   reason instead of bytes; the caller counts and lists it.
 """
@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from sslpipe.data.sources.base import Record
 from sslpipe.ops.geometry import resized_crop
-from sslpipe.ops.jpeg import decode_jpeg, jpeg_reduction, jpeg_size
+from sslpipe.ops.images import EncodedImage
+from sslpipe.ops.jpeg import jpeg_reduction
 
 FORMATS = ("auto", "jpg", "png")
 _EOI = b"\xff\xd9"
@@ -106,46 +107,42 @@ def _encode_file(path: str, ext: str, options: EncodeOptions) -> bytes:
     if not raw:
         raise _Skip("empty file (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(raw))
-    except UnidentifiedImageError as error:
-        raise _Skip("not an image: unrecognised file format") from error
-    except Exception as error:
-        raise _Skip(f"not an image: {error}") from error
+        image = EncodedImage(raw, where=path)
+    except ValueError as error:
+        raise _Skip(f"not an image: {_reason(error, path)}") from error
     if (options.resize is None and ext == "jpg" and image.format == "JPEG"
-            and image.mode == "RGB" and _EOI in raw[-64:]):
-        return raw
-    if options.resize is not None:
-        fast = _fast_resized_jpeg(raw, options.resize)
-        if fast is not None:
-            return _encode(fast, ext, options.quality)
+            and _is_color_jpeg(raw) and _EOI in raw[-64:]):
+        return raw  # the EXIF orientation stays with the bytes: every decoder applies it
+    reduce = 1
+    if options.resize is not None and image.format == "JPEG":
+        reduce = jpeg_reduction(min(image.raw_hw), options.resize)
     try:
-        if options.resize is not None and image.format == "JPEG":
-            size = _shorter_side_size(image.size, options.resize)
-            mode = "YCbCr" if ext == "jpg" and image.mode == "RGB" else image.mode
-            image.draft(mode, size)
-        image.load()
-    except Exception as error:
-        raise _Skip(f"corrupt image data: {error}") from error
-    return _encode(_resized(_to_rgb(image), options.resize), ext, options.quality)
+        # the loader's decode policy (EXIF orientation, modes, damage), so that a re-encoded
+        # image shows what the kept bytes would have shown
+        pixels = image.decode(reduce)
+    except ValueError as error:
+        raise _Skip(f"corrupt image data: {_reason(error, path)}") from error
+    if options.resize is not None:
+        h, w = pixels.shape[-2:]
+        out_w, out_h = _shorter_side_size((w, h), options.resize)
+        if (out_h, out_w) != (h, w):
+            box = torch.tensor([[0.0, 0.0, w, h]])
+            pixels = resized_crop([pixels], box, (out_h, out_w), method="interpolate")[0]
+    return _encode(Image.fromarray(pixels.permute(1, 2, 0).numpy()), ext, options.quality)
 
 
-def _fast_resized_jpeg(raw: bytes, side: int) -> Image.Image | None:
-    """Decode a JPEG at the largest DCT reduction its resize allows (libjpeg-turbo through
-    ``sslpipe.ops.jpeg``) and resize it with the collators' uint8 antialiased bilinear kernel
-    on channels-last memory: about 2x a PIL decode + bilinear resize. None: not a JPEG this
-    path handles (CMYK, damaged), which the PIL path then converts or reports."""
-    size = jpeg_size(raw)
-    if size is None:
-        return None
-    height, width = size
-    pixels = decode_jpeg(raw, jpeg_reduction(min(height, width), side))
-    if pixels is None:
-        return None
-    out_w, out_h = _shorter_side_size((width, height), side)
-    chw = torch.from_numpy(pixels).permute(2, 0, 1)
-    box = torch.tensor([[0.0, 0.0, chw.shape[-1], chw.shape[-2]]])
-    resized = resized_crop([chw], box, (out_h, out_w), method="interpolate")[0]
-    return Image.fromarray(resized.permute(1, 2, 0).numpy())
+def _is_color_jpeg(raw: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            return image.mode == "RGB"
+    except Exception:
+        return False
+
+
+def _reason(error: Exception, path: str) -> str:
+    """The decoder's message without the path it starts with (the manifest names the path)."""
+    text = str(error)
+    return text[len(path) + 2:] if text.startswith(path + ": ") else text
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ import torch
 
 from sslpipe.batch import Batch
 from sslpipe.data.backends import CpuBackend, DaliBackend, NvjpegBackend, select_backend
-from sslpipe.data.backends.dali import dali_rank_samples
 from sslpipe.data.backends.workers import Event
 from sslpipe.data.prefetch import prefetch_to_device
 from sslpipe.data.reading import (
@@ -55,6 +53,7 @@ def create_loader(
     world_size: int | None = None,
     resample: bool = False,
     on_error: str = "skip",
+    damaged: str = "use",
     hw_decoder_load: float = 0.65,
     cpu_decode_share: float = 0.0,
     single_pass: bool = False,
@@ -69,10 +68,11 @@ def create_loader(
         task_or_collator: a Task (its ``.collator`` is used), a collator, or a task name.
         batch_size: source images per batch (a task may make more inputs per image).
         device: where the Batches are delivered (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
-        backend: ``"cpu"``, ``"nvjpeg"`` (CUDA), ``"dali"`` (local shards) or ``"auto"``
-            (the fastest available; the choice and the reason are logged).
-        num_workers: DataLoader worker processes (cpu, nvjpeg) or DALI threads; default
-            ``min(8, cpu count)``.
+        backend: ``"cpu"``, ``"nvjpeg"`` (CUDA), ``"dali"`` or ``"auto"`` (the fastest
+            available; the choice and the reason are logged). Every backend reads the shards
+            the same way; they differ in where and by what the images are decoded.
+        num_workers: DataLoader worker processes that read (every backend) and decode (cpu);
+            default ``min(8, cpu count)``.
         seed: seeds the shard shuffle, the sample shuffle buffer and every random augmentation
             parameter; the same seed (and num_workers) gives the same batches, epoch by epoch.
         shuffle_buffer: samples held by each reader's shuffle buffer (0 or 1: no shuffle).
@@ -84,8 +84,14 @@ def create_loader(
         resample: draw shards with replacement (serves more readers than there are shards).
         on_error: ``"skip"`` (bad samples and shards are skipped, counted in ``loader.stats``
             and logged at epoch end) or ``"raise"``.
+        damaged: an image a CPU decoder reports damaged but decodes past (libjpeg-turbo's
+            "Corrupt JPEG data", harmless extraneous bytes included) is ``"use"``-d or
+            ``"skip"``-ped; either way it is counted and logged (``on_error="raise"`` raises).
+            The GPU decoders (nvJPEG, DALI's) do not report damage: ``sslpipe shard verify
+            --decode`` finds such files.
         hw_decoder_load: share of JPEG decoding on the GPU's hardware decoder (dali on CUDA).
-        cpu_decode_share: share of each batch's JPEGs that the nvjpeg backend's workers decode
+        cpu_decode_share: share of each batch's JPEGs that the nvjpeg and dali backends' workers
+            decode
             on the CPU (libjpeg-turbo) while nvJPEG decodes the rest on the GPU; raise it when
             the GPU decoder is the bottleneck and the workers' cores idle (``sslpipe bench``
             tells). PNG and other formats are always decoded in the workers.
@@ -110,6 +116,7 @@ def create_loader(
     check_positive("shuffle_buffer", shuffle_buffer, allow_zero=True)
     check_choice("on_error", on_error, ("skip", "raise"))
     check_choice("device_stage", device_stage, ("auto", "device", "workers"))
+    check_choice("damaged", damaged, ("use", "skip"))
     for name, share in (("hw_decoder_load", hw_decoder_load),
                         ("cpu_decode_share", cpu_decode_share)):
         if not 0.0 <= share <= 1.0:
@@ -130,23 +137,22 @@ def create_loader(
         if resample or epoch_size is not None:
             raise ValueError("single_pass=True reads every sample once: it takes neither "
                              "resample=True nor epoch_size")
-        plan = _single_pass_plan(source, name, batch_size, rank, world_size, num_workers, seed,
+        plan = _single_pass_plan(source, batch_size, rank, world_size, num_workers, seed,
                                  shuffle_buffer)
     else:
         plan = _epoch_plan(source, batch_size, epoch_size, drop_last, rank, world_size, seed,
                            shuffle_buffer, resample)
-        if name != "dali":
-            plan.check_readers(num_workers)
+        plan.check_readers(num_workers)
     collate = _collator(task_or_collator)
     impl: Any
     if name == "cpu":
-        impl = CpuBackend(collate, device, num_workers, on_error, device_stage)
+        impl = CpuBackend(collate, device, num_workers, on_error, device_stage, damaged)
     elif name == "nvjpeg":
         impl = NvjpegBackend(collate, device, num_workers, on_error,
-                             cpu_decode_share=cpu_decode_share)
+                             cpu_decode_share=cpu_decode_share, damaged=damaged)
     else:
-        impl = DaliBackend(collate, device, source, max(1, num_workers), hw_decoder_load,
-                           shuffle_buffer)
+        impl = DaliBackend(collate, device, num_workers, on_error, hw_decoder_load,
+                           cpu_decode_share=cpu_decode_share, damaged=damaged)
     log.info("sslpipe loader: backend %r (%s); %s steps per epoch of %d on rank %d/%d",
              name, why, plan.steps, batch_size, rank, world_size)
     return Loader(impl, plan, device, why)
@@ -170,40 +176,42 @@ def _epoch_plan(source: ShardSource, batch_size: int, epoch_size: int | None, dr
     )
 
 
-def _single_pass_plan(source: ShardSource, backend: str, batch_size: int, rank: int,
-                      world_size: int, num_workers: int, seed: int,
-                      shuffle_buffer: int) -> ReadPlan:
-    total = source.num_samples
-    if backend == "dali":  # DALI's reader splits the samples, not the shards, over ranks
-        per_rank = None if total is None else dali_rank_samples(total, rank, world_size)
-        steps = None if per_rank is None else math.ceil(per_rank / batch_size)
-    else:
-        steps = single_pass_steps(source, batch_size, rank, world_size, num_workers)
-        per_rank = None
-    return ReadPlan(source, batch_size, steps, per_rank or 0, rank, world_size, seed,
+def _single_pass_plan(source: ShardSource, batch_size: int, rank: int, world_size: int,
+                      num_workers: int, seed: int, shuffle_buffer: int) -> ReadPlan:
+    steps = single_pass_steps(source, batch_size, rank, world_size, num_workers)
+    return ReadPlan(source, batch_size, steps, 0, rank, world_size, seed,
                     shuffle_buffer=shuffle_buffer, single_pass=True)
 
 
 @dataclass
 class LoaderStats:
-    """What a loader met: counts by kind and the last events.
+    """What a loader met: counts by kind and the events.
 
     Attributes:
         batches, samples: delivered so far (all epochs).
-        skipped: counts by kind: ``"corrupt"`` (a sample that could not be decoded or
-            collated, or lacked its image or label), ``"truncated"`` (a shard that ended
-            mid-file), ``"unreadable"`` (a shard that could not be opened).
-        events: ``(kind, where, why)`` of every skip, ``where`` naming the shard (and key).
+        skipped: counts by kind of what was left out: ``"corrupt"`` (a sample that could not
+            be decoded or collated, or lacked its image or label), ``"damaged"`` (an image a
+            decoder reported damaged, under ``damaged="skip"``), ``"truncated"`` (a shard that
+            ended early: mid-file, at a damaged header, or short of its manifest count),
+            ``"unreadable"`` (a shard that could not be opened).
+        used_damaged: images a decoder reported damaged and that were used
+            (``damaged="use"``).
+        events: ``(kind, where, why)`` of every one, ``where`` naming the shard (and key);
+            a used damaged image's kind is ``"damaged-used"``.
     """
 
     batches: int = 0
     samples: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    used_damaged: int = 0
     events: list[Event] = field(default_factory=list)
 
     def add(self, events: list[Event]) -> None:
         for event in events:
-            self.skipped[event[0]] += 1
+            if event[0] == "damaged-used":
+                self.used_damaged += 1
+            else:
+                self.skipped[event[0]] += 1
             self.events.append(tuple(event))  # type: ignore[arg-type]
 
 
@@ -240,18 +248,22 @@ class Loader:
         self._plan.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[Batch]:
-        before = sum(self.stats.skipped.values())
+        before = len(self.stats.events)
         if self._impl.on_device:  # made on the device, ahead already (run_ahead)
             yield from self._counted()
         else:  # float batches that left the workers on the host: copy ahead
             yield from prefetch_to_device(self._counted(), self.device)
-        skipped = sum(self.stats.skipped.values()) - before
-        if skipped:
-            last = self.stats.events[-skipped:]
-            log.warning(
-                "sslpipe loader: epoch %d skipped %d bad input(s) (%s); first: %s %s: %s",
-                self._plan.epoch, skipped, dict(Counter(e[0] for e in last)), *last[0],
-            )
+        met = self.stats.events[before:]
+        if met:
+            kinds = Counter(e[0] for e in met)
+            used = kinds.pop("damaged-used", 0)
+            what = []
+            if kinds:
+                what.append(f"skipped {sum(kinds.values())} bad input(s) ({dict(kinds)})")
+            if used:
+                what.append(f"used {used} image(s) a decoder reported damaged")
+            log.warning("sslpipe loader: epoch %d %s; first: %s %s: %s", self._plan.epoch,
+                        " and ".join(what), *met[0])
 
     def _counted(self) -> Iterator[Batch]:
         for batch, events in self._impl.batches(self._plan):

@@ -34,7 +34,7 @@ from torch import nn
 
 from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import IMAGENET_MEAN, IMAGENET_STD
-from sslpipe.ops.images import Images, collect
+from sslpipe.ops.images import DEFAULT_MAX_PIXELS, Images, collect
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class CollatorOptions:
         dct_scaling: decode JPEG bytes at the largest DCT reduction (1/2, 1/4, 1/8) that keeps
             the task's crops at least their output size (``ops.geometry.crop_views``): the
             decode is the largest per-image cost, and most crops are resized down anyway.
+        max_pixels: the largest encoded image (H x W) decoded; a larger one is refused from
+            its header (a ValueError naming the sample, which a loader skips and counts).
+            Default: PIL's decompression-bomb limit, 178,956,970 (13,377 x 13,377).
     """
 
     seed: int | None = None
@@ -59,6 +62,7 @@ class CollatorOptions:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     dct_scaling: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 class Collator(ABC):
@@ -92,7 +96,7 @@ class Collator(ABC):
         data-dependent shapes. Runs where the images are (DataLoader workers for encoded
         bytes, the GPU for images decoded there)."""
         images = collect(samples, min_size=self.min_input_size(),
-                         decode=not self.options.dct_scaling)
+                         decode=not self.options.dct_scaling, max_pixels=self.options.max_pixels)
         return self.make_host(images, generator if generator is not None else self.generator())
 
     def device_stage(self, host: HostBatch) -> Batch:

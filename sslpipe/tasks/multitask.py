@@ -73,7 +73,8 @@ class MultiCollator(Collator):
 
     def host_stage(self, samples: Any, generator: torch.Generator | None = None) -> HostBatch:
         # decoded once for every member (a lazily decoded JPEG would be decoded per member)
-        images = collect(samples, min_size=self.min_input_size())
+        images = collect(samples, min_size=self.min_input_size(),
+                         max_pixels=self.options.max_pixels)
         return self.make_host(images, generator if generator is not None else self.generator())
 
     def min_input_size(self) -> tuple[int, int]:

@@ -64,8 +64,10 @@ def test_decode_encoded_routes_jpeg_to_the_batched_decoder_and_keeps_order():
         calls.append(len(tensors))
         return decode_jpeg(tensors, mode=mode, device=device)
 
-    images, bad = decode_encoded(data, torch.device("cpu"), batched)
-    assert calls[0] == 5  # one batched call with every JPEG (0, 2, 3, 4, 6), then one by one
+    images, bad, damaged = decode_encoded(data, torch.device("cpu"), batched)
+    # one batched call with every JPEG whose header reads (0, 2, 3, 6); 4 goes to the CPU
+    # decoder, which names what is wrong with it
+    assert calls == [4] and not damaged
     assert [i for i, _ in bad] == [4, 5]
     for i in (0, 1, 2, 3, 6):
         diff = (images[i].int() - decode(data[i]).int()).abs().max()
@@ -143,9 +145,15 @@ def test_nvjpeg_backend_on_cuda_matches_cpu_decode(tmp_path, share, workers):
     gpu = list(create_loader(str(tmp_path), raw_collator, 4, device="cuda", backend="nvjpeg",
                              cpu_decode_share=share, **args))
     cpu = list(create_loader(str(tmp_path), raw_collator, 4, backend="cpu", **args))
+    from sslpipe.data.backends.nvjpeg import jpeg_decoder
+
+    # nvImageCodec upsamples chroma as the CPU decoders do; torchvision's nvJPEG by nearest
+    # neighbour, far off at these images' sharp colour edges (tests/data/test_decode_policy)
+    exact = jpeg_decoder(torch.device("cuda")).name == "nvimgcodec"
     for g, c in zip(gpu, cpu):
         assert g.inputs.is_cuda and g.labels.tolist() == c.labels.tolist()
-        assert (g.inputs.cpu().int() - c.inputs.int()).abs().max() <= 3
+        diff = (g.inputs.cpu().int() - c.inputs.int()).abs()
+        assert diff.max() <= 3 if exact else diff.float().mean() < 3
 
 
 @pytest.mark.gpu
@@ -158,7 +166,8 @@ def test_dali_mixed_decoder_on_cuda(tmp_path):
 
 
 def test_jpeg_the_gpu_decoder_rejects_is_decoded_on_the_cpu():
-    """nvJPEG refuses some valid JPEGs (CMYK): they fall back to the CPU decoder, not dropped."""
+    """CMYK JPEGs go to the CPU decoder (PIL knows Adobe's inversion); a JPEG the GPU decoder
+    rejects falls back to the CPU decoder too, not dropped."""
     import io
 
     from PIL import Image
@@ -172,9 +181,15 @@ def test_jpeg_the_gpu_decoder_rejects_is_decoded_on_the_cpu():
             raise RuntimeError("unsupported colour space")
         return decode_jpeg(tensors, mode=mode, device=device)
 
-    images, bad = decode_encoded(data, torch.device("cpu"), picky)
+    images, bad, _ = decode_encoded(data, torch.device("cpu"), picky)
     assert [i for i, _ in bad] == [2]
     assert images[1] is not None and torch.equal(images[1], decode(data[1]))
+
+    def refuses_all(tensors, mode, device):
+        raise RuntimeError("unsupported")
+
+    images, bad, _ = decode_encoded(data, torch.device("cpu"), refuses_all)
+    assert [i for i, _ in bad] == [2] and torch.equal(images[0], decode(data[0]))
 
 
 @pytest.mark.parametrize(("share", "workers"), [(0.0, 0), (0.5, 2), (1.0, 0)])
@@ -218,18 +233,28 @@ def test_a_sample_the_workers_cannot_decode_is_replaced_and_reported(tmp_path):
 
 
 @pytest.mark.dali
-def test_dali_stops_on_a_corrupt_image_with_a_message_that_says_what_to_do(tmp_path):
-    make_shards(str(tmp_path), 1, 4)
+@pytest.mark.parametrize("damage", ["truncated", "garbage header", "not a jpeg"])
+def test_dali_skips_and_names_an_image_it_cannot_decode_like_the_cpu_backend(tmp_path, damage):
+    # DALI fails the whole batch on a truncated JPEG: that batch is decoded again on the CPU,
+    # which names the bad sample; the pipeline is rebuilt and the next batches go on
+    good = [encode(image(i, (40, 56)), "jpg") for i in range(8)]
+    broken = {"truncated": good[2][: len(good[2]) // 2],
+              "garbage header": good[2][:200] + bytes(400),
+              "not a jpeg": b"\xff\xd8\xff\xe0 broken"}[damage]
     path = str(tmp_path / "t-000000.tar")
-    with wds.TarWriter(path) as sink:  # same keys and count as the manifest lists
-        for i in range(4):
-            data = b"\xff\xd8\xff\xe0 broken" if i == 2 else encode(image(i), "jpg")
-            sink.write({"__key__": f"{i:08d}", "jpg": data, "cls": str(i).encode()})
-    from sslpipe.data.dali_index import index_text, members_of_tar
-
-    with open(str(tmp_path / "t-000000.idx"), "w") as f:
-        f.write(index_text(members_of_tar(path)))
-    loader = create_loader(str(tmp_path), raw_collator, 4, backend="dali", num_workers=1,
-                           shuffle_buffer=0)
-    with pytest.raises(ValueError, match=r"cannot skip corrupt samples.*--decode"):
-        list(loader)
+    with wds.TarWriter(path) as sink:
+        for i in range(8):
+            sink.write({"__key__": f"{i:08d}", "jpg": broken if i == 2 else good[i],
+                        "cls": str(i).encode()})
+    seen = {}
+    for backend in ("cpu", "dali"):
+        loader = create_loader(path, raw_collator, 4, backend=backend, num_workers=0,
+                               shuffle_buffer=0, single_pass=True)
+        labels = [i for b in loader for i in b.labels.tolist()]
+        assert labels == [0, 1, 3, 4, 5, 6, 7], backend
+        (event,) = loader.stats.events
+        assert event[0] == "corrupt" and event[1] == f"{path}:00000002", backend
+        seen[backend] = event[2]
+    with pytest.raises(ValueError, match="00000002"):
+        list(create_loader(path, raw_collator, 4, backend="dali", num_workers=0,
+                           shuffle_buffer=0, single_pass=True, on_error="raise"))

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from sslpipe.data import create_loader
-from sslpipe.data.backends.dali import dali_rank_samples
 from sslpipe.data.reading import resolve_shards, single_pass_steps
 from tests.data.loader_shards import make_shards
 from tests.data.test_backends import raw_collator
@@ -58,7 +57,6 @@ def test_steps_count_each_readers_partial_batch(uneven):
     assert single_pass_steps(source, 4, 0, 1, 1) == 6
     assert single_pass_steps(source, 4, 0, 1, 2) == 6
     assert single_pass_steps(source, 5, 0, 1, 2) == 4 + 1
-    assert [dali_rank_samples(22, r, 3) for r in range(3)] == [7, 7, 8]
 
 
 def test_length_unknown_and_argument_errors(uneven):
@@ -121,7 +119,7 @@ def test_dali_single_pass_reads_each_rank_part_once(uneven, world_size):
             labels = _labels(loader)
             assert len(labels) == len(loader)
         seen += [i for b in labels for i in b]
-    assert seen == list(range(22))
+    assert sorted(seen) == list(range(22))  # each sample once, shards dealt over ranks
 
 
 @pytest.mark.dali

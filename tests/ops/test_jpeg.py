@@ -11,7 +11,7 @@ import skimage.data
 from PIL import Image
 
 from sslpipe.ops.images import EncodedImage, collect, decode
-from sslpipe.ops.jpeg import decode_jpeg, jpeg_size
+from sslpipe.ops.jpeg import JpegWarning, decode_jpeg, jpeg_size
 
 
 def _jpeg(image: Image.Image, **kw) -> bytes:
@@ -57,7 +57,8 @@ def test_gray_jpeg_becomes_three_equal_channels() -> None:
 
 def test_truncated_jpeg_is_reported_by_name() -> None:
     data = _jpeg(PHOTO)[:3000]
-    assert decode_jpeg(data) is None
+    with pytest.raises(JpegWarning, match="Premature end"):
+        decode_jpeg(data)
     with pytest.raises(ValueError, match=r"samples\[0\].*cannot decode"):
         EncodedImage(data, where="samples[0]").decode()
     with pytest.raises(ValueError, match="cannot decode"):

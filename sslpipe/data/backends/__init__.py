@@ -24,9 +24,9 @@ __all__ = [
 def select_backend(backend: str, device: torch.device, source: ShardSource) -> tuple[str, str]:
     """Resolve ``backend`` (``"auto"`` included) to ``(name, why)``.
 
-    ``auto`` picks the fastest that can run: on CUDA, dali when it is installed and the shards
-    are local files, else nvjpeg; on the CPU, cpu (DataLoader workers decoding with
-    libjpeg-turbo at reduced DCT scale beat DALI's CPU decoder per core).
+    ``auto`` picks the fastest that can run: on CUDA, dali when it is installed, else nvjpeg;
+    on the CPU, cpu (DataLoader workers decoding with libjpeg-turbo at reduced DCT scale beat
+    DALI's CPU decoder per core).
 
     Raises:
         ValueError: an unknown name, or nvjpeg without a CUDA device.
@@ -45,8 +45,7 @@ def select_backend(backend: str, device: torch.device, source: ShardSource) -> t
     if backend != "auto":
         return backend, "requested"
     if device.type == "cuda":
-        if dali_available() and source.local:
-            return "dali", "CUDA device, DALI installed and the shards are local files"
-        why = "DALI is not installed" if not dali_available() else "the shards are not local files"
-        return "nvjpeg", f"CUDA device and {why}: batched nvJPEG decode with torchvision"
+        if dali_available():
+            return "dali", "CUDA device and DALI installed: DALI's mixed (nvJPEG/hardware) decoder"
+        return "nvjpeg", "CUDA device, DALI not installed: batched nvJPEG decode"
     return "cpu", f"device is {device.type!r}: decode and augment in DataLoader workers"

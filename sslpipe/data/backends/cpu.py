@@ -52,12 +52,13 @@ class CpuBackend:
 
     def __init__(
         self, collate: Callable[..., Batch], device: torch.device, num_workers: int,
-        on_error: str, device_stage: str = "auto",
+        on_error: str, device_stage: str = "auto", damaged: str = "use",
     ) -> None:
         self.collate = collate
         self.device = device
         self.num_workers = num_workers
         self.on_error = on_error
+        self.damaged = damaged
         if device_stage == "auto":
             device_stage = "workers" if device.type == "cpu" else "device"
         self.split = device_stage == "device" and hasattr(collate, "host_stage")
@@ -66,10 +67,11 @@ class CpuBackend:
     def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
         pin = self.device.type == "cuda"
         if not self.split:
-            stream = BatchStream(plan, self.collate, self.on_error)
+            stream = BatchStream(plan, self.collate, self.on_error, damaged=self.damaged)
             yield from _worker_loader(stream, self.num_workers, pin)
             return
-        stream = BatchStream(plan, self.collate.host_stage, self.on_error)  # type: ignore[attr-defined]
+        stream = BatchStream(plan, self.collate.host_stage,  # type: ignore[attr-defined]
+                             self.on_error, damaged=self.damaged)
         jobs = (functools.partial(self._device_stage, host, events)
                 for host, events in _worker_loader(stream, self.num_workers, pin))
         yield from run_ahead(jobs, self.device)

@@ -1,29 +1,34 @@
-"""The dali backend: DALI reads the shards and decodes; the torch collator does the rest.
+"""The dali backend: sslpipe's reader feeds a DALI decoding pipeline; the collator does the rest.
 
-``fn.readers.webdataset`` reads the local shards through their ``.idx`` index files (DALI
-builds the index itself where a shard has none), sharded by rank (``shard_id`` /
-``num_shards``) with DALI's own shuffle buffer; ``fn.decoders.image`` decodes on the GPU
-(``device="mixed"``: nvJPEG, with ``hw_decoder_load`` of the work on the hardware JPEG decoder
-where the GPU has one) or on the CPU. The decoded ``H x W x 3`` uint8 images reach torch
-without a copy through DLPack, as a ragged list of ``3 x H x W`` views, and the task's
-collator makes the Batch on the same device.
+DataLoader workers read the shards exactly as the cpu and nvjpeg backends do (the same
+:class:`~sslpipe.data.backends.workers.BatchStream`): a malformed sample, a truncated or
+unreadable shard, a missing label and an unlabeled tar are met, counted and named the same
+way on every backend, and DALI sees only well-formed samples. The workers decode what is
+not a baseline JPEG (PNG, WebP, CMYK JPEGs) under sslpipe's decode policy; the JPEGs are fed
+to a DALI pipeline (``fn.external_source`` into ``fn.decoders.image``): on the GPU its
+``mixed`` decoder (nvJPEG, ``hw_decoder_load`` of the work on the hardware JPEG engine where
+the GPU has one, libjpeg's "fancy" chroma upsampling like the CPU decoders, EXIF orientation
+applied), on the CPU DALI's CPU decoder. The decoded ``H x W x 3`` images reach torch without a
+copy through DLPack, and the task's collator makes the Batch on the same device.
+
+A batch DALI fails on (an image its decoder rejects) is decoded again by sslpipe's CPU decoder,
+which names the bad sample; the pipeline is rebuilt for the next batch.
 
 DALI is optional (``pip install 'sslpipe[dali]'``) and imported only when this backend is used.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-from collections.abc import Callable, Iterator
+import os
 from typing import Any
 
+import numpy as np
 import torch
 
 from sslpipe.batch import Batch
-from sslpipe.data.backends.workers import Event, step_generator
-from sslpipe.data.prefetch import run_ahead
-from sslpipe.data.reading import ReadPlan, ShardSource
+from sslpipe.data.backends.nvjpeg import NvjpegBackend
+from sslpipe.data.backends.workers import EncodedBatch, Event
+from sslpipe.data.reading import ReadPlan
 
 INSTALL_HINT = "pip install 'sslpipe[dali]'"
 
@@ -49,159 +54,102 @@ def require_dali() -> Any:
     return dali
 
 
-class DaliBackend:
-    """One DALI pipeline per loader, built on first use and reused across epochs.
+class DaliBackend(NvjpegBackend):
+    """sslpipe's workers read; a DALI pipeline decodes the JPEGs on ``device``.
 
     Args:
-        num_threads: DALI CPU threads.
+        num_threads: DALI's CPU threads (default: half the cores, 1 to 8).
         hw_decoder_load: share of JPEG decoding given to the hardware decoder (GPU only).
-        shuffle_buffer: DALI's ``initial_fill``; 0 or 1 reads in shard order.
-
-    DALI's reader has no skip policy for undecodable images: a corrupt sample stops the
-    pipeline, which is reported as a ValueError naming the failure (use the cpu or nvjpeg
-    backend for streams with bad samples).
+        Others as :class:`~sslpipe.data.backends.nvjpeg.NvjpegBackend`.
     """
 
     name = "dali"
-    on_device = True
 
     def __init__(
-        self, collate: Callable[..., Batch], device: torch.device, source: ShardSource,
-        num_threads: int, hw_decoder_load: float, shuffle_buffer: int,
+        self, collate: Any, device: torch.device, num_workers: int, on_error: str,
+        hw_decoder_load: float = 0.65, num_threads: int | None = None,
+        cpu_decode_share: float = 0.0, damaged: str = "use",
     ) -> None:
         require_dali()
-        if not source.local:
-            remote = next(u for u in source.urls if not u.endswith(".tar") or "://" in u)
-            raise ValueError(
-                "backend='dali' reads local shard files only (its reader memory-maps them). "
-                f"Got {remote!r}; use backend='nvjpeg' or 'cpu' for pipe:/http(s) shards"
-            )
-        self.collate = collate
-        self.device = device
-        self.source = source
-        self.num_threads = num_threads
-        self.hw_decoder_load = hw_decoder_load
-        self.shuffle_buffer = shuffle_buffer
-        self._pipe: Any = None
+        super().__init__(collate, device, num_workers, on_error,
+                         cpu_decode_share=cpu_decode_share, damaged=damaged)
+        threads = num_threads or max(1, min(8, (os.cpu_count() or 2) // 2))
+        self.dali = DaliJpegDecoder(device, threads, hw_decoder_load)
+        self.decoder = self.dali
         self._consumed: torch.cuda.Event | None = None
 
-    def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
-        # each step (pipe.run and the collator) on one background thread and its own CUDA
-        # stream, so the collator's work on batch i + 1 overlaps the training step on batch i
-        yield from run_ahead(self._jobs(plan), self.device)
-
-    def _jobs(self, plan: ReadPlan) -> Iterator[Callable[[], tuple[Batch | None, list[Event]]]]:
-        if plan.single_pass:
-            # a fresh pipeline starts at the first sample of this rank's part, in order
-            self._pipe = None
-        pipe = self._pipeline(plan)
-        per_rank = plan.per_rank
-        if plan.single_pass:
-            per_rank = dali_rank_samples(pipe.reader_meta("reader")["epoch_size"], plan.rank,
-                                         plan.world_size)
-        self._consumed = None
-        for step in range(math.ceil(per_rank / plan.batch_size)):
-            size = min(plan.batch_size, per_rank - step * plan.batch_size)
-            yield functools.partial(self._step, pipe, plan, step, size)
-
-    def _step(self, pipe: Any, plan: ReadPlan, step: int, size: int
-              ) -> tuple[Batch | None, list[Event]]:
+    def _step(self, plan: ReadPlan, encoded: EncodedBatch | None,
+              events: list[Event]) -> tuple[Batch | None, list[Event]]:
+        if encoded is None:
+            return None, events
         if self._consumed is not None:
-            # run() hands the previous outputs' memory back to DALI: the collator's kernels
-            # reading it (queued on this thread's stream) must have run first
+            # the next pipe.run() hands the previous outputs' memory back to DALI: the
+            # collator's kernels reading it (queued on this thread's stream) must have run
             self._consumed.synchronize()
-        try:
-            outputs = pipe.run()
-        except RuntimeError as err:
-            raise ValueError(
-                f"DALI pipeline failed at step {step} (the dali backend cannot skip "
-                "corrupt samples: find them with `sslpipe shard verify DIR --decode`, or use "
-                f"backend='cpu' or 'nvjpeg', which skip and count them): {err}"
-            ) from err
-        images = _to_torch(outputs[0], size)
-        labels = _labels(outputs[1], size) if len(outputs) > 1 else None
-        samples: list[Any] = images if labels is None else list(zip(images, labels))
-        gen = step_generator(plan.seed, plan.epoch, plan.rank, step)
-        batch = self.collate(samples, generator=gen)
+        self.dali.batch_size = max(self.dali.batch_size, plan.batch_size)
+        out = super()._step(plan, encoded, events)
         if self.device.type == "cuda":
             self._consumed = torch.cuda.Event()
             self._consumed.record(torch.cuda.current_stream(self.device))
-        return batch, []
-
-    def _pipeline(self, plan: ReadPlan) -> Any:
-        if self._pipe is None:
-            self._pipe = build_pipeline(
-                self.source, plan.batch_size, self.device, rank=plan.rank,
-                world_size=plan.world_size, seed=plan.seed, num_threads=self.num_threads,
-                shuffle_buffer=self.shuffle_buffer, hw_decoder_load=self.hw_decoder_load,
-                single_pass=plan.single_pass,
-            )
-        return self._pipe
+        return out
 
 
-def dali_rank_samples(total: int, rank: int, world_size: int) -> int:
-    """Samples DALI's reader gives shard ``rank`` of ``world_size`` (it splits by sample)."""
-    return total * (rank + 1) // world_size - total * rank // world_size
+class DaliJpegDecoder:
+    """A DALI pipeline as a batched JPEG decoder: ``f(list of JPEG bytes, device) -> list of
+    3 x H x W uint8 tensors`` (None for every image of a batch DALI fails on: the caller
+    decodes those on the CPU). The tensors are views of DALI's buffers, valid until the next
+    call."""
+
+    def __init__(self, device: torch.device, num_threads: int, hw_decoder_load: float,
+                 batch_size: int = 1) -> None:
+        self.device = device
+        self.num_threads = num_threads
+        self.hw_decoder_load = hw_decoder_load
+        self.batch_size = batch_size
+        self._pipe: Any = None
+        self._built_for = 0
+        self.failures: list[str] = []
+
+    def __call__(self, data: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
+        if self._pipe is None or self._built_for < self.batch_size:
+            self._pipe = build_pipeline(self.device, self.batch_size, self.num_threads,
+                                        self.hw_decoder_load)
+            self._built_for = self.batch_size
+        out: list[torch.Tensor | None] = []
+        for start in range(0, len(data), self.batch_size):
+            part = data[start:start + self.batch_size]
+            self._pipe.feed_input("encoded", [np.frombuffer(d, dtype=np.uint8) for d in part])
+            try:
+                (images,) = self._pipe.run()
+            except RuntimeError as err:
+                # the CPU decoder then decodes this batch and names the bad image; DALI's own
+                # message is kept (the last few) for a report
+                self.failures = [*self.failures[-9:], " ".join(str(err).split())[:500]]
+                self._pipe = None  # DALI's state after an operator error: start afresh
+                return [None] * len(data)
+            out += [torch.from_dlpack(images[i]).permute(2, 0, 1) for i in range(len(part))]
+        return out
 
 
-def build_pipeline(
-    source: ShardSource, batch_size: int, device: torch.device, *, rank: int = 0,
-    world_size: int = 1, seed: int = 0, num_threads: int = 2, shuffle_buffer: int = 1000,
-    hw_decoder_load: float = 0.65, single_pass: bool = False,
-) -> Any:
-    """The DALI pipeline: webdataset reader, image decoder; outputs ``(images[, cls])``.
-
-    ``images`` are ``H x W x 3`` uint8 RGB (ragged), ``cls`` the ASCII bytes of the class
-    index (only when the shards are labeled). ``single_pass``: the reader stays on its rank's
-    part and pads the last batch (the padding is dropped by the backend), for reading every
-    sample once.
-    """
+def build_pipeline(device: torch.device, batch_size: int, num_threads: int = 2,
+                   hw_decoder_load: float = 0.65) -> Any:
+    """The decoding pipeline: ``external_source`` ("encoded", 1-D uint8 JPEG bytes, up to
+    ``batch_size`` per run) into ``fn.decoders.image``; one output, ``H x W x 3`` uint8 RGB,
+    upright (EXIF), on ``device``."""
     require_dali()
     from nvidia.dali import fn, types
     from nvidia.dali.pipeline import Pipeline
 
     gpu = device.type == "cuda"
-    pipe = Pipeline(
-        batch_size=batch_size, num_threads=num_threads, seed=seed % (2**31),
-        device_id=(device.index or 0) if gpu else None, prefetch_queue_depth=2,
-    )
-    labeled = source.labeled is not False
-    index = [i for i in source.index_files if i] if all(source.index_files) else None
+    pipe = Pipeline(batch_size=batch_size, num_threads=num_threads,
+                    device_id=(device.index or 0) if gpu else None, prefetch_queue_depth=1)
     with pipe:
-        outputs: Any = fn.readers.webdataset(
-            paths=list(source.urls), index_paths=index,
-            ext=["jpg;jpeg;png;webp", "cls"] if labeled else ["jpg;jpeg;png;webp"],
-            missing_component_behavior="error", case_sensitive_extensions=False,
-            shard_id=rank, num_shards=world_size, random_shuffle=shuffle_buffer > 1,
-            initial_fill=max(1, shuffle_buffer), seed=seed % (2**31), name="reader",
-            pad_last_batch=single_pass, stick_to_shard=single_pass,
-        )
-        encoded = outputs[0] if labeled else outputs
-        decode_args: dict[str, Any] = {"hw_decoder_load": hw_decoder_load} if gpu else {}
-        images = fn.decoders.image(
-            encoded, device="mixed" if gpu else "cpu", output_type=types.RGB,  # type: ignore[attr-defined]
-            **decode_args,
-        )
-        pipe.set_outputs(images, outputs[1]) if labeled else pipe.set_outputs(images)
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8,  # type: ignore[attr-defined]
+                                     ndim=1)
+        extra: dict[str, Any] = (
+            {"hw_decoder_load": hw_decoder_load, "jpeg_fancy_upsampling": True} if gpu else {})
+        images = fn.decoders.image(encoded, device="mixed" if gpu else "cpu",
+                                   output_type=types.RGB, **extra)  # type: ignore[attr-defined]
+        pipe.set_outputs(images)
     pipe.build()
     return pipe
-
-
-def _to_torch(tensor_list: Any, size: int) -> list[torch.Tensor]:
-    # Zero-copy views of DALI's buffers: valid until the next pipe.run(), which happens only
-    # after the collator's work on them has run (see DaliBackend.batches).
-    return [torch.from_dlpack(tensor_list[i]).permute(2, 0, 1) for i in range(size)]
-
-
-def _labels(tensor_list: Any, size: int) -> list[int]:
-    import numpy as np
-
-    cpu = tensor_list.as_cpu() if hasattr(tensor_list, "as_cpu") else tensor_list
-    out = []
-    for i in range(size):
-        raw = bytes(np.asarray(cpu[i]).tobytes())
-        try:
-            out.append(int(raw.decode("ascii").strip()))
-        except (UnicodeDecodeError, ValueError) as err:
-            raise ValueError(f".cls must be an ASCII class index. Got {raw!r}") from err
-    return out

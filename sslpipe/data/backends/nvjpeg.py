@@ -1,10 +1,11 @@
 """The nvjpeg backend: encoded bytes to the GPU, batched nvJPEG decode, collator on the GPU.
 
-DataLoader workers read and group the encoded bytes. They also decode, with libjpeg-turbo,
-every image that is not a JPEG (PNG, WebP) and a chosen share of the JPEGs
-(``cpu_decode_share``), so that the CPU cores decode alongside the GPU instead of idling; those
-images leave the workers in pinned memory. In the main process the remaining JPEGs of a batch
-are decoded together by ``torchvision.io.decode_jpeg(list, device="cuda")``, the
+DataLoader workers read and group the encoded bytes. They also decode, under sslpipe's decode
+policy (:mod:`sslpipe.ops.images`), every image that is not a baseline JPEG (PNG, WebP, CMYK
+JPEGs) and a chosen share of the JPEGs (``cpu_decode_share``), so that the CPU cores decode
+alongside the GPU instead of idling; those images leave the workers in pinned memory. In the
+main process the remaining JPEGs of a batch are decoded together on the GPU
+(:func:`jpeg_decoder`: nvImageCodec where installed, else ``torchvision.io.decode_jpeg``), the
 worker-decoded images are copied over, and both are merged back in sample order. The collator
 then gets the ragged list of ``3 x H_i x W_i`` uint8 GPU images and crops and resizes them as
 one batched op.
@@ -17,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from sslpipe.batch import Batch
@@ -24,8 +26,8 @@ from sslpipe.data.backends.cpu import _worker_loader
 from sslpipe.data.backends.workers import BatchStream, EncodedBatch, Event, step_generator
 from sslpipe.data.prefetch import run_ahead
 from sslpipe.data.reading import ReadPlan
-from sslpipe.ops.images import decode
-from sslpipe.ops.jpeg import is_jpeg
+from sslpipe.ops.images import DEFAULT_MAX_PIXELS, DamagedImageWarning, decode, orient
+from sslpipe.ops.jpeg import exif_orientation, is_jpeg, jpeg_size
 
 JpegDecoder = Callable[..., list[torch.Tensor]]
 
@@ -50,6 +52,7 @@ class NvjpegBackend:
     def __init__(
         self, collate: Callable[..., Batch], device: torch.device, num_workers: int,
         on_error: str, decode_jpeg: JpegDecoder | None = None, cpu_decode_share: float = 0.0,
+        damaged: str = "use",
     ) -> None:
         self.collate = collate
         self.device = device
@@ -57,6 +60,9 @@ class NvjpegBackend:
         self.on_error = on_error
         self.decode_jpeg = decode_jpeg
         self.cpu_decode_share = cpu_decode_share
+        self.damaged = damaged
+        self.max_pixels = collator_max_pixels(collate)
+        self.decoder: JpegBatchDecoder | None = None  # None: jpeg_decoder(device)
 
     def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
         # decoding and collating batch i + 1 (one background thread, its own CUDA stream)
@@ -64,7 +70,8 @@ class NvjpegBackend:
         yield from run_ahead(self._jobs(plan), self.device)
 
     def _jobs(self, plan: ReadPlan) -> Iterator[Callable[[], tuple[Batch | None, list[Event]]]]:
-        stream = BatchStream(plan, None, self.on_error, cpu_decode_share=self.cpu_decode_share)
+        stream = BatchStream(plan, None, self.on_error, cpu_decode_share=self.cpu_decode_share,
+                             damaged=self.damaged)
         pin = self.device.type == "cuda"
         for encoded, events in _worker_loader(stream, self.num_workers, pin):
             yield functools.partial(self._step, plan, encoded, events)
@@ -73,11 +80,9 @@ class NvjpegBackend:
               events: list[Event]) -> tuple[Batch | None, list[Event]]:
         if encoded is None:  # the events met after a worker's last batch
             return None, events
-        images, bad = decode_encoded(encoded.data, self.device, self.decode_jpeg)
-        for i, why in bad:
-            if self.on_error == "raise":
-                raise ValueError(f"bad sample {encoded.keys[i]}: {why} (on_error='raise')")
-            events.append(("corrupt", encoded.keys[i], why))
+        images, bad, damaged = decode_encoded(encoded.data, self.device, self.decode_jpeg,
+                                              self.max_pixels, decoder=self.decoder)
+        report_decoded(encoded.keys, images, bad, damaged, events, self.on_error, self.damaged)
         keep = [i for i in range(len(images)) if images[i] is not None]
         if not keep:
             raise ValueError(f"step {encoded.step}: every sample of the batch failed to decode")
@@ -86,70 +91,189 @@ class NvjpegBackend:
 
 
 def decode_encoded(
-    data: Sequence[Any], device: torch.device, decode_jpeg: JpegDecoder | None = None
-) -> tuple[list[torch.Tensor | None], list[tuple[int, str]]]:
+    data: Sequence[Any], device: torch.device, decode_jpeg: JpegDecoder | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS, *, decoder: JpegBatchDecoder | None = None,
+) -> tuple[list[torch.Tensor | None], list[tuple[int, str]], list[tuple[int, str]]]:
     """Decode a batch of encoded images on ``device``: JPEGs batched, the rest on the CPU.
 
-    ``data[i]`` may also be an image already decoded (a ``3 x H x W`` uint8 tensor): it is
-    copied to ``device``.
+    JPEGs in YCbCr, RGB or grayscale go to the batched GPU decoder (:func:`jpeg_decoder`);
+    everything else (PNG, WebP, CMYK/YCCK JPEGs) and what the GPU decoder rejects is decoded
+    on the CPU under :mod:`sslpipe.ops.images`' policy and copied over. ``data[i]`` may also be
+    an image already decoded (a ``3 x H x W`` uint8 tensor): it is copied to ``device``.
+
+    Args:
+        decode_jpeg: a torchvision-style batched decoder ``f(list of uint8 1-D CPU tensors,
+            mode=, device=)`` (tests inject one), or None for :func:`jpeg_decoder`'s choice.
+        max_pixels: larger images are refused from their header.
+        decoder: the batched JPEG decoder (the dali backend's pipeline), overriding both.
 
     Returns:
-        ``(images, bad)``: ``images[i]`` is the ``3 x H x W`` uint8 RGB image of ``data[i]``
-        on ``device`` (None where it failed), ``bad`` the ``(index, reason)`` of failures.
+        ``(images, bad, damaged)``: ``images[i]`` is the ``3 x H x W`` uint8 RGB image of
+        ``data[i]`` on ``device`` (None where it failed), ``bad`` the ``(index, reason)`` of
+        failures, ``damaged`` those decoded past a reported damage (CPU decoder only: nvJPEG
+        does not report it).
     """
-    if decode_jpeg is None:
-        from torchvision.io import decode_jpeg as torchvision_decode_jpeg
-
-        decode_jpeg = torchvision_decode_jpeg
+    if decoder is None:
+        decoder = (jpeg_decoder(device) if decode_jpeg is None
+                   else TorchvisionJpegDecoder(decode_jpeg))
     images: list[torch.Tensor | None] = [None] * len(data)
     bad: list[tuple[int, str]] = []
-    jpegs = [i for i, d in enumerate(data) if not isinstance(d, torch.Tensor) and is_jpeg(d)]
-    if jpegs:
-        for i, image in zip(jpegs, _decode_jpegs([data[i] for i in jpegs], device, decode_jpeg)):
-            if isinstance(image, str):
-                bad.append((i, image))
+    damaged: list[tuple[int, str]] = []
+    batched: list[int] = []
+    for i, item in enumerate(data):
+        if isinstance(item, torch.Tensor):
+            images[i] = item.to(device, non_blocking=True)
+            continue
+        size = jpeg_size(bytes(item)) if is_jpeg(item) else None  # gpu_decodable's test
+        if size is not None and size[0] * size[1] > max_pixels:
+            bad.append((i, f"image is {size[1]} x {size[0]} = {size[0] * size[1]:,} pixels, "
+                           f"more than max_pixels={max_pixels:,}"))
+        elif size is not None:
+            batched.append(i)
+    cpu = [i for i in range(len(data)) if images[i] is None and i not in set(batched)
+           and i not in {b for b, _ in bad}]
+    if batched:
+        for i, image in zip(batched, decoder([bytes(data[i]) for i in batched], device)):
+            if image is None:
+                cpu.append(i)  # the CPU decoder decodes it or says why not
             else:
                 images[i] = image
-    for i in sorted(set(range(len(data))) - set(jpegs)):
-        if isinstance(data[i], torch.Tensor):
-            images[i] = data[i].to(device, non_blocking=True)
-            continue
+    for i in sorted(cpu):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DamagedImageWarning)
+            try:
+                images[i] = decode(bytes(data[i]), where=f"sample {i}",
+                                   max_pixels=max_pixels).to(device, non_blocking=True)
+            except ValueError as err:
+                bad.append((i, str(err)))
+        damaged += [(i, w.message.why) for w in caught
+                    if isinstance(w.message, DamagedImageWarning)]
+    return images, sorted(bad), damaged
+
+
+JpegBatchDecoder = Callable[[list[bytes], torch.device], list["torch.Tensor | None"]]
+
+
+def jpeg_decoder(device: torch.device) -> JpegBatchDecoder:
+    """The batched JPEG decoder for ``device``: nvImageCodec where it is installed (it comes
+    with DALI, or ``pip install nvidia-nvimgcodec-cu13``): "fancy" chroma upsampling like the
+    CPU decoders, the EXIF orientation, the hardware JPEG engine where the GPU has one;
+    otherwise torchvision's ``decode_jpeg`` (nvJPEG with its default nearest chroma
+    upsampling: up to about 70 levels from the CPU decoders at sharp colour edges, 0.65 on
+    average; ``benchmarks/jpeg_decoders.py``), with the EXIF orientation applied after."""
+    key = str(device)
+    if key not in _DECODERS:
         try:
-            images[i] = decode(bytes(data[i]), where=f"sample {i}").to(device, non_blocking=True)
-        except ValueError as err:
-            bad.append((i, str(err)))
-    return images, sorted(bad)
+            _DECODERS[key] = NvImageCodecDecoder(device)
+        except ImportError:
+            _DECODERS[key] = TorchvisionJpegDecoder()
+    return _DECODERS[key]
 
 
-def _decode_jpegs(
-    data: list[bytes], device: torch.device, decode_jpeg: JpegDecoder
-) -> list[torch.Tensor | str]:
-    from torchvision.io import ImageReadMode
+_DECODERS: dict[str, JpegBatchDecoder] = {}
 
-    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
-    try:
+
+class NvImageCodecDecoder:
+    """nvImageCodec's batched decoder: ``f(list of JPEG bytes, device) -> list of 3 x H x W
+    uint8 tensors on device`` (None where it cannot decode), upright, fancy upsampling.
+
+    Raises:
+        ImportError: nvImageCodec is not installed.
+    """
+
+    name = "nvimgcodec"
+
+    def __init__(self, device: torch.device) -> None:
+        from nvidia import nvimgcodec  # type: ignore[attr-defined]
+
+        self.nv = nvimgcodec
+        if device.type == "cuda":
+            self.decoder = nvimgcodec.Decoder(device_id=device.index or 0,
+                                              options=":fancy_upsampling=1")
+        else:
+            self.decoder = nvimgcodec.Decoder(
+                device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
+                backends=[nvimgcodec.Backend(nvimgcodec.CPU_ONLY)], options=":fancy_upsampling=1")
+        self.params = nvimgcodec.DecodeParams(apply_exif_orientation=True)
+
+    def __call__(self, data: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
+        streams = [self.nv.CodeStream(d) for d in data]
+        if device.type == "cuda":
+            # ordered on this thread's stream (run_ahead's side stream): no host wait
+            stream = torch.cuda.current_stream(device).cuda_stream
+            images = self.decoder.decode(streams, params=self.params, cuda_stream=stream)
+            return [None if im is None else _rgb(torch.from_dlpack(im).permute(2, 0, 1))
+                    for im in images]
+        images = self.decoder.decode(streams, params=self.params)
+        return [None if im is None else
+                _rgb(torch.from_numpy(np.asarray(im.cpu()).copy()).permute(2, 0, 1))
+                for im in images]
+
+
+class TorchvisionJpegDecoder:
+    """torchvision's batched ``decode_jpeg`` (nvJPEG on CUDA) with the EXIF orientation
+    applied after: ``f(list of JPEG bytes, device) -> list of 3 x H x W uint8 tensors`` (None
+    where it cannot decode). One JPEG nvJPEG rejects fails the whole batched call: the batch
+    is then decoded one by one."""
+
+    name = "torchvision"
+
+    def __init__(self, decode_jpeg: JpegDecoder | None = None) -> None:
+        if decode_jpeg is None:
+            from torchvision.io import decode_jpeg as torchvision_decode_jpeg
+
+            decode_jpeg = torchvision_decode_jpeg
+        self.decode_jpeg = decode_jpeg
+
+    def __call__(self, data: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
+        from torchvision.io import ImageReadMode
+
+        tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
         with warnings.catch_warnings():
             # torchvision 0.29 marks its image codecs deprecated in favour of torchcodec.
             warnings.simplefilter("ignore", DeprecationWarning)
-            decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
-        return [_rgb(x) for x in decoded]
-    except RuntimeError:
-        # One JPEG nvJPEG rejects fails the whole batched call: decode one by one, and give
-        # the rejected ones (CMYK, unusual sampling) to the CPU decoder before calling them bad.
-        out: list[torch.Tensor | str] = []
-        for raw, t in zip(data, tensors):
             try:
-                out.append(_rgb(decode_jpeg([t], mode=ImageReadMode.RGB, device=device)[0]))
-            except RuntimeError as err:
-                try:
-                    out.append(decode(bytes(raw)).to(device, non_blocking=True))
-                except ValueError:
-                    out.append(f"cannot decode JPEG ({t.numel()} bytes): {err}")
-        return out
+                decoded: list[torch.Tensor | None] = list(
+                    self.decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                decoded = []
+                for t in tensors:
+                    try:
+                        decoded.append(self.decode_jpeg([t], mode=ImageReadMode.RGB,
+                                                        device=device)[0])
+                    except RuntimeError:
+                        decoded.append(None)
+        return [None if x is None else orient(_rgb(x), exif_orientation(d))
+                for x, d in zip(decoded, data)]
 
 
 def _rgb(x: torch.Tensor) -> torch.Tensor:
     return x.expand(3, -1, -1) if x.shape[0] == 1 else x[:3]
+
+
+def report_decoded(keys: list[str], images: list[torch.Tensor | None],
+                   bad: list[tuple[int, str]], damaged: list[tuple[int, str]],
+                   events: list[Event], on_error: str, policy: str) -> None:
+    """Turn a decoded batch's failures and damage into events (or raise with
+    ``on_error="raise"``); a damaged image is dropped from ``images`` under ``"skip"``."""
+    for i, why in bad:
+        if on_error == "raise":
+            raise ValueError(f"bad sample {keys[i]}: {why} (on_error='raise')")
+        events.append(("corrupt", keys[i], why))
+    for i, why in damaged:
+        if on_error == "raise":
+            raise ValueError(f"damaged sample {keys[i]}: {why} (on_error='raise')")
+        if policy == "skip":
+            events.append(("damaged", keys[i], why))
+            images[i] = None
+        else:
+            events.append(("damaged-used", keys[i], why))
+
+
+def collator_max_pixels(collate: Any) -> int:
+    """The ``max_pixels`` option of a collator (a Task's too), or the default."""
+    options = getattr(getattr(collate, "options", None), "max_pixels", None)
+    return int(options) if options else DEFAULT_MAX_PIXELS
 
 
 def _samples(encoded: EncodedBatch, images: list[Any], keep: list[int]) -> list[Any]:

@@ -11,6 +11,7 @@ samples and shards met since the previous item, for the loader's statistics.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +20,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from sslpipe.data.reading import IMAGE_EXTS, LABEL_EXT, ReadPlan
-from sslpipe.ops.images import decode
-from sslpipe.ops.jpeg import is_jpeg
+from sslpipe.ops.images import DamagedImageWarning, decode, sample_index
+from sslpipe.ops.jpeg import is_jpeg, jpeg_size
 
 Event = tuple[str, str, str]
 
@@ -50,6 +51,12 @@ class EncodedBatch:
         return list(zip(self.data, self.labels))
 
 
+def gpu_decodable(data: bytes) -> bool:
+    """A JPEG the batched GPU decoders take: its header reads and it is YCbCr, RGB or gray
+    (CMYK/YCCK and everything else is decoded on the CPU, under one policy)."""
+    return is_jpeg(data) and jpeg_size(bytes(data)) is not None
+
+
 def step_generator(seed: int, epoch: int, rank: int, step: int) -> torch.Generator:
     """The CPU generator a batch's random parameters are drawn from.
 
@@ -67,18 +74,23 @@ class BatchStream(IterableDataset):
         collate: the collator or its host stage (cpu backend), or None to yield
             :class:`EncodedBatch`.
         on_error: ``"skip"`` (count bad samples and shards, go on) or ``"raise"``.
+        damaged: what to do with an image a decoder reported damaged but decoded past
+            (:class:`~sslpipe.ops.images.DamagedImageWarning`): ``"use"`` it (a
+            ``"damaged-used"`` event) or ``"skip"`` it (a ``"damaged"`` event, like any bad
+            sample); ``on_error="raise"`` raises.
         cpu_decode_share: without a collator, decode in the worker every image that is not a
             JPEG and this share (0..1) of the JPEGs, spread evenly over the batch, so the
             worker's cores decode alongside the GPU; None decodes nothing here.
     """
 
     def __init__(self, plan: ReadPlan, collate: Callable[..., Any] | None, on_error: str,
-                 cpu_decode_share: float | None = None) -> None:
+                 cpu_decode_share: float | None = None, damaged: str = "use") -> None:
         super().__init__()
         self.plan = plan
         self.collate = collate
         self.on_error = on_error
         self.cpu_decode_share = cpu_decode_share
+        self.damaged = damaged
 
     def __iter__(self) -> Iterator[tuple[Any, list[Event]]]:
         info = get_worker_info()
@@ -160,14 +172,20 @@ class BatchStream(IterableDataset):
         while True:
             state = gen.get_state()
             try:
-                return collate(encoded.samples(), generator=gen)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", DamagedImageWarning)
+                    out = collate(encoded.samples(), generator=gen)
             except ValueError:
                 bad = self._find_bad(encoded)
                 if not bad:
                     raise
-                if not self._replace_bad(encoded, bad, size):
-                    return None
-                gen.set_state(state)
+            else:
+                bad = self._damaged(encoded, caught)
+                if not bad:
+                    return out
+            if not self._replace_bad(encoded, bad, size):
+                return None
+            gen.set_state(state)
 
     def _predecode(self, encoded: EncodedBatch, size: int, share: float) -> EncodedBatch | None:
         """Decode here what the CPU should (see ``cpu_decode_share``); a sample that fails is
@@ -175,21 +193,42 @@ class BatchStream(IterableDataset):
         while True:
             bad = []
             k = 0  # JPEGs seen: the k-th goes to the CPU when k * share crosses an integer
-            for i, item in enumerate(encoded.data):
-                if isinstance(item, torch.Tensor):
-                    continue
-                if is_jpeg(item):
-                    k += 1
-                    if math.floor(k * share) == math.floor((k - 1) * share):
-                        continue  # a JPEG left to the GPU
-                try:
-                    encoded.data[i] = decode(bytes(item), where="image")
-                except ValueError as err:
-                    bad.append((i, str(err)))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", DamagedImageWarning)
+                for i, item in enumerate(encoded.data):
+                    if isinstance(item, torch.Tensor):
+                        continue
+                    if gpu_decodable(item):
+                        k += 1
+                        if math.floor(k * share) == math.floor((k - 1) * share):
+                            continue  # a JPEG left to the GPU
+                    try:
+                        encoded.data[i] = decode(bytes(item), where=f"samples[{i}]")
+                    except ValueError as err:
+                        bad.append((i, str(err)))
+            bad = sorted(bad + self._damaged(encoded, caught))
             if not bad:
                 return encoded
             if not self._replace_bad(encoded, bad, size):
                 return None
+
+    def _damaged(self, encoded: EncodedBatch, caught: list[warnings.WarningMessage]
+                 ) -> list[tuple[int, str]]:
+        """Report the damaged images among ``caught``: the ``(index, why)`` to skip under
+        ``damaged="skip"``, none under ``"use"`` (each is a ``"damaged"`` event instead)."""
+        found = []
+        for w in caught:
+            if not isinstance(w.message, DamagedImageWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                continue
+            index = sample_index(w.message.where)
+            if index is not None and index < len(encoded.keys):
+                found.append((index, f"damaged: {w.message.why}"))
+        if self.damaged == "skip" or self.on_error == "raise":
+            return found
+        for i, why in found:
+            self.plan.events.append(("damaged-used", encoded.keys[i], why[len("damaged: "):]))
+        return []
 
     def _replace_bad(self, encoded: EncodedBatch, bad: list[tuple[int, str]], size: int) -> bool:
         """Report the ``(index, why)`` samples, drop them and refill the batch to ``size``
@@ -221,7 +260,8 @@ class BatchStream(IterableDataset):
     def _bad(self, where: str, why: str) -> None:
         if self.on_error == "raise":
             raise ValueError(f"bad sample {where}: {why} (on_error='raise')")
-        self.plan.events.append(("corrupt", where, why))
+        kind = "damaged" if why.startswith("damaged: ") else "corrupt"
+        self.plan.events.append((kind, where, why))
 
     def _check_events(self) -> None:
         if self.on_error == "raise" and self.plan.events:
