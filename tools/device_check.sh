@@ -9,6 +9,7 @@
 # limit so one slow part cannot eat the others; logs go to $OUT (or ./device-out).
 #
 #   bash tools/device_check.sh [chunk | PART...]
+#   PATHS=sslpipe BACKEND=nvjpeg bash tools/device_check.sh input_pipeline train_step
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-device-out}; mkdir -p "$out"
@@ -36,20 +37,23 @@ step() {  # step NAME SECONDS COMMAND...
 }
 # Parts, all by default; name some to run only those (tools/device_check.sh gpu_tests ragged_crop),
 # e.g. to spread the work over the back-to-back calls that carry DALI's chunks.
-parts=${*:-gpu_tests jpeg_decoders input_pipeline train_step}
+parts=${*:-gpu_tests jpeg_decoders gpu_stages input_pipeline train_step}
 for part in $parts; do
   case $part in
     gpu_tests) step gpu_tests 150 python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests ;;
     dali_tests) step dali_tests 90 python3 -m pytest -q -p no:cacheprovider -m "gpu and dali" -rs \
       tests ;;  # the DALI share of gpu_tests, for a call made once DALI is installed
+    gpu_stages) step gpu_stages 90 python3 benchmarks/gpu_stages.py --device cuda --images 2048 \
+      --batch 256 --workers "$(nproc)" ;;
     input_pipeline) step input_pipeline 170 python3 benchmarks/input_pipeline.py --images 2048 \
-      --batch 256 --device cuda --cores "$(nproc)" ;;
+      --batch 256 --device cuda --cores "$(nproc)" --paths "${PATHS:-torchvision,kornia,dali-native,sslpipe}" ;;
     train_step) step train_step 150 python3 benchmarks/train_step.py --device cuda --arch resnet50 \
-      --task simclr --size 224 --batch 256 --images 2048 --workers "$(nproc)" --amp ;;
+      --task simclr --size 224 --batch 256 --images 2048 --workers "$(nproc)" --amp \
+      --backend "${BACKEND:-auto}" ;;
     jpeg_decoders) step jpeg_decoders 60 python3 benchmarks/jpeg_decoders.py --device cuda \
       --images 2048 --batch 256 ;;
     ragged_crop) step ragged_crop 30 python3 benchmarks/ragged_crop.py --device cuda --batch 256 \
       --iters 20 ;;
-    *) echo "unknown part: $part (gpu_tests dali_tests jpeg_decoders input_pipeline train_step ragged_crop)"; exit 2 ;;
+    *) echo "unknown part: $part (gpu_tests dali_tests jpeg_decoders gpu_stages input_pipeline train_step ragged_crop)"; exit 2 ;;
   esac
 done

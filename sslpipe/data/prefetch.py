@@ -15,14 +15,15 @@ on its own CUDA stream, so that decoding batch ``i + 1`` overlaps the training s
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 
-from sslpipe.batch import Batch
+from sslpipe.batch import Batch, HostBatch
 
 Job = Callable[[], tuple[Batch | None, list[Any]]]
 
@@ -74,70 +75,127 @@ def run_ahead(jobs: Iterable[Job], device: torch.device | str, depth: int = 2
         the jobs' results, in order. An exception in a job is raised here; closing the
         generator early stops the thread after its current job.
     """
+    yield from run_stages(jobs, [_call], device, depth)
+
+
+def run_stages(items: Iterable[Any], stages: Sequence[Callable[[Any], Any]],
+               device: torch.device | str, depth: int = 2) -> Iterator[Any]:
+    """Pass each item through ``stages`` in order, each stage on its own thread and (on CUDA)
+    its own stream, so that stage ``k`` works on item ``i + 1`` while stage ``k + 1`` works on
+    item ``i`` (decoding the next batch while the current one is augmented).
+
+    Args:
+        items: iterated on the calling thread (a DataLoader keeps its workers there).
+        stages: functions ``value -> value``; a value's CUDA tensors (in tuples, lists, dicts,
+            Batches, HostBatches) are handed from stage to stage and to the consumer safely:
+            the next stream waits for the previous stage's work, and the tensors are marked as
+            used there so the caching allocator does not reuse their memory early.
+        depth: items in flight per stage.
+
+    Yields:
+        ``stages[-1](... stages[0](item))`` for each item, in order. An exception in a stage
+        is raised here; closing the generator stops the threads after their current item.
+    """
     device = torch.device(device)
     cuda = device.type == "cuda"
     if cuda and device.index is None:  # a new thread's current device is 0, not the caller's
         device = torch.device("cuda", torch.cuda.current_device())
-    side = torch.cuda.Stream(device=device) if cuda else None
-    todo: queue.Queue[Any] = queue.Queue()
-    done: queue.Queue[Any] = queue.Queue()
+    queues: list[queue.Queue[Any]] = [queue.Queue() for _ in range(len(stages) + 1)]
     stop = threading.Event()
 
-    def work() -> None:
+    def work(k: int) -> None:
+        stream = torch.cuda.Stream(device=device) if cuda else None
         on_device: Any = contextlib.nullcontext()
-        if side is not None:  # this thread's current device and stream: the loader's
+        if stream is not None:  # this thread's current device and stream
             on_device = contextlib.ExitStack()
             on_device.enter_context(torch.cuda.device(device))
-            on_device.enter_context(torch.cuda.stream(side))
+            on_device.enter_context(torch.cuda.stream(stream))
+        inbox, outbox = queues[k], queues[k + 1]
         with on_device:
-            while not stop.is_set():
-                job = todo.get()
-                if job is None:
+            while True:
+                message = inbox.get()
+                if message is None:  # the sentinel: pass it on, so every stage ends
+                    outbox.put(None)
                     return
-                try:
-                    result = job()
-                    ready = None
-                    if side is not None:
-                        ready = torch.cuda.Event()
-                        ready.record(side)
-                    done.put((result, ready, None))
-                except BaseException as err:  # handed to the consumer, raised there
-                    done.put((None, None, err))
-                    return
+                if stop.is_set():  # the consumer is gone: drain to the sentinel, no work
+                    continue
+                value, ready, err = message
+                if err is None:
+                    try:
+                        if stream is not None and ready is not None:
+                            stream.wait_event(ready)
+                            _walk(value, functools.partial(_record, stream=stream))
+                        value = stages[k](value)
+                        ready = None
+                        if stream is not None:
+                            ready = torch.cuda.Event()
+                            ready.record(stream)
+                    except BaseException as error:  # handed on to the consumer, raised there
+                        value, ready, err = None, None, error
+                outbox.put((value, ready, err))
 
-    thread = threading.Thread(target=work, name="sslpipe-run-ahead", daemon=True)
-    thread.start()
+    names = (["sslpipe-run-ahead"] if len(stages) == 1 else
+             [f"sslpipe-run-ahead-{k}" for k in range(len(stages))])
+    threads = [threading.Thread(target=work, args=(k,), name=names[k], daemon=True)
+               for k in range(len(stages))]
+    for thread in threads:
+        thread.start()
+    capacity = max(1, depth) * len(stages)
     pending = 0
-    source = iter(jobs)
+    source = iter(items)
     try:
         exhausted = False
         while True:
-            while not exhausted and pending < depth:
-                job = next(source, None)
-                if job is None:
+            while not exhausted and pending < capacity:
+                item = next(source, _END)
+                if item is _END:
                     exhausted = True
                     break
-                todo.put(job)
+                queues[0].put((item, None, None))
                 pending += 1
             if pending == 0:
                 return
-            result, ready, err = done.get()
+            message = queues[-1].get()
             pending -= 1
+            value, ready, err = message
             if err is not None:
                 raise err
-            batch, events = result
-            if ready is not None and batch is not None:
+            if ready is not None:
                 current = torch.cuda.current_stream(device)
                 current.wait_event(ready)
-                batch = batch.apply(lambda t, s=current: _record(t, s))
-            yield batch, events
+                _walk(value, functools.partial(_record, stream=current))
+            yield value
     finally:
         stop.set()
-        todo.put(None)
-        thread.join()
+        queues[0].put(None)
+        for thread in threads:
+            thread.join()
         close = getattr(source, "close", None)
         if close is not None:  # a generator over a DataLoader shuts its workers down now
             close()
+
+
+_END = object()
+
+
+def _call(job: Job) -> tuple[Batch | None, list[Any]]:
+    return job()
+
+
+def _walk(value: Any, fn: Callable[[torch.Tensor], Any]) -> None:
+    """Apply ``fn`` to every tensor in ``value`` (tuples, lists, dicts, Batch, HostBatch)."""
+    if isinstance(value, torch.Tensor):
+        fn(value)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            _walk(v, fn)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _walk(v, fn)
+    elif isinstance(value, Batch):
+        _walk((value.inputs, value.targets, value.labels, value.meta), fn)
+    elif isinstance(value, HostBatch):
+        _walk((value.pixels, value.labels, value.meta), fn)
 
 
 def _wait(batch: Batch, copied: torch.cuda.Event, device: torch.device) -> Batch:

@@ -160,7 +160,8 @@ def test_nvjpeg_backend_on_cuda_matches_cpu_decode(tmp_path, share, workers):
 @pytest.mark.dali
 def test_dali_mixed_decoder_on_cuda(tmp_path):
     make_shards(str(tmp_path), 2, 4)
-    loader = create_loader(str(tmp_path), "rotation", 4, device="cuda", backend="dali")
+    loader = create_loader(str(tmp_path), "rotation", 4, device="cuda", backend="dali",
+                           num_workers=2)
     batch = next(iter(loader))
     assert batch.inputs.is_cuda and batch.inputs.shape == (16, 3, 224, 224)
 

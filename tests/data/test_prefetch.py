@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from sslpipe import Batch
-from sslpipe.data.prefetch import run_ahead
+from sslpipe.data.prefetch import run_ahead, run_stages
 
 
 def _alive() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "sslpipe-run-ahead"]
+    return [t for t in threading.enumerate() if t.name.startswith("sslpipe-run-ahead")]
 
 
 def test_results_in_order_from_another_thread_at_most_depth_ahead():
@@ -82,3 +82,39 @@ def test_on_cuda_the_consumer_sees_each_jobs_finished_work():
 
     for step, (batch, _) in enumerate(run_ahead(jobs(), "cuda", depth=2)):
         assert batch.inputs.is_cuda and float(batch.inputs.mean()) == float(step)
+
+
+def test_stages_overlap_keep_order_and_stop():
+    # stage 0 of item i + 1 runs while stage 1 still holds item i: a barrier both must reach
+    both = threading.Barrier(2, timeout=10)
+    seen = []
+
+    def first(x):
+        if x == 1:
+            both.wait()  # item 1 decodes while item 0 is being augmented
+        seen.append(("first", x, threading.current_thread().name))
+        return x * 10
+
+    def second(x):
+        if x == 0:
+            both.wait()
+        seen.append(("second", x, threading.current_thread().name))
+        return x + 1
+
+    assert list(run_stages(range(5), [first, second], "cpu")) == [1, 11, 21, 31, 41]
+    assert {n for s, _, n in seen if s == "first"} == {"sslpipe-run-ahead-0"}
+    assert {n for s, _, n in seen if s == "second"} == {"sslpipe-run-ahead-1"}
+    assert not _alive()
+
+
+def test_a_stage_error_reaches_the_consumer_and_every_thread_ends():
+    def second(x):
+        if x == 2:
+            raise ValueError("bad item 2")
+        return x
+
+    it = run_stages(range(10), [lambda x: x, second], "cpu")
+    assert [next(it), next(it)] == [0, 1]
+    with pytest.raises(ValueError, match="bad item 2"):
+        next(it)
+    assert not _alive()

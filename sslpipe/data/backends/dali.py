@@ -9,7 +9,8 @@ to a DALI pipeline (``fn.external_source`` into ``fn.decoders.image``): on the G
 ``mixed`` decoder (nvJPEG, ``hw_decoder_load`` of the work on the hardware JPEG engine where
 the GPU has one, libjpeg's "fancy" chroma upsampling like the CPU decoders, EXIF orientation
 applied), on the CPU DALI's CPU decoder. The decoded ``H x W x 3`` images reach torch without a
-copy through DLPack, and the task's collator makes the Batch on the same device.
+copy through DLPack (one device copy frees DALI's buffers for the next batch), and the task's
+collator makes the Batch on the same device, in the stage after decoding.
 
 A batch DALI fails on (an image its decoder rejects) is decoded again by sslpipe's CPU decoder,
 which names the bad sample; the pipeline is rebuilt for the next batch.
@@ -20,6 +21,7 @@ DALI is optional (``pip install 'sslpipe[dali]'``) and imported only when this b
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ import torch
 
 from sslpipe.batch import Batch
 from sslpipe.data.backends.nvjpeg import NvjpegBackend
-from sslpipe.data.backends.workers import EncodedBatch, Event
+from sslpipe.data.backends.workers import Event
 from sslpipe.data.reading import ReadPlan
 
 INSTALL_HINT = "pip install 'sslpipe[dali]'"
@@ -76,29 +78,18 @@ class DaliBackend(NvjpegBackend):
         threads = num_threads or max(1, min(8, (os.cpu_count() or 2) // 2))
         self.dali = DaliJpegDecoder(device, threads, hw_decoder_load)
         self.decoder = self.dali
-        self._consumed: torch.cuda.Event | None = None
 
-    def _step(self, plan: ReadPlan, encoded: EncodedBatch | None,
-              events: list[Event]) -> tuple[Batch | None, list[Event]]:
-        if encoded is None:
-            return None, events
-        if self._consumed is not None:
-            # the next pipe.run() hands the previous outputs' memory back to DALI: the
-            # collator's kernels reading it (queued on this thread's stream) must have run
-            self._consumed.synchronize()
+    def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
         self.dali.batch_size = max(self.dali.batch_size, plan.batch_size)
-        out = super()._step(plan, encoded, events)
-        if self.device.type == "cuda":
-            self._consumed = torch.cuda.Event()
-            self._consumed.record(torch.cuda.current_stream(self.device))
-        return out
+        yield from super().batches(plan)
 
 
 class DaliJpegDecoder:
     """A DALI pipeline as a batched JPEG decoder: ``f(list of JPEG bytes, device) -> list of
     3 x H x W uint8 tensors`` (None for every image of a batch DALI fails on: the caller
-    decodes those on the CPU). The tensors are views of DALI's buffers, valid until the next
-    call."""
+    decodes those on the CPU). The tensors are copies (one device-to-device copy of the
+    batch): DALI reuses its output buffers at the next run, while the previous batch may still
+    be in the collator's stage."""
 
     def __init__(self, device: torch.device, num_threads: int, hw_decoder_load: float,
                  batch_size: int = 1) -> None:
@@ -127,7 +118,8 @@ class DaliJpegDecoder:
                 self.failures = [*self.failures[-9:], " ".join(str(err).split())[:500]]
                 self._pipe = None  # DALI's state after an operator error: start afresh
                 return [None] * len(data)
-            out += [torch.from_dlpack(images[i]).permute(2, 0, 1) for i in range(len(part))]
+            out += [torch.from_dlpack(images[i]).clone().permute(2, 0, 1)
+                    for i in range(len(part))]
         return out
 
 

@@ -24,7 +24,7 @@ import torch
 from sslpipe.batch import Batch
 from sslpipe.data.backends.cpu import _worker_loader
 from sslpipe.data.backends.workers import BatchStream, EncodedBatch, Event, step_generator
-from sslpipe.data.prefetch import run_ahead
+from sslpipe.data.prefetch import run_stages
 from sslpipe.data.reading import ReadPlan
 from sslpipe.ops.images import DEFAULT_MAX_PIXELS, DamagedImageWarning, decode, orient
 from sslpipe.ops.jpeg import exif_orientation, is_jpeg, jpeg_size
@@ -65,29 +65,36 @@ class NvjpegBackend:
         self.decoder: JpegBatchDecoder | None = None  # None: jpeg_decoder(device)
 
     def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
-        # decoding and collating batch i + 1 (one background thread, its own CUDA stream)
-        # overlaps the training step on batch i
-        yield from run_ahead(self._jobs(plan), self.device)
-
-    def _jobs(self, plan: ReadPlan) -> Iterator[Callable[[], tuple[Batch | None, list[Event]]]]:
+        # two stages on two background threads and CUDA streams: decoding batch i + 1 runs
+        # while batch i is cropped and augmented, and both overlap the training step
         stream = BatchStream(plan, None, self.on_error, cpu_decode_share=self.cpu_decode_share,
                              damaged=self.damaged)
-        pin = self.device.type == "cuda"
-        for encoded, events in _worker_loader(stream, self.num_workers, pin):
-            yield functools.partial(self._step, plan, encoded, events)
+        items = _worker_loader(stream, self.num_workers, self.device.type == "cuda")
+        yield from run_stages(items, [self._decode, functools.partial(self._collate, plan)],
+                              self.device)
 
-    def _step(self, plan: ReadPlan, encoded: EncodedBatch | None,
-              events: list[Event]) -> tuple[Batch | None, list[Event]]:
+    def _decode(self, item: tuple[EncodedBatch | None, list[Event]]) -> Decoded:
+        encoded, events = item
         if encoded is None:  # the events met after a worker's last batch
-            return None, events
+            return None, [], events
         images, bad, damaged = decode_encoded(encoded.data, self.device, self.decode_jpeg,
                                               self.max_pixels, decoder=self.decoder)
         report_decoded(encoded.keys, images, bad, damaged, events, self.on_error, self.damaged)
-        keep = [i for i in range(len(images)) if images[i] is not None]
-        if not keep:
+        if all(image is None for image in images):
             raise ValueError(f"step {encoded.step}: every sample of the batch failed to decode")
+        return encoded, images, events
+
+    def _collate(self, plan: ReadPlan, decoded: Decoded) -> tuple[Batch | None, list[Event]]:
+        encoded, images, events = decoded
+        if encoded is None:
+            return None, events
+        keep = [i for i in range(len(images)) if images[i] is not None]
         gen = step_generator(plan.seed, plan.epoch, plan.rank, encoded.step)
         return self.collate(_samples(encoded, images, keep), generator=gen), events
+
+
+# a decoded batch between the two stages: (batch, its images (None: failed), events)
+Decoded = tuple["EncodedBatch | None", list["torch.Tensor | None"], list[Event]]
 
 
 def decode_encoded(
