@@ -20,6 +20,7 @@ Timings are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -44,6 +45,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--tasks", default="simclr,rotation")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's top operators of one collate per task")
     args = parser.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as directory:
@@ -65,13 +68,13 @@ def main() -> None:
         decode = sum(len(d) for d in decoded) / (time.perf_counter() - start)
         print(f"{args.images} JPEGs of 300-500 px in batches of {args.batch} on {device}; "
               f"decoder {decoder.name}; {args.workers} workers\n")
+        profiles: list[tuple[str, str]] = []
         print("| task | read | decode | collate | backend | slowest stage |")
         print("|---|---|---|---|---|---|")
         for name in args.tasks.split(","):
             options = {"size": 224, "blur": 0.0} if name == "simclr" else {"size": 224}
             task = sslpipe.create_task(name, **options)
-            collate = _rate(lambda images: task.collator([(x, 0) for x in images]), decoded,
-                            device)
+            collate = _rate(functools.partial(_collate, task), decoded, device)
             loader = create_loader(directory, task, args.batch, device=device,
                                    backend="nvjpeg" if device.type == "cuda" else "cpu",
                                    num_workers=args.workers, shuffle_buffer=64)
@@ -80,6 +83,26 @@ def main() -> None:
             slowest = min(rates, key=rates.__getitem__)
             print(f"| {name} | {read:,.0f} | {decode:,.0f} | {collate:,.0f} | {whole:,.0f} | "
                   f"{slowest} |")
+            if args.profile:
+                profiles.append((name, _profile(task, decoded[0], device)))
+        for name, table in profiles:
+            print(f"\n### {name}: one collate of {args.batch} decoded images\n\n{table}")
+
+
+def _collate(task: Any, images: list[Any]) -> Any:
+    return task.collator([(x, 0) for x in images])
+
+
+def _profile(task: Any, images: list[Any], device: torch.device) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
+                                           else [])
+    task.collator([(x, 0) for x in images])
+    with profile(activities=activities) as prof:
+        task.collator([(x, 0) for x in images])
+        _sync(device)
+    return str(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
 
 
 def _rate(fn: Callable[[Any], Any], batches: Any, device: torch.device,

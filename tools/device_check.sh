@@ -10,6 +10,7 @@
 #
 #   bash tools/device_check.sh [chunk | PART...]
 #   PATHS=sslpipe BACKEND=nvjpeg bash tools/device_check.sh input_pipeline train_step
+#   PROFILE=1 bash tools/device_check.sh gpu_stages      # with torch.profiler's top operators
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-device-out}; mkdir -p "$out"
@@ -44,7 +45,7 @@ for part in $parts; do
     dali_tests) step dali_tests 90 python3 -m pytest -q -p no:cacheprovider -m "gpu and dali" -rs \
       tests ;;  # the DALI share of gpu_tests, for a call made once DALI is installed
     gpu_stages) step gpu_stages 90 python3 benchmarks/gpu_stages.py --device cuda --images 2048 \
-      --batch 256 --workers "$(nproc)" ;;
+      --batch 256 --workers "$(nproc)" ${PROFILE:+--profile} ;;
     input_pipeline) step input_pipeline 170 python3 benchmarks/input_pipeline.py --images 2048 \
       --batch 256 --device cuda --cores "$(nproc)" --paths "${PATHS:-torchvision,kornia,dali-native,sslpipe}" ;;
     train_step) step train_step 150 python3 benchmarks/train_step.py --device cuda --arch resnet50 \

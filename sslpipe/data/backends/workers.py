@@ -38,6 +38,30 @@ class EncodedBatch:
     keys: list[str]
     step: int = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Crossing from a DataLoader worker: the encoded bytes travel as one uint8 tensor (in
+        # shared memory, like the decoded images) instead of being pickled through the pipe,
+        # which held the nvjpeg backend's reading to about 7,000 images/s on 16 cores.
+        spans, chunks = [], []
+        at = 0
+        for item in self.data:
+            if isinstance(item, torch.Tensor):
+                spans.append(None)
+                continue
+            spans.append((at, len(item)))
+            chunks.append(item)
+            at += len(item)
+        blob = torch.frombuffer(bytearray(b"".join(chunks)), dtype=torch.uint8) if at else None
+        tensors = [item if isinstance(item, torch.Tensor) else None for item in self.data]
+        return {"spans": spans, "blob": blob, "tensors": tensors, "labels": self.labels,
+                "keys": self.keys, "step": self.step}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        raw = state["blob"].numpy() if state["blob"] is not None else None
+        self.data = [t if span is None else raw[span[0]:span[0] + span[1]].tobytes()
+                     for t, span in zip(state["tensors"], state["spans"])]
+        self.labels, self.keys, self.step = state["labels"], state["keys"], state["step"]
+
     def pin_memory(self) -> EncodedBatch:
         """The DataLoader's pin-memory thread calls this: decoded images go to pinned memory,
         so their copy to the GPU can overlap."""
