@@ -95,23 +95,22 @@ def random_resized_crop_boxes(
     first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))
     ux = torch.rand(n, generator=generator)
     uy = torch.rand(n, generator=generator)
-    boxes = torch.empty(n, 4)
-    for i in range(n):
-        if first[i] >= 0:
-            bw, bh = cw[i, first[i]], ch[i, first[i]]
-        else:  # fallback: centre crop with the closest allowed ratio
-            in_ratio = w[i] / h[i]
-            if in_ratio < ratio[0]:
-                bw, bh = w[i], torch.round(w[i] / ratio[0])
-            elif in_ratio > ratio[1]:
-                bh, bw = h[i], torch.round(h[i] * ratio[1])
-            else:
-                bw, bh = w[i], h[i]
-            ux[i] = uy[i] = 0.5
-        x0 = torch.floor(ux[i] * (w[i] - bw + 1)).clamp(max=w[i] - bw)
-        y0 = torch.floor(uy[i] * (h[i] - bh + 1)).clamp(max=h[i] - bh)
-        boxes[i] = torch.stack([x0, y0, x0 + bw, y0 + bh])
-    return boxes
+    # the first attempt that fits; else a centre crop with the closest allowed ratio
+    hit = first >= 0
+    pick = first.clamp(min=0)[:, None]
+    in_ratio = w / h
+    narrow, wide = in_ratio < ratio[0], in_ratio > ratio[1]
+    fallback_w = torch.where(wide, torch.round(h * ratio[1]), w)
+    fallback_h = torch.where(narrow, torch.round(w / ratio[0]), h)
+    bw = torch.where(hit, cw.gather(1, pick)[:, 0], fallback_w)
+    bh = torch.where(hit, ch.gather(1, pick)[:, 0], fallback_h)
+    # a uniform integer offset, as torch.randint(0, w - bw + 1); the fallback centred as
+    # torchvision centres it ((w - bw) // 2)
+    x0 = torch.where(hit, torch.minimum(torch.floor(ux * (w - bw + 1)), w - bw),
+                     torch.floor((w - bw) / 2))
+    y0 = torch.where(hit, torch.minimum(torch.floor(uy * (h - bh + 1)), h - bh),
+                     torch.floor((h - bh) / 2))
+    return torch.stack([x0, y0, x0 + bw, y0 + bh], 1)
 
 
 def resized_crop(

@@ -30,6 +30,17 @@ def test_random_resized_crop_boxes_respect_scale_and_ratio() -> None:
     assert torch.all((w / h)[200:] <= 4 / 3 + 1 / 50 + 1e-6)  # one pixel of rounding
 
 
+def test_random_resized_crop_fallback_is_the_centre_crop_of_the_closest_ratio() -> None:
+    # no draw can fit a 2 x 500 strip or a 500 x 2 one at ratio 3/4..4/3 with scale >= 0.9:
+    # torchvision then takes the centre crop clipped to the nearest allowed ratio
+    boxes = random_resized_crop_boxes([(2, 500), (500, 2), (10, 10)],
+                                      torch.Generator().manual_seed(0), scale=(0.9, 1.0))
+    assert boxes[0].tolist() == [248.0, 0.0, 251.0, 2.0]  # w = round(2 * 4/3) = 3, centred
+    assert boxes[1].tolist() == [0.0, 248.0, 2.0, 251.0]  # h = round(2 / (3/4)) = 3
+    w, h = boxes[2, 2] - boxes[2, 0], boxes[2, 3] - boxes[2, 1]
+    assert 0.9 * 100 - 10 <= w * h <= 100  # a square fits: an ordinary draw
+
+
 def test_same_generator_state_gives_same_boxes() -> None:
     sizes = [(100, 120), (64, 64)]
     a = random_resized_crop_boxes(sizes, torch.Generator().manual_seed(5))
