@@ -27,6 +27,7 @@ from sslpipe.data.prefetch import prefetch_to_device
 from sslpipe.data.reading import (
     ReadPlan,
     ShardSource,
+    peek_labeled,
     rank_quota,
     resolve_shards,
     single_pass_steps,
@@ -131,7 +132,7 @@ def create_loader(
     rank, world_size = _distributed(rank, world_size)
     num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
     check_positive("num_workers", num_workers, allow_zero=True)
-    source = resolve_shards(shards)
+    source = peek_labeled(resolve_shards(shards))
     name, why = select_backend(backend, device, source)
     if single_pass:
         if resample or epoch_size is not None:

@@ -22,6 +22,7 @@ through gsutil, ...); a URL scheme that webdataset does not know (``s3://``, ``a
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import importlib
 import math
@@ -39,6 +40,8 @@ from sslpipe.data.manifest import MANIFEST, parse_manifest, read_manifest, read_
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 LABEL_EXT = "cls"
+# set by iter_shard on a sample whose members are not a well-formed group: why (a str)
+MALFORMED = "__malformed__"
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,21 @@ def resolve_shards(shards: Any) -> ShardSource:
     counts, labeled = _counts_from_manifests(urls)
     index = tuple(_index_file(u) for u in urls)
     return ShardSource(tuple(urls), counts, index, labeled)
+
+
+def peek_labeled(source: ShardSource) -> ShardSource:
+    """``source`` with ``labeled`` decided, for shards without a manifest, from the first sample
+    of the first shard (``cls`` present or not), so that every rank and worker of every backend
+    reads the same way; the other samples are then checked against it. An unreadable first
+    shard leaves it undecided (None: each reader decides from its first sample)."""
+    if source.labeled is not None:
+        return source
+    events: list[tuple[str, str, str]] = []
+    for sample in iter_shard(source.urls[0], events):
+        if any(ext in sample for ext in IMAGE_EXTS):
+            return dataclasses.replace(source, labeled=LABEL_EXT in sample)
+        break
+    return source
 
 
 def steps_per_epoch(epoch_size: int, batch_size: int, world_size: int, drop_last: bool) -> int:
@@ -306,23 +324,31 @@ class ReadPlan:
                 )
 
     def _read(self, urls: list[str]) -> Iterator[dict[str, Any]]:
+        counts = dict(zip(self.source.urls, self.source.samples))
         for url in urls:
-            yield from iter_shard(url, self.events)
+            yield from iter_shard(url, self.events, counts.get(url))
 
 
-def iter_shard(url: str, events: list[tuple[str, str, str]]) -> Iterator[dict[str, Any]]:
+def iter_shard(url: str, events: list[tuple[str, str, str]], expected: int | None = None
+               ) -> Iterator[dict[str, Any]]:
     """Samples of one tar shard, grouped by key, in file order.
 
-    A shard that cannot be opened is recorded as ``("unreadable", url, why)``; one that ends
-    mid-file as ``("truncated", url, why)`` after the samples before the damage are yielded.
+    A shard that cannot be opened is recorded as ``("unreadable", url, why)``. One that ends
+    early is recorded as ``("truncated", url, why)`` after the samples before the damage are
+    yielded: the stream ends mid-member, a header is damaged (Python's tarfile takes a bad
+    header for the end of the archive, silently), the archive has no end-of-archive marker
+    (cut at a member boundary), or it holds fewer samples than ``expected`` (the manifest's
+    count).
     """
     try:
-        stream = _gopen(url)
+        raw = _gopen(url)
     except Exception as err:  # gopen raises whatever the scheme's opener raises
         events.append(("unreadable", url, f"{type(err).__name__}: {err}"))
         return
+    stream = _TailRecorder(raw)
     current: dict[str, Any] | None = None
     count = 0
+    seen: set[str] = set()
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
@@ -340,16 +366,71 @@ def iter_shard(url: str, events: list[tuple[str, str, str]]) -> Iterator[dict[st
                     current = None
                 if current is None:
                     current = {"__key__": key, "__url__": url}
+                    if key in seen:  # webdataset groups adjacent members: this is a fragment
+                        current[MALFORMED] = (f"key {key!r} appears again after other keys "
+                                              "(a sample's members must be adjacent)")
+                    seen.add(key)
+                if ext in current:
+                    current[MALFORMED] = f"member {member.name!r} appears twice"
                 current[ext] = data
-        _close(stream)
+            problem = stream.end_problem(tar.offset)
+        _close(raw)
     except (tarfile.TarError, EOFError, OSError, ValueError) as err:
-        _close_quietly(stream)
+        _close_quietly(raw)
         events.append(("truncated" if count or current else "unreadable", url,
                        f"after {count} sample(s): {type(err).__name__}: {err}"))
         # The sample being assembled when the shard broke may miss its image or label.
         return
     if current is not None:
+        count += 1
         yield current
+    if problem is None and expected is not None and count < expected:
+        problem = f"holds {count} sample(s), the manifest lists {expected}"
+    if problem is not None:
+        events.append(("truncated", url, f"after {count} sample(s): {problem}"))
+
+
+class _TailRecorder:
+    """A read-only stream that counts what is read and keeps the last bytes, so that the end of
+    a tar can be checked once tarfile has stopped reading: after the last member there must be
+    only zero blocks, at least the two of the end-of-archive marker."""
+
+    KEEP = 1 << 16  # more than tarfile's 10 KiB record buffer
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.position = 0  # bytes read from raw
+        self.tail = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.position += len(data)
+        self.tail += data
+        if len(self.tail) > self.KEEP:
+            del self.tail[: len(self.tail) - self.KEEP]
+        return data
+
+    def end_problem(self, offset: int) -> str | None:
+        """What is wrong with the archive's end, the next header being at ``offset``; None when
+        the two zero blocks of the end-of-archive marker follow (what comes after them is
+        ignored, as tar ignores it)."""
+        start = self.position - len(self.tail)
+        if offset < start:  # not expected: tarfile reads at most a record past the header
+            return None
+        marker = bytes(self.tail[offset - start: offset - start + 1024])
+        while len(marker) < 1024:
+            more = self.raw.read(1024 - len(marker))
+            if not more:
+                break
+            marker += more
+        while self.raw.read(1 << 16):  # drain: a pipe: command must be able to exit
+            pass
+        if marker.strip(b"\x00"):
+            return f"a damaged tar header at byte {offset} (tarfile stops reading there)"
+        if len(marker) < 1024:
+            return (f"no end-of-archive marker after byte {offset}: the shard was cut at a "
+                    "member boundary")
+        return None
 
 
 def _gopen(url: str) -> Any:

@@ -65,12 +65,20 @@ def make_shards(
         shards.append({"file": file, "index_file": idx, "samples": count,
                        "bytes": os.path.getsize(path), "sha256": ""})
         paths.append(path)
-    total = sum(counts)
+    write_test_manifest(directory, name, shards, labeled, fmt, sum(counts))
+    return paths
+
+
+def write_test_manifest(directory: str, name: str, shards: list[dict], labeled: bool = True,
+                        fmt: str = "jpg", classes: int | None = None) -> None:
+    """manifest.json for ``shards`` (their entries: file, index_file, samples, bytes, sha256),
+    one class per sample index unless ``classes`` says how many."""
+    total = sum(int(s["samples"]) for s in shards)
+    classes = total if classes is None else classes
     write_manifest(directory, {
         "format": "sslpipe-shards", "version": 1, "name": name, "source": "test", "root": "",
-        "split": "train", "classes": [str(i) for i in range(total)], "labeled": labeled,
+        "split": "train", "classes": [str(i) for i in range(classes)], "labeled": labeled,
         "num_samples": total, "image_format": fmt, "resize": None, "quality": 90,
-        "subset": None, "counts_per_class": {str(i): 1 for i in range(total)},
+        "subset": None, "counts_per_class": {str(i): 1 for i in range(classes)},
         "shards": shards, "skipped": [], "created_by": "tests",
     })
-    return paths

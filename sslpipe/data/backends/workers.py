@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from sslpipe.data.reading import IMAGE_EXTS, LABEL_EXT, ReadPlan
+from sslpipe.data.reading import IMAGE_EXTS, LABEL_EXT, MALFORMED, ReadPlan
 from sslpipe.ops.images import DamagedImageWarning, decode, sample_index
 from sslpipe.ops.jpeg import is_jpeg, jpeg_size
 
@@ -173,6 +173,9 @@ class BatchStream(IterableDataset):
 
     def _parse(self, sample: dict[str, Any]) -> tuple[bytes, int | None, str] | None:
         where = f"{sample['__url__']}:{sample['__key__']}"
+        if MALFORMED in sample:
+            self._bad(where, sample[MALFORMED])
+            return None
         image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
         if image is None:
             self._bad(where, f"no image (expected one of .{', .'.join(IMAGE_EXTS)}); "
