@@ -350,14 +350,14 @@ def iter_shard(url: str, events: list[tuple[str, str, str]], expected: int | Non
     count = 0
     seen: set[str] = set()
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:  # type: ignore[call-overload]
             for member in tar:
                 if not member.isreg():
                     continue
                 key, ext = _split_name(member.name)
                 if key is None:
                     continue
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                data = tar.extractfile(member).read()
                 if len(data) < member.size:
                     raise tarfile.ReadError(f"unexpected end of data in {member.name}")
                 if current is not None and current["__key__"] != key:
