@@ -8,6 +8,7 @@ so ``sslpipe --help`` does not pay for importing torch.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from typing import Any
 
@@ -66,6 +67,13 @@ def main() -> None:
     sslpipe train jigsaw --data shards/in60k --arch resnet50 --gpus 4
     sslpipe eval linear --checkpoint RUN_DIR --train DIR --test DIR
     """
+    # SIGTERM (a scheduler's stop, `kill`) unwinds like Ctrl-C: temporary files are removed and
+    # worker pools ended on the way out, so the run can be resumed
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":  # pragma: no cover

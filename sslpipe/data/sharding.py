@@ -5,7 +5,8 @@ that shards mix classes), encodes them in worker processes (results come back in
 so the output does not depend on ``workers``), and fills shards that rotate by sample count
 and/or bytes. After each finished shard a small journal (``.sslpipe-progress.json``) records it;
 ``resume=True`` checks the finished shards against the journal and continues after the last
-good one, so an interrupted run ends with exactly the files of an uninterrupted one.
+good one (or starts again when a kill came before the journal's first write), so a run
+interrupted at any instant ends with exactly the files of an uninterrupted one.
 ``manifest.json`` is written last.
 """
 
@@ -15,6 +16,7 @@ import glob
 import json
 import multiprocessing
 import os
+import signal
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -180,6 +182,13 @@ def _prepare(out: str, name: str, options: ShardOptions,
             if os.path.exists(path):
                 os.remove(path)
         return fresh
+    if options.resume and not os.path.exists(journal) and not os.path.exists(
+            os.path.join(out, MANIFEST)):
+        # killed before the journal's first write (during or just after the first shard):
+        # nothing is recorded, so the run starts again and rewrites the same files
+        for path in existing:
+            os.remove(path)
+        return fresh
     if options.resume and os.path.exists(journal):
         with open(journal, encoding="utf-8") as f:
             state = json.load(f)
@@ -226,8 +235,7 @@ def _encoded(records: list[Record], options: ShardOptions, total: int,
                 bar.update()
             return
         context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        with context.Pool(options.workers, initializer=torch.set_num_threads,
-                          initargs=(1,)) as pool:
+        with context.Pool(options.workers, initializer=_worker_init) as pool:
             # imap keeps input order, so the shards do not depend on the number of workers
             for result in pool.imap(work, records, chunksize=16):
                 yield result
@@ -235,6 +243,14 @@ def _encoded(records: list[Record], options: ShardOptions, total: int,
     finally:
         torch.set_num_threads(threads)
         bar.close()
+
+
+def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: only the parent acts on it (it ends the pool);
+    # workers that raised KeyboardInterrupt themselves could leave Pool.terminate waiting
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.set_num_threads(1)
 
 
 def _fill(out: str, name: str, encoded: Iterator[Encoded], options: ShardOptions,

@@ -15,9 +15,9 @@ _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batc
            "max_steps", "optimizer", "lr", "momentum", "weight_decay", "scale_lr",
            "warmup_epochs", "schedule", "min_lr", "precision", "channels_last", "compile",
            "backend", "num_workers", "hw_decoder_load", "cpu_decode_share", "gpus", "procs",
-           "sync_bn", "out", "resume", "seed",
-           "checkpoint_every", "keep_checkpoints", "log_every", "probe", "num_classes",
-           "progress", "device")
+           "sync_bn", "out", "resume", "overwrite", "seed",
+           "checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "log_every", "probe",
+           "num_classes", "progress", "device")
 
 
 @click.command(context_settings={"show_default": True})
@@ -56,9 +56,15 @@ _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batc
 @click.option("--procs", type=int, help="CPU processes (gloo DDP).")
 @click.option("--sync-bn/--no-sync-bn", default=None, help="SyncBatchNorm under DDP.")
 @click.option("--out", help="Run directory. [runs/train]")
-@click.option("--resume", is_flag=True, default=None, help="Continue from the newest checkpoint.")
+@click.option("--resume", is_flag=True, default=None,
+              help="Continue the run in --out from its newest checkpoint.")
+@click.option("--overwrite", is_flag=True, default=None,
+              help="Delete the run in --out (checkpoints, metrics, exports, eval) and start anew.")
 @click.option("--seed", type=int, help="[0]")
 @click.option("--checkpoint-every", type=int, help="Also checkpoint every N steps.")
+@click.option("--checkpoint-minutes", type=float,
+              help="Also checkpoint when this many minutes passed since the last one (0: off). "
+              "[5]")
 @click.option("--keep-checkpoints", type=int, help="[3]")
 @click.option("--log-every", type=int, help="[10]")
 @click.option("--probe/--no-probe", default=None, help="Online linear probe on the labels.")

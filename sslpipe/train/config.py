@@ -21,7 +21,8 @@ __all__ = ["TrainConfig", "load_config", "merge", "parse_task_options", "RESUME_
 
 # Fields that may differ between a run and its resumption: they do not change the result.
 RESUME_FREE_FIELDS = frozenset({
-    "resume", "out", "progress", "num_workers", "log_every", "checkpoint_every",
+    "resume", "overwrite", "out", "progress", "num_workers", "log_every", "checkpoint_every",
+    "checkpoint_minutes",
     "keep_checkpoints", "max_steps", "backend", "compile", "tensorboard", "hw_decoder_load",
     "cpu_decode_share",
 })
@@ -53,10 +54,15 @@ class TrainConfig:
             hardware decoder's share (dali on CUDA), the CPU workers' share (nvjpeg).
         gpus: processes on this node, one per GPU (NCCL). ``procs``: CPU processes (gloo).
         sync_bn: convert BatchNorm layers to SyncBatchNorm under DDP.
-        out: run directory; ``resume`` continues from its latest checkpoint.
+        out: run directory. It must not hold a run already unless ``resume`` (continue from
+            its latest checkpoint; from the start when none was written yet) or ``overwrite``
+            (delete that run's files first).
         seed: seeds the model initialisation, the data order and the augmentations.
         task_options: keyword options of ``create_task``.
-        checkpoint_every: also checkpoint every N steps (0: at epoch ends only).
+        checkpoint_every: also checkpoint every N steps (0: off).
+        checkpoint_minutes: also checkpoint when this many minutes have passed since the
+            last checkpoint (checked at log steps; 0: off), so that a fault late in a long
+            epoch loses minutes, not the epoch.
         keep_checkpoints: how many checkpoints to keep.
         log_every: steps between metric lines.
         probe: train an online linear probe on the dataset labels when batches carry them.
@@ -97,9 +103,11 @@ class TrainConfig:
     sync_bn: bool = False
     out: str = "runs/train"
     resume: bool = False
+    overwrite: bool = False
     seed: int = 0
     task_options: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 5.0
     keep_checkpoints: int = 3
     log_every: int = 10
     probe: bool = True
@@ -113,7 +121,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "lr", "procs", "keep_checkpoints", "log_every"):
             check_positive(name, getattr(self, name))
         for name in ("max_steps", "weight_decay", "warmup_epochs", "gpus", "num_workers",
-                     "checkpoint_every", "num_classes", "min_lr"):
+                     "checkpoint_every", "checkpoint_minutes", "num_classes", "min_lr"):
             check_positive(name, getattr(self, name), allow_zero=True)
         check_choice("optimizer", self.optimizer, ("sgd", "lars", "adamw"))
         check_choice("schedule", self.schedule, ("cosine", "step", "constant"))
@@ -123,6 +131,9 @@ class TrainConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]. Got {getattr(self, name)!r}")
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the run in "
+                             f"{self.out!r} or delete it, not both")
         if self.gpus and self.procs > 1:
             raise ValueError(f"use either gpus or procs. Got gpus={self.gpus}, procs={self.procs}")
         if self.batch_size % self.world_size:

@@ -52,7 +52,9 @@ class RunLogger:
             except ImportError:  # optional: tensorboard is not a dependency
                 pass
             else:
-                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+                # a resumed run drops the events of the steps it logs again
+                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"),
+                                            purge_step=initial_step + 1 if initial_step else None)
 
     def log(self, record: dict[str, Any]) -> None:
         """Append ``record`` (must hold ``event`` and ``step``) to metrics.jsonl / TensorBoard."""

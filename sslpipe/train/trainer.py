@@ -36,6 +36,7 @@ from sslpipe.train.export import backbone_prefix, export_state
 from sslpipe.train.logging import RunLogger, write_config
 from sslpipe.train.optim import create_optimizer, lr_at, set_lr
 from sslpipe.train.probe import OnlineProbe
+from sslpipe.train.rundir import prepare_run_dir, tidy_for_resume
 
 __all__ = ["TrainResult", "Trainer", "TrainingDiverged", "train", "default_loader"]
 
@@ -107,14 +108,15 @@ def validate(config: TrainConfig, has_loader: bool) -> None:
     if config.gpus and not torch.cuda.is_available():
         raise ValueError(f"gpus: {config.gpus} asked for but CUDA is not available; on CPU use "
                          "procs")
-    if config.resume:
+    if config.resume:  # a run killed before its first checkpoint resumes from the start
         last = ckpt.latest_checkpoint(config.out)
-        if last is None:
-            raise ValueError(f"resume: no checkpoint in {config.out!r}/checkpoints")
         saved_file = Path(config.out) / "config.json"
         saved = (json.loads(saved_file.read_text()) if saved_file.is_file()
-                 else ckpt.load_checkpoint(last)["config"])
-        ckpt.check_resume_config(saved, config.to_dict(), config.out)
+                 else ckpt.load_checkpoint(last)["config"] if last is not None else None)
+        if saved is not None:
+            ckpt.check_resume_config(saved, config.to_dict(), config.out)
+    elif not under_torchrun():  # under torchrun, rank 0 checks (Trainer)
+        prepare_run_dir(config.out, config.resume, config.overwrite)
 
 
 def default_loader(config: TrainConfig, task: Any, split: str, info: DistInfo) -> Any:
@@ -184,9 +186,17 @@ class Trainer:
         self.step, self.epoch, self.start_batch = 0, 0, 0
         self.last_checkpoint: str | None = None
         self._watch = _DivergenceWatch(self.device)
+        self._saved_at = time.monotonic()
         self.saved_step = -1  # the same on every rank, unlike last_checkpoint (rank 0 only)
+        if self.info.main and under_torchrun() and not config.resume:
+            prepare_run_dir(self.run_dir, config.resume, config.overwrite)
         if config.resume:
-            self._restore(ckpt.latest_checkpoint(self.run_dir))
+            last = ckpt.latest_checkpoint(self.run_dir)
+            if last is not None:
+                self._restore(last)
+            if self.info.main:  # what a kill left: temporaries, metric lines to be relogged
+                tidy_for_resume(self.run_dir, self.step)
+        barrier()
 
     # ---------------------------------------------------------------- public
     def fit(self) -> TrainResult:
@@ -195,6 +205,11 @@ class Trainer:
         total = config.epochs * self.steps_per_epoch
         if config.max_steps:
             total = min(total, config.max_steps)
+        final = self.run_dir / "final.json"
+        if config.resume and self.step >= total and final.is_file():
+            # a finished run: its result stands (resuming must not rewrite it with nothing)
+            barrier()
+            return _read_result(str(self.run_dir))
         if self.info.main:
             write_config(self.run_dir, config.to_dict())
         logger = RunLogger(self.run_dir, total, self.step, self.info.main, config.progress,
@@ -225,6 +240,7 @@ class Trainer:
         totals = _Sums(self.device)
         window = _Sums(self.device)
         t_last = time.perf_counter()
+        due = False
         for batch, wait in _timed(self._batches()):
             lr = lr_at(config, self.step, self.steps_per_epoch)
             set_lr(self.optimizer, lr)
@@ -236,22 +252,27 @@ class Trainer:
             if self.step % config.log_every == 0 or self.start_batch == self.steps_per_epoch:
                 # the one host read (and all-reduce) in log_every steps
                 now = time.perf_counter()
-                record = window.read(now - t_last)
+                due = (config.checkpoint_minutes > 0 and
+                       time.monotonic() - self._saved_at >= 60 * config.checkpoint_minutes)
+                record = window.read(now - t_last, due)
                 if record.pop("nonfinite", 0.0):
                     self._diverged()
+                due = bool(record.pop("checkpoint_due", 0.0))  # any rank's clock: all agree
                 record["lr"] = lr
                 logger.log({"event": "step", "step": self.step, "epoch": self.epoch, **record})
                 logger.advance(window.steps, {k: record[k] for k in
                                               ("loss", "lr", "img_per_s", "data_wait")})
                 window, t_last = _Sums(self.device), now
-            if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+            if due or (config.checkpoint_every and self.step % config.checkpoint_every == 0):
                 self._save()
+            due = False
             if self._done():
                 break
         if self.start_batch >= self.steps_per_epoch:
             self.start_batch = 0
         summary = totals.read(None)
         summary.pop("nonfinite", None)
+        summary.pop("checkpoint_due", None)
         return summary
 
     def _batches(self) -> Iterator[Batch]:
@@ -339,6 +360,8 @@ class Trainer:
         return bool(self.config.max_steps) and self.step >= self.config.max_steps
 
     def _save(self) -> None:
+        if self.saved_step == self.step:
+            return
         # a checkpoint is only ever written of finite weights: read the flag first (every rank)
         flag = all_reduce_sum(self._watch.flag().reshape(1)).item()
         if flag:
@@ -354,6 +377,7 @@ class Trainer:
             self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, state, self.step,
                                                         self.config.keep_checkpoints)
         self.saved_step = self.step
+        self._saved_at = time.monotonic()
         barrier()
 
     def _restore(self, path: str | None) -> None:
@@ -412,17 +436,19 @@ class _Sums:
         self.steps += 1
         self.wait += wait
 
-    def read(self, seconds: float | None) -> dict[str, float]:
+    def read(self, seconds: float | None, due: bool = False) -> dict[str, float]:
         """Means per image over every rank (one all-reduce, one device sync), ``nonfinite``
-        (the count of non-finite losses), and with ``seconds`` the rate and the data wait."""
+        (the count of non-finite losses), ``checkpoint_due`` (how many ranks' clocks say a
+        checkpoint is due), and with ``seconds`` the rate and the data wait."""
         if self.vec is None:
             return {}
-        counts = torch.tensor([self.images, self.probed], dtype=torch.float64)
+        counts = torch.tensor([self.images, self.probed, float(due)], dtype=torch.float64)
         packed = torch.cat([self.vec, counts.to(self.device)])
         values = all_reduce_sum(packed).tolist()
-        sums, (images, probed) = dict(zip(self.keys, values[:-2])), values[-2:]
+        sums, (images, probed, due_ranks) = dict(zip(self.keys, values[:-3])), values[-3:]
         per = max(1.0, images)
-        out = {"loss": sums["loss"] / per, "images": images, "nonfinite": sums["nonfinite"]}
+        out = {"loss": sums["loss"] / per, "images": images, "nonfinite": sums["nonfinite"],
+               "checkpoint_due": due_ranks}
         if probed:
             out.update(probe_loss=sums["probe_loss"] / per, probe_acc=sums["probe_acc"] / per)
         out.update({k: sums[k] / per for k in self.keys[4:]})

@@ -140,6 +140,24 @@ def test_interrupted_run_resumes_to_identical_result(tree, tmp_path, monkeypatch
     assert not (out / sharding.JOURNAL).exists()
 
 
+@pytest.mark.parametrize("left", ["a partial .tmp", "a finished shard, no journal yet"])
+def test_resume_after_a_kill_before_the_first_journal_write(tree, tmp_path, left):
+    source = open_source("imagenet", str(tree), "train")
+    reference = write_shards(source, str(tmp_path / "full"), _options(shard_size=4, name="in"))
+    out = tmp_path / "cut"
+    out.mkdir()
+    if left == "a partial .tmp":
+        (out / "in-000000.tar.tmp").write_bytes(b"half a tar")
+    else:
+        for name in ("in-000000.tar", "in-000000.idx"):
+            (out / name).write_bytes((tmp_path / "full" / name).read_bytes())
+    with pytest.raises(ValueError, match="--resume"):
+        write_shards(source, str(out), _options(shard_size=4, name="in"))
+    assert write_shards(source, str(out), _options(shard_size=4, name="in",
+                                                   resume=True)) == reference
+    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "full"))
+
+
 def test_subset_errors_name_the_problem(tree, tmp_path):
     source = open_source("imagenet", str(tree), "train")
     with pytest.raises(ValueError, match="only 26"):
