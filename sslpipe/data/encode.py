@@ -69,6 +69,7 @@ class Encoded:
     data: bytes | None
     reason: str | None
     where: str
+    size: tuple[int, int] | None = None  # (H, W) as the loader will decode it
 
 
 def encode_record(record: Record, options: EncodeOptions) -> Encoded:
@@ -83,7 +84,8 @@ def encode_record(record: Record, options: EncodeOptions) -> Encoded:
             data = _encode_file(str(record.path), ext, options)
     except _Skip as skip:
         return Encoded(record.key, record.label, ext, None, str(skip), where)
-    return Encoded(record.key, record.label, ext, data, None, where)
+    shape = EncodedImage(data, where=where).shape  # the header only
+    return Encoded(record.key, record.label, ext, data, None, where, (shape[1], shape[2]))
 
 
 def encode_file_baseline(path: str, resize: int, quality: int = 90) -> bytes:

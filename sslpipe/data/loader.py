@@ -143,6 +143,7 @@ def create_loader(
     else:
         plan = _epoch_plan(source, batch_size, epoch_size, drop_last, rank, world_size, seed,
                            shuffle_buffer, resample)
+        num_workers = fit_workers(len(source.urls), world_size, num_workers, resample)
         plan.check_readers(num_workers)
     collate = _collator(task_or_collator)
     impl: Any
@@ -157,6 +158,20 @@ def create_loader(
     log.info("sslpipe loader: backend %r (%s); %s steps per epoch of %d on rank %d/%d",
              name, why, plan.steps, batch_size, rank, world_size)
     return Loader(impl, plan, device, why)
+
+
+def fit_workers(shards: int, world_size: int, num_workers: int, resample: bool) -> int:
+    """Fewer workers when there are too few shards for ``world_size x num_workers`` readers (a
+    small dataset in one shard), said in one line; the count is kept when shards are drawn
+    with replacement, or when not even every rank gets one (then the plan says what to do)."""
+    readers = world_size * max(1, num_workers)
+    if resample or shards >= readers or shards < world_size or num_workers <= 1:
+        return num_workers
+    fitted = max(1, shards // world_size)
+    log.warning("sslpipe loader: %d shard(s) for %d rank(s): %d worker(s) per rank instead of "
+                "%d (each reads whole shards; write more, smaller shards to use more)",
+                shards, world_size, fitted, num_workers)
+    return fitted
 
 
 def _epoch_plan(source: ShardSource, batch_size: int, epoch_size: int | None, drop_last: bool,

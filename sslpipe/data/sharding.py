@@ -112,6 +112,8 @@ def write_shards(
         "skipped": source.skipped + state["skipped"],
         "created_by": f"sslpipe {_version()}",
     }
+    if "image_size" in state:  # (H, W) of the smallest and largest images, elementwise
+        manifest["image_size"] = state["image_size"]
     write_manifest(out, manifest)
     os.remove(os.path.join(out, JOURNAL))
     _summary(manifest, out)
@@ -279,6 +281,11 @@ def _fill(out: str, name: str, encoded: Iterator[Encoded], options: ShardOptions
             shard.add(item.key, files)
             if item.label is not None:
                 pending_labels.append(item.label)
+            if item.size is not None:
+                sizes = state.setdefault("image_size", {"min": list(item.size),
+                                                        "max": list(item.size)})
+                sizes["min"] = [min(a, b) for a, b in zip(sizes["min"], item.size)]
+                sizes["max"] = [max(a, b) for a, b in zip(sizes["max"], item.size)]
         if shard is not None:
             _publish(out, shard, state, start, first_label, pending_labels, position)
             shard = None

@@ -72,8 +72,11 @@ class Collator(ABC):
     parameter drawn; the device stage (:meth:`device_stage`) does the float work wherever its
     input is. A loader runs the first in DataLoader workers and the second on the GPU, so only
     uint8 crosses to the device. Subclasses implement :meth:`make_host` and :meth:`make_device`
-    and may override :meth:`min_input_size`.
+    and may override :meth:`min_input_size` and ``min_batch_size`` (the fewest images a batch
+    may hold: a loader drops, and reports, a shorter last batch).
     """
+
+    min_batch_size: ClassVar[int] = 1
 
     def __init__(self, options: CollatorOptions) -> None:
         self.options = options
@@ -180,6 +183,9 @@ class Task(ABC):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = CollatorOptions
     Collator: ClassVar[type[Collator]]
+    # the fewest images a batch needs for the loss (VICReg's variance needs 2); the trainer
+    # passes over a shorter (last) batch and says so
+    min_batch_size: ClassVar[int] = 1
 
     def __init__(self, **options: Any) -> None:
         self.options = make_options(self.Options, options, owner=f"task {self.name!r}")

@@ -101,6 +101,7 @@ class CountingCollator(Collator):
     ``D(x)[other[i]]``, a random derangement, so ``other[i] != i``). Needs B >= 2.
     """
 
+    min_batch_size = 2
     options: CountingOptions
 
     def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
@@ -141,6 +142,7 @@ class Counting(Task):
 
     Options = CountingOptions
     Collator = CountingCollator
+    min_batch_size = 2  # each image is contrasted with another of the batch
     options: CountingOptions
 
     def build(self, backbone: nn.Module) -> nn.Module:

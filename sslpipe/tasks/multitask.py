@@ -70,6 +70,8 @@ class MultiCollator(Collator):
     def __init__(self, options: MultiTaskOptions, members: dict[str, Task]) -> None:
         super().__init__(options)
         self.members = members
+        self.min_batch_size = max(  # type: ignore[misc]
+            t.collator.min_batch_size for t in members.values())
 
     def host_stage(self, samples: Any, generator: torch.Generator | None = None) -> HostBatch:
         # decoded once for every member (a lazily decoded JPEG would be decoded per member)
@@ -156,6 +158,7 @@ class MultiTask(Task):
         self.name = name  # type: ignore[misc]
         self.options = make_options(MultiTaskOptions, {**base, **own}, owner=f"task {name!r}")
         self.collator = MultiCollator(self.options, self.members)
+        self.min_batch_size = max(t.min_batch_size for t in self.members.values())  # type: ignore[misc]
 
     def build(self, backbone: nn.Module) -> nn.Module:
         return MultiTaskModel(backbone, {n: t.build(backbone) for n, t in self.members.items()},

@@ -103,6 +103,7 @@ class VICReg(Task):
 
     Options = VICRegOptions
     Collator = TwoViewCollator
+    min_batch_size = 2  # the variance and covariance terms are over the batch
     options: VICRegOptions
 
     def build(self, backbone: nn.Module) -> nn.Module:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batch_size",
-           "max_steps", "optimizer", "lr", "momentum", "weight_decay", "scale_lr",
+           "max_steps", "drop_last", "optimizer", "lr", "momentum", "weight_decay", "scale_lr",
            "warmup_epochs", "schedule", "min_lr", "precision", "channels_last", "compile",
            "backend", "num_workers", "hw_decoder_load", "cpu_decode_share", "gpus", "procs",
            "sync_bn", "out", "resume", "overwrite", "seed",
@@ -35,6 +35,8 @@ _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batc
 @click.option("--epochs", type=int, help="[100]")
 @click.option("--batch-size", type=int, help="Global batch size over all processes. [256]")
 @click.option("--max-steps", type=int, help="Stop after this many steps (0: no limit).")
+@click.option("--drop-last/--no-drop-last", default=None,
+              help="Leave out each epoch's last partial batch. [drop-last]")
 @click.option("--optimizer", type=click.Choice(["sgd", "lars", "adamw"]), help="[sgd]")
 @click.option("--lr", type=float, help="Peak learning rate. [0.1]")
 @click.option("--momentum", type=float, help="[0.9]")
@@ -95,6 +97,9 @@ def train(task: str | None, config_file: str | None, print_config: bool, task_op
         if task_option:
             values["task_options"] = parse_task_options(task_option)
         config = merge(config, values)
+        if config.data is not None and not config.resume:
+            config = _fit(config, "small_input" in values or _file_has(config_file,
+                                                                         "small_input"))
         if print_config:
             click.echo(json.dumps(config.to_dict(), indent=2, sort_keys=True))
             return
@@ -104,6 +109,27 @@ def train(task: str | None, config_file: str | None, print_config: bool, task_op
     click.echo(f"run directory: {result.run_dir}")
     click.echo(f"backbone: {result.backbone}")
     click.echo("final: " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
+
+
+def _fit(config: Any, small_input_chosen: bool) -> Any:
+    """The image size and stem fitted to small images the user gave no size for."""
+    from sslpipe.train.fit import data_image_side, fit_to_data
+
+    options, small, note = fit_to_data(config.task, config.arch, data_image_side(config.data),
+                                       config.task_options, small_input_chosen)
+    if note is None:
+        return config
+    click.echo(note, err=True)
+    return config.replace(task_options=options,
+                          small_input=config.small_input if small is None else small)
+
+
+def _file_has(path: str | None, key: str) -> bool:
+    if path is None:
+        return False
+    from sslpipe.train.config import read_config_file
+
+    return key in read_config_file(path)
 
 
 @click.command()

@@ -41,6 +41,9 @@ class TrainConfig:
         small_input: 3x3 stride-1 stem without max-pool, for 32 px data.
         freeze_until: freeze the backbone up to this stage (``conv3``, ``layer2``, ``stage2``).
         epochs, batch_size: length of the run and the global batch.
+        drop_last: every step takes a full batch (the last partial one of an epoch is left
+            out); with False the last step of an epoch may be partial. Data holding fewer
+            samples than one batch per process is trained in partial batches either way.
         max_steps: stop (with a checkpoint) after this many optimizer steps in total.
         optimizer: ``sgd``, ``lars`` or ``adamw``; ``lr``, ``momentum``, ``weight_decay``.
         scale_lr: multiply ``lr`` by ``batch_size / 256`` (the linear scaling rule).
@@ -80,6 +83,7 @@ class TrainConfig:
     freeze_until: str | None = None
     epochs: int = 100
     batch_size: int = 256
+    drop_last: bool = True
     max_steps: int = 0
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -179,6 +183,11 @@ def merge(config: TrainConfig, values: dict[str, Any]) -> TrainConfig:
 
 def load_config(path: str | os.PathLike[str], base: TrainConfig | None = None) -> TrainConfig:
     """Read a YAML (``.yaml``/``.yml``/``.json``) or TOML (``.toml``) file over ``base``."""
+    return merge(base or TrainConfig(), read_config_file(path))
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping a YAML/JSON or TOML config file holds (only the keys it sets)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"config: file not found. Got {path!r}")
@@ -193,7 +202,7 @@ def load_config(path: str | os.PathLike[str], base: TrainConfig | None = None) -
     if not isinstance(values, dict):
         raise ValueError(f"config: {path!r} must hold a mapping of keys to values. "
                          f"Got {type(values).__name__}")
-    return merge(base or TrainConfig(), values)
+    return values
 
 
 def parse_task_options(items: list[str] | tuple[str, ...]) -> dict[str, Any]:

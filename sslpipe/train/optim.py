@@ -1,8 +1,10 @@
 """Optimizers (SGD, AdamW, LARS) with bias/norm exclusion, and the learning-rate schedule.
 
 Biases and normalisation parameters (every parameter with fewer than 2 dimensions) get no
-weight decay, and under LARS no trust-ratio adaptation either (timm's ``Lars`` adapts only
-groups with weight decay), as in SimCLR, BYOL and solo-learn.
+weight decay, and under LARS no trust-ratio adaptation either, as in SimCLR, BYOL and
+solo-learn. The two exclusions are separate switches: the weights keep LARS adaptation
+whatever the weight decay (``weight_decay=0`` included: timm's ``Lars`` otherwise adapts only
+groups with a non-zero decay, which silently turned LARS into SGD).
 
 The schedule is a pure function of the optimizer step (:func:`lr_at`), so resuming needs no
 scheduler object: the step number in the checkpoint is the scheduler's whole state.
@@ -40,6 +42,8 @@ def create_optimizer(config: TrainConfig, modules: Iterable[nn.Module]) -> torch
         {"params": decay, "weight_decay": config.weight_decay, "lr_scale": 1.0},
         {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
     ]
+    if config.optimizer == "lars":  # adaptation on for the weights, off for bias/norm
+        groups[0]["always_adapt"], groups[1]["always_adapt"] = True, False
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError("the model has no trainable parameters (is everything frozen?)")

@@ -124,12 +124,24 @@ def default_loader(config: TrainConfig, task: Any, split: str, info: DistInfo) -
     from sslpipe.data import create_loader
 
     train = split == "train"
+    data = config.data if train else config.val
+    per_rank = config.batch_size // info.world_size
+    drop_last = config.drop_last
+    if train and drop_last:
+        from sslpipe.data.reading import resolve_shards
+
+        samples = resolve_shards(data).num_samples
+        if samples is not None and samples // info.world_size < per_rank:
+            drop_last = False
+            if info.main:
+                print(f"data: {samples} sample(s) hold less than one batch of {per_rank} per "
+                      "process: training in partial batches (drop_last off)", flush=True)
     # validation reads every sample once (ranks may then run different step counts, which
     # _validate allows: it reduces over ranks once, at the end)
     return create_loader(
-        config.data if train else config.val, task, config.batch_size // info.world_size,
+        data, task, per_rank,
         device=info.device, backend=config.backend, num_workers=config.num_workers,
-        seed=config.seed, rank=info.rank, world_size=info.world_size,
+        seed=config.seed, rank=info.rank, world_size=info.world_size, drop_last=drop_last,
         single_pass=not train, shuffle_buffer=1000 if train else 0,
         hw_decoder_load=config.hw_decoder_load, cpu_decode_share=config.cpu_decode_share,
     )
@@ -219,13 +231,14 @@ class Trainer:
             while self.epoch < config.epochs and not self._done():
                 summary = self._epoch(logger)
                 if self.start_batch == 0:  # the epoch completed
-                    summary.update(self._validate())
-                    logger.log({"event": "epoch", "step": self.step, "epoch": self.epoch,
-                                **summary})
-                    logger.message(f"epoch {self.epoch}: " + ", ".join(
-                        f"{k} {v:.4g}" for k, v in summary.items()))
+                    epoch = self.epoch
                     self.epoch += 1
-                    self._save()
+                    self._save()  # before validation, which must not be able to lose the epoch
+                    summary.update(self._validate(logger))
+                    logger.log({"event": "epoch", "step": self.step, "epoch": epoch,
+                                **summary})
+                    logger.message(f"epoch {epoch}: " + ", ".join(
+                        f"{k} {v:.4g}" for k, v in summary.items()))
             if self.saved_step != self.step:
                 self._save()
         finally:
@@ -242,6 +255,11 @@ class Trainer:
         t_last = time.perf_counter()
         due = False
         for batch, wait in _timed(self._batches()):
+            if batch.batch_size < self.task.min_batch_size:  # a short last batch: no step
+                self.start_batch += 1
+                logger.message(f"skipped a last batch of {batch.batch_size} image(s): "
+                               f"{config.task} needs {self.task.min_batch_size} per batch")
+                continue
             lr = lr_at(config, self.step, self.steps_per_epoch)
             set_lr(self.optimizer, lr)
             stats = self._step(batch)
@@ -326,7 +344,7 @@ class Trainer:
             "use bf16/fp32")
 
     # ---------------------------------------------------------------- val, save, restore
-    def _validate(self) -> dict[str, float]:
+    def _validate(self, logger: RunLogger) -> dict[str, float]:
         if self.val_loader is None:
             return {}
         # the plain module, not the DDP wrapper: ranks may run different numbers of validation
@@ -338,9 +356,13 @@ class Trainer:
         with torch.no_grad():
             for batch in self.val_loader:
                 batch = batch.to(self.device, non_blocking=True)
+                n = batch.batch_size
+                if n < self.task.min_batch_size:  # a short last batch the loss cannot score
+                    logger.message(f"validation: skipped a last batch of {n} image(s): "
+                                   f"{self.config.task} needs {self.task.min_batch_size}")
+                    continue
                 with self.probe.capture():
                     outputs = self.module(batch.inputs)
-                n = batch.batch_size
                 probe = self.probe.evaluate(batch)
                 loss = self.task.loss(outputs, batch).detach().double()
                 sums[0] += loss * n

@@ -68,10 +68,14 @@ def test_partial_last_batch_without_drop_last(shard_dir):
         assert [len(b) for b in _labels(loader)] == [5, 5, 5, 5, 4]
 
 
-def test_fewer_shards_than_readers_is_an_error_or_resampled(shard_dir):
+def test_fewer_shards_than_readers_fits_the_workers_or_is_an_error(shard_dir):
     shards = os.path.join(shard_dir, "t-00000{0..2}.tar")
-    with pytest.raises(ValueError, match="3 shard.*2 rank.*2 worker.*resample=True"):
-        create_loader(shards, "rotation", 4, rank=0, world_size=2, num_workers=2)
+    fitted = create_loader(shards, "rotation", 4, rank=0, world_size=2, num_workers=2,
+                           epoch_size=18)  # 3 shards: one worker per rank
+    assert len(list(fitted)) == len(fitted)
+    one = os.path.join(shard_dir, "t-000000.tar")
+    with pytest.raises(ValueError, match="1 shard.*2 rank.*resample=True"):
+        create_loader(one, "rotation", 2, rank=0, world_size=2, num_workers=2, epoch_size=6)
     loaders = [create_loader(shards, "rotation", 4, rank=r, world_size=2, num_workers=2,
                              resample=True, backend="cpu") for r in range(2)]
     assert len(loaders[0]) == len(loaders[1]) == 2  # 18 samples / 2 ranks / 4 per batch

@@ -115,7 +115,8 @@ def test_truncated_data_is_reported(tmp_path) -> None:
     from sslpipe.eval.transform import EvalCollator
 
     short = _write_shards(tmp_path / "short", "short", 6, 0, drop_last=2)
-    with pytest.raises(ValueError, match="read 4 images but the manifest lists 6"):
+    with pytest.raises(ValueError,
+                       match=r"short-000000.tar.*holds 4 sample\(s\), the manifest lists 6"):
         list(eval_loader(short, EvalCollator(32), batch_size=4))
 
 

@@ -39,7 +39,11 @@ def test_bias_and_norm_excluded_from_weight_decay(name):
     assert len(no_decay["params"]) == 4  # conv bias, BN weight and bias, linear bias
 
 
-def test_lars_adapts_weights_only():
+@pytest.mark.parametrize("weight_decay", [1e-6, 0.0])
+def test_lars_adapts_weights_only_whatever_the_weight_decay(weight_decay):
+    # LARS (You et al. 2017): step = lr * eta * |w| / (|g| + wd |w|) * (g + wd w), eta 1e-3;
+    # bias and norm parameters get neither decay nor adaptation. weight_decay=0 used to turn
+    # the adaptation off for every weight (timm's Lars adapts only decayed groups)
     from timm.optim import Lars
 
     weight = nn.Parameter(torch.full((2, 2), 10.0))
@@ -47,10 +51,11 @@ def test_lars_adapts_weights_only():
     model = nn.Module()
     model.weight, model.bias = weight, bias
     optimizer = create_optimizer(TrainConfig(optimizer="lars", lr=1.0, momentum=0.0,
-                                             weight_decay=1e-6), [model])
+                                             weight_decay=weight_decay), [model])
     assert isinstance(optimizer, Lars)
     weight.grad, bias.grad = torch.ones(2, 2), torch.ones(2)
     optimizer.step()
-    # trust ratio 1e-3 * |w| / |g + wd w| shrinks the weight step; the bias step is plain SGD
-    assert (10.0 - weight.detach()).max() < 0.05
+    g = torch.ones(2, 2) + weight_decay * 10.0
+    trust = 1e-3 * 20.0 / (2.0 + weight_decay * 20.0)  # |w| = 20, |g| = 2 (Frobenius)
+    torch.testing.assert_close(weight.detach(), 10.0 - trust * g)
     torch.testing.assert_close(bias.detach(), torch.full((2,), -1.0))

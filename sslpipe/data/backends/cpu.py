@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sslpipe.batch import Batch, HostBatch
-from sslpipe.data.backends.workers import BatchStream, Event
+from sslpipe.data.backends.workers import BatchStream, Event, min_batch_size
 from sslpipe.data.prefetch import run_ahead
 from sslpipe.data.reading import ReadPlan
 
@@ -67,11 +67,13 @@ class CpuBackend:
     def batches(self, plan: ReadPlan) -> Iterator[tuple[Batch | None, list[Event]]]:
         pin = self.device.type == "cuda"
         if not self.split:
-            stream = BatchStream(plan, self.collate, self.on_error, damaged=self.damaged)
+            stream = BatchStream(plan, self.collate, self.on_error, damaged=self.damaged,
+                                 min_batch=min_batch_size(self.collate))
             yield from _worker_loader(stream, self.num_workers, pin)
             return
         stream = BatchStream(plan, self.collate.host_stage,  # type: ignore[attr-defined]
-                             self.on_error, damaged=self.damaged)
+                             self.on_error, damaged=self.damaged,
+                             min_batch=min_batch_size(self.collate))
         jobs = (functools.partial(self._device_stage, host, events)
                 for host, events in _worker_loader(stream, self.num_workers, pin))
         yield from run_ahead(jobs, self.device)

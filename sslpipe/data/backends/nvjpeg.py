@@ -23,7 +23,14 @@ import torch
 
 from sslpipe.batch import Batch
 from sslpipe.data.backends.cpu import _worker_loader
-from sslpipe.data.backends.workers import BatchStream, EncodedBatch, Event, step_generator
+from sslpipe.data.backends.workers import (
+    BatchStream,
+    EncodedBatch,
+    Event,
+    min_batch_size,
+    report_short,
+    step_generator,
+)
 from sslpipe.data.prefetch import run_stages
 from sslpipe.data.reading import ReadPlan
 from sslpipe.ops.images import DEFAULT_MAX_PIXELS, DamagedImageWarning, decode, orient
@@ -68,7 +75,7 @@ class NvjpegBackend:
         # two stages on two background threads and CUDA streams: decoding batch i + 1 runs
         # while batch i is cropped and augmented, and both overlap the training step
         stream = BatchStream(plan, None, self.on_error, cpu_decode_share=self.cpu_decode_share,
-                             damaged=self.damaged)
+                             damaged=self.damaged, min_batch=min_batch_size(self.collate))
         items = _worker_loader(stream, self.num_workers, self.device.type == "cuda")
         yield from run_stages(items, [self._decode, functools.partial(self._collate, plan)],
                               self.device)
@@ -89,6 +96,9 @@ class NvjpegBackend:
         if encoded is None:
             return None, events
         keep = [i for i in range(len(images)) if images[i] is not None]
+        if len(keep) < min_batch_size(self.collate):  # failures left too few for the task
+            report_short([encoded.keys[i] for i in keep], min_batch_size(self.collate), events)
+            return None, events
         gen = step_generator(plan.seed, plan.epoch, plan.rank, encoded.step)
         return self.collate(_samples(encoded, images, keep), generator=gen), events
 

@@ -76,6 +76,20 @@ class EncodedBatch:
         return list(zip(self.data, self.labels))
 
 
+def report_short(keys: list[str], min_batch: int, events: list[Event]) -> None:
+    """A (last) batch with fewer samples than the collator needs: each sample is reported."""
+    for key in keys:
+        events.append(("short-batch", key, f"the last batch holds {len(keys)} sample(s); "
+                       f"the task needs at least {min_batch} per batch"))
+
+
+def min_batch_size(collate: Any) -> int:
+    """The fewest images ``collate`` (a collator, its host stage or a Task) takes at once."""
+    owner = getattr(collate, "__self__", collate)  # a bound host_stage
+    owner = getattr(owner, "collator", owner)  # a Task
+    return int(getattr(owner, "min_batch_size", 1))
+
+
 def gpu_decodable(data: bytes) -> bool:
     """A JPEG the batched GPU decoders take: its header reads and it is YCbCr, RGB or gray
     (CMYK/YCCK and everything else is decoded on the CPU, under one policy)."""
@@ -109,13 +123,15 @@ class BatchStream(IterableDataset):
     """
 
     def __init__(self, plan: ReadPlan, collate: Callable[..., Any] | None, on_error: str,
-                 cpu_decode_share: float | None = None, damaged: str = "use") -> None:
+                 cpu_decode_share: float | None = None, damaged: str = "use",
+                 min_batch: int = 1) -> None:
         super().__init__()
         self.plan = plan
         self.collate = collate
         self.on_error = on_error
         self.cpu_decode_share = cpu_decode_share
         self.damaged = damaged
+        self.min_batch = min_batch
 
     def __iter__(self) -> Iterator[tuple[Any, list[Event]]]:
         info = get_worker_info()
@@ -127,6 +143,9 @@ class BatchStream(IterableDataset):
             encoded = self._take(size)
             encoded.step = step
             if not encoded.data:  # a single pass ran out of samples
+                break
+            if len(encoded.data) < self.min_batch:  # a last batch the task cannot use
+                report_short(encoded.keys, self.min_batch, self.plan.events)
                 break
             if self.collate is not None:
                 payload = self._collate(encoded, step, size)
@@ -198,6 +217,9 @@ class BatchStream(IterableDataset):
         assert collate is not None  # only called with a collator
         gen = step_generator(plan.seed, plan.epoch, plan.rank, step)
         while True:
+            if len(encoded.data) < self.min_batch:  # bad samples left too few, none to refill
+                report_short(encoded.keys, self.min_batch, self.plan.events)
+                return None
             state = gen.get_state()
             try:
                 with warnings.catch_warnings(record=True) as caught:
