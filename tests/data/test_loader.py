@@ -7,6 +7,7 @@ import functools
 import http.server
 import os
 import threading
+import time
 
 import pytest
 import torch
@@ -260,3 +261,65 @@ def test_device_stage_after_the_copy_equals_the_workers_doing_it(shard_dir, task
         assert all(torch.equal(u, v) for u, v in zip(x, y))
         assert torch.equal(a.labels, b.labels) and sorted(a.meta) == sorted(b.meta)
         assert all(torch.equal(a.meta[k], b.meta[k]) for k in a.meta)
+
+
+class _FreezingHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one file; after the first request (the loader's look at the first sample), the
+    next ``freezes`` requests send half of what they ask for and then stop answering without
+    closing the connection (a hung server). Honours Range requests."""
+
+    body = b""
+    freezes = 0
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (the http.server API)
+        cls = type(self)
+        cls.requests.append(self.headers.get("Range", ""))
+        first = len(cls.requests) == 1
+        start = int(self.headers["Range"][6:-1]) if self.headers.get("Range") else 0
+        data = cls.body[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if cls.freezes > 0 and not first:
+            cls.freezes -= 1
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            time.sleep(6)  # frozen: neither data nor a close
+            return
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("freezes", [1, 5])
+def test_a_frozen_http_server_is_retried_then_named(shard_dir, monkeypatch, freezes):
+    from sslpipe.data import reading
+
+    monkeypatch.setattr(reading, "HTTP_TIMEOUT", 0.5)
+    monkeypatch.setattr(reading, "HTTP_RETRIES", 2)
+    monkeypatch.setattr(reading, "_backoff", lambda failures: None)  # no waiting in the test
+    handler = type("H", (_FreezingHandler,), {
+        "body": open(os.path.join(shard_dir, "t-000000.tar"), "rb").read(),
+        "freezes": freezes, "requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/t-000000.tar"
+    try:
+        started = time.perf_counter()
+        loader = create_loader(url, "rotation", 2, single_pass=True, shuffle_buffer=0,
+                               num_workers=0, backend="cpu")
+        labels = [i for b in _labels(loader) for i in b]
+        assert time.perf_counter() - started < 20  # no hang
+        if freezes == 1:  # the stall is retried from the byte it stopped at
+            assert labels == list(range(6)) and not loader.stats.events
+            assert handler.requests[1] == "" and handler.requests[2].startswith("bytes=")
+        else:  # every attempt stalls: a truncated shard, the URL and byte named
+            (kind, where, why), = loader.stats.events
+            assert kind == "truncated" and where == url and "no data after 3 attempt" in why
+    finally:
+        server.shutdown()
+        server.server_close()
