@@ -30,6 +30,7 @@ from typing import Any
 import click
 import torch
 
+from sslpipe.atomic import atomic_write_text
 from sslpipe.batch import Batch
 from sslpipe.devices import default_device
 
@@ -213,13 +214,11 @@ def bench(task: str, data: str, arch: str, small_input: bool, batch_size: int, s
     click.echo(f"sslpipe bench {task} on {data} (batch {batch_size}, {dev}, {steps} steps)\n")
     click.echo(_table(rates, step))
     if out:
-        from sslpipe.data.manifest import write_text_atomic
-
         record = {"task": task, "data": data, "arch": arch, "batch_size": batch_size,
                   "device": str(dev), "steps": steps, "rates": [
                       {**asdict(r), "images_per_s": None if math.isnan(r.images_per_s)
                        else r.images_per_s} for r in rates]}
-        write_text_atomic(out, json.dumps(record, indent=1) + "\n")
+        atomic_write_text(out, json.dumps(record, indent=1) + "\n")
         click.echo(f"\n-> {out}")
 
 

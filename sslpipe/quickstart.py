@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from sslpipe.atomic import atomic_write_text
+
 
 @dataclass(frozen=True)
 class QuickstartConfig:
@@ -131,10 +133,7 @@ def _say(config: QuickstartConfig, message: str) -> None:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 @click.command()

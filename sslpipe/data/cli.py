@@ -95,6 +95,7 @@ def _make_source_command(source: str) -> click.Command:
                 keys_from: str | None, resize: int | None, image_format: str, quality: int,
                 shard_size: int, shard_bytes: int | None, workers: int | None, name: str | None,
                 shuffle: bool, resume: bool, overwrite: bool, progress: bool) -> None:
+        from sslpipe.atomic import WriteError
         from sslpipe.data.encode import EncodeOptions
         from sslpipe.data.sharding import ShardOptions, write_shards
         from sslpipe.data.sources import open_source
@@ -111,7 +112,7 @@ def _make_source_command(source: str) -> click.Command:
                 progress=progress,
             )
             write_shards(data, out, options)
-        except ValueError as error:
+        except (ValueError, WriteError) as error:  # WriteError: a full disk, named
             raise click.ClickException(str(error)) from error
 
     command.__doc__ = f"Shard {source} from ROOT ({split_help})."

@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sslpipe.atomic import atomic_write_text
+
 MANIFEST = "manifest.json"
 FORMAT = "sslpipe-shards"
 VERSION = 1
@@ -99,18 +101,10 @@ def index_paths(directory: str | os.PathLike[str]) -> list[str]:
 def write_manifest(directory: str | os.PathLike[str], manifest: dict[str, Any]) -> str:
     """Write ``manifest.json`` atomically (temporary name, then ``os.replace``)."""
     path = os.path.join(os.fspath(directory), MANIFEST)
-    write_text_atomic(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
     return path
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the whole new one."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _check(manifest: Any, where: str) -> None:

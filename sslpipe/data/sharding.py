@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sslpipe.atomic import atomic_write_text
 from sslpipe.data.encode import Encoded, EncodeOptions, encode_record
 from sslpipe.data.manifest import (
     FORMAT,
@@ -34,7 +35,6 @@ from sslpipe.data.manifest import (
     VERSION,
     read_manifest,
     write_manifest,
-    write_text_atomic,
 )
 from sslpipe.data.sources.base import Record, Source
 from sslpipe.data.subset import balanced_subset, keys_subset, parse_subset
@@ -316,7 +316,7 @@ def _publish(out: str, shard: ShardFile, state: dict[str, Any], start: int, firs
 
 
 def _save_journal(out: str, state: dict[str, Any]) -> None:
-    write_text_atomic(os.path.join(out, JOURNAL), json.dumps(state))
+    atomic_write_text(os.path.join(out, JOURNAL), json.dumps(state))
 
 
 def _progress(total: int, start: int, enabled: bool) -> Any:

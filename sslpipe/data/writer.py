@@ -9,14 +9,15 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import tarfile
 from typing import Any
 
+from sslpipe.atomic import atomic_write_text, umask_mode, write_error
 from sslpipe.data.dali_index import Member, index_text
-from sslpipe.data.manifest import write_text_atomic
 
 _BLOCK = 512
 _MTIME = 0  # fixed so that shards are byte-identical across runs
@@ -61,7 +62,11 @@ class ShardFile:
             info = tarfile.TarInfo(f"{key}.{ext}")
             info.size, info.mtime, info.mode = len(data), _MTIME, 0o444
             info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(data))
+            try:
+                self._tar.addfile(info, io.BytesIO(data))
+            except OSError as err:  # a full disk: say which file, leave no partial one
+                self.abort()
+                raise write_error(f"{self.path}.tmp", err) from err
             # the data ends at the tar's offset minus its padding to a 512-byte block
             offset = self._tar.offset - _padded(len(data))
             members.append((ext, offset, len(data), info.name))
@@ -70,11 +75,16 @@ class ShardFile:
 
     def close(self) -> dict[str, Any]:
         """Finish the tar, write the index, rename both into place; returns the shard entry."""
-        self._tar.close()
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
-        self._raw.close()
-        write_text_atomic(self.index_path, index_text(self._samples))
+        try:
+            self._tar.close()
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+            self._raw.close()
+        except OSError as err:
+            self.abort()
+            raise write_error(f"{self.path}.tmp", err) from err
+        atomic_write_text(self.index_path, index_text(self._samples))
+        os.chmod(f"{self.path}.tmp", umask_mode())
         os.replace(f"{self.path}.tmp", self.path)
         return {
             "file": self.file, "index_file": self.index_file, "samples": self.samples,
@@ -82,8 +92,9 @@ class ShardFile:
         }
 
     def abort(self) -> None:
-        """Drop the partial shard (its ``.tmp`` file)."""
-        self._raw.close()
+        """Drop the partial shard (its ``.tmp`` file); may be called more than once."""
+        with contextlib.suppress(OSError):  # a full disk may refuse the final flush
+            self._raw.close()
         if os.path.exists(f"{self.path}.tmp"):
             os.remove(f"{self.path}.tmp")
 

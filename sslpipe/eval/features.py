@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslpipe.atomic import atomic_write
 from sslpipe.batch import Batch
 from sslpipe.devices import default_device
 
@@ -298,11 +298,5 @@ class _Cache:
     def save(self, layer: str, features: torch.Tensor, labels: torch.Tensor) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(layer)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({"features": features, "labels": labels, "key": self.key}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        data = {"features": features, "labels": labels, "key": self.key}
+        atomic_write(path, lambda tmp: torch.save(data, tmp))

@@ -19,11 +19,10 @@ import csv
 import io
 import os
 import re
-import tempfile
 from collections import defaultdict
 from typing import Any
 
-from sslpipe.eval.results import write_text_atomic
+from sslpipe.atomic import atomic_write, atomic_write_text
 
 FIGSIZE = (8.0, 4.5)
 DPI = 100
@@ -75,7 +74,7 @@ def write_tables(records: list[dict[str, Any]], out_dir: str | os.PathLike[str])
         rows = _subset_section(sized, md)
         paths["subsets_csv"] = _csv(os.path.join(out, "subsets.csv"), SUBSET_COLUMNS, rows)
     paths["markdown"] = os.path.join(out, "report.md")
-    write_text_atomic(paths["markdown"], "\n".join(md))
+    atomic_write_text(paths["markdown"], "\n".join(md))
     return paths
 
 
@@ -216,7 +215,7 @@ def _csv(path: str, header: list[str], rows: list[list[Any]]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
     return path
 
 
@@ -245,15 +244,10 @@ def _bars(path: str, groups: list[str], values: dict[str, list[float | None]],
     ax.legend(fontsize="small", ncols=min(3, len(values)), loc="upper center",
               bbox_to_anchor=(0.5, -0.08), frameon=False)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png.tmp")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

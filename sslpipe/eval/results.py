@@ -18,8 +18,9 @@ import glob
 import json
 import os
 import re
-import tempfile
 from typing import Any
+
+from sslpipe.atomic import atomic_write_text
 
 FORMAT = "sslpipe-eval"
 VERSION = 1
@@ -69,7 +70,7 @@ def write_result(record: dict[str, Any], out_dir: str | os.PathLike[str]) -> str
     """Write ``record`` into ``out_dir`` atomically; returns the file's path."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(os.fspath(out_dir), result_filename(record))
-    write_text_atomic(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
     return path
 
 
@@ -103,14 +104,3 @@ def load_results(paths: list[str]) -> list[dict[str, Any]]:
     return records
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then ``os.replace`` it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

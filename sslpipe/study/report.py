@@ -23,8 +23,9 @@ import os
 import statistics
 from typing import TYPE_CHECKING, Any
 
+from sslpipe.atomic import atomic_write_text
 from sslpipe.eval.report import _bars, _csv, _markdown
-from sslpipe.eval.results import load_results, write_text_atomic
+from sslpipe.eval.results import load_results
 
 if TYPE_CHECKING:
     from sslpipe.study.grid import EvalCell, Grid
@@ -68,7 +69,7 @@ def write_study_report(study: Study, grid: Grid, records: dict[str, dict[str, An
     paths["study_cells_csv"] = _csv(os.path.join(out_dir, "study_cells.csv"),
                                     ["cell", "status", "seconds", "error"], rows)
     paths["markdown"] = os.path.join(out_dir, "report.md")
-    write_text_atomic(paths["markdown"], "\n".join(md) + "\n")
+    atomic_write_text(paths["markdown"], "\n".join(md) + "\n")
     return paths
 
 

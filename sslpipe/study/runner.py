@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sslpipe.atomic import atomic_write_text
 from sslpipe.study.backend import Backend, SslpipeBackend
 from sslpipe.study.grid import EvalCell, Grid, TrainCell, build_grid, cell_hash
 from sslpipe.study.spec import Study
@@ -216,11 +217,7 @@ def _has_records(out: str) -> bool:
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def _now() -> str:

@@ -19,10 +19,10 @@ cell ``p[i]`` (cells numbered row-major), so ``tiles[:, argsort(p)]`` is back in
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslpipe.atomic import atomic_write_bytes
 from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import denormalize, normalize
 from sslpipe.ops.geometry import square_crops
@@ -383,13 +384,8 @@ def _load_cached(path: Path, num: int, k: int) -> np.ndarray | None:
 def _save_atomic(path: Path, perms: np.ndarray) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, perms)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        buffer = io.BytesIO()
+        np.save(buffer, perms)
+        atomic_write_bytes(path, buffer.getvalue())
     except OSError as err:  # a read-only home must not stop training: the set is recomputable
         warnings.warn(f"could not cache permutations to {path}: {err}", stacklevel=3)

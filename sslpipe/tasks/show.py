@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from sslpipe.atomic import atomic_write
 from sslpipe.ops.images import decode, to_chw_uint8
 
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
@@ -152,14 +152,7 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: Any) -> str:
 
 def _save_png(image: Image.Image, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def _read_shard(shard: Path, num: int, loaded: Loaded) -> None:

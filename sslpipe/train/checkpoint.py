@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sslpipe.atomic import atomic_write
 from sslpipe.train.config import RESUME_FREE_FIELDS
 
 __all__ = ["save_checkpoint", "latest_checkpoint", "load_checkpoint", "check_resume_config",
@@ -34,9 +35,7 @@ def save_checkpoint(run_dir: str | os.PathLike[str], state: dict[str, Any], step
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:08d}.pt"
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     for old in _checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return str(path)

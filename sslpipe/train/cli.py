@@ -85,6 +85,7 @@ def train(task: str | None, config_file: str | None, print_config: bool, task_op
     sslpipe train jigsaw --data shards/in60k --arch resnet50 --gpus 4
     sslpipe train rotation --out runs/rot --resume
     """
+    from sslpipe.atomic import WriteError
     from sslpipe.train.config import TrainConfig, load_config, merge, parse_task_options
     from sslpipe.train.trainer import TrainingDiverged
     from sslpipe.train.trainer import train as run
@@ -104,7 +105,7 @@ def train(task: str | None, config_file: str | None, print_config: bool, task_op
             click.echo(json.dumps(config.to_dict(), indent=2, sort_keys=True))
             return
         result = run(config)
-    except (ValueError, TrainingDiverged) as err:
+    except (ValueError, TrainingDiverged, WriteError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"run directory: {result.run_dir}")
     click.echo(f"backbone: {result.backbone}")

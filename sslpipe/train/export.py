@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 __all__ = ["backbone_prefix", "export_run", "export_state"]
+from sslpipe.atomic import atomic_write
 
 
 def export_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -55,11 +56,9 @@ def export_state(model_state: dict[str, torch.Tensor], prefix: str, config: dict
             state[key] = torch.zeros((), dtype=value.dtype)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     metadata = {"format": "pt", "arch": str(config["arch"]), "task": str(config.get("task")),
                 "small_input": str(bool(config.get("small_input", False)))}
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, out)
+    atomic_write(out, lambda tmp: save_file(state, tmp, metadata=metadata))
     return str(out)
 
 

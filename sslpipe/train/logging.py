@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 __all__ = ["RunLogger", "write_config"]
+from sslpipe.atomic import atomic_write_text
 
 
 def write_config(run_dir: str | os.PathLike[str], config: dict[str, Any]) -> None:
@@ -24,9 +25,7 @@ def write_config(run_dir: str | os.PathLike[str], config: dict[str, Any]) -> Non
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (("config.json", json.dumps(config, indent=2, sort_keys=True)),
                        ("config.yaml", yaml.safe_dump(config, sort_keys=True))):
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(text + "\n")
-        os.replace(tmp, folder / name)
+        atomic_write_text(folder / name, text + "\n")
 
 
 class RunLogger:

@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+from sslpipe.atomic import atomic_write_text
+
 __all__ = ["RUN_FILES", "holds_run", "prepare_run_dir", "tidy_for_resume"]
 
 RUN_FILES = ("config.json", "config.yaml", "metrics.jsonl", "final.json", "backbone.safetensors",
@@ -72,6 +74,4 @@ def tidy_for_resume(run_dir: str | os.PathLike[str], step: int) -> None:
             break
         if record.get("step", 0) <= step:
             kept.append(line)
-    tmp = folder / ".metrics.jsonl.tmp"
-    tmp.write_text("".join(kept), encoding="utf-8")
-    os.replace(tmp, metrics)
+    atomic_write_text(metrics, "".join(kept))

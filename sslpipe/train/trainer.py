@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sslpipe.atomic import atomic_write_text
 from sslpipe.batch import Batch
 from sslpipe.train import checkpoint as ckpt
 from sslpipe.train.config import TrainConfig
@@ -421,9 +421,7 @@ class Trainer:
             export_state(self.module.state_dict(), self.prefix, self.config.to_dict(), backbone)
             final = {"metrics": summary, "steps": self.step, "backbone": backbone,
                      "run_dir": str(self.run_dir), "checkpoint": self.last_checkpoint}
-            tmp = self.run_dir / ".final.json.tmp"
-            tmp.write_text(json.dumps(final, indent=2))
-            os.replace(tmp, self.run_dir / "final.json")
+            atomic_write_text(self.run_dir / "final.json", json.dumps(final, indent=2))
         barrier()
         return TrainResult(str(self.run_dir), summary, self.step, backbone)
 
