@@ -19,20 +19,16 @@ The Python side is :func:`bench_loader` and :func:`bench_model_step`.
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-import click
 import torch
 
-from sslpipe.atomic import atomic_write_text
 from sslpipe.batch import Batch
-from sslpipe.devices import default_device
+from sslpipe.devices import default_workers
 
 BACKENDS = ("cpu", "nvjpeg", "dali")
 
@@ -49,28 +45,31 @@ class Rate:
 def bench_loader(
     data: str, task: Any, batch_size: int, steps: int, device: torch.device,
     backends: Iterable[str] = BACKENDS, num_workers: int | None = None, seed: int = 0,
-    **loader_options: Any,
+    progress: Callable[[str], None] | None = None, **loader_options: Any,
 ) -> list[Rate]:
     """Images per second of ``create_loader`` over ``data`` with each backend in ``backends``.
 
     Each loader is timed over ``steps`` batches after its first one (worker start-up, DALI's
     pipeline build), with the device synchronised at the end. A backend that cannot run here
     (no CUDA, DALI not installed, remote shards for DALI) gives a NaN rate and the reason.
-    ``loader_options`` go to ``create_loader`` (``hw_decoder_load``, ``cpu_decode_share``).
+    ``loader_options`` go to ``create_loader`` (``hw_decoder_load``, ``cpu_decode_share``);
+    ``progress`` is told each result as it comes (a backend can take minutes).
     """
-
+    say = progress or (lambda line: None)
     rates = []
     for backend in backends:
+        say(f"  {backend}: timing {steps} batches of {batch_size} ...")
         try:
             loader = _loader(data, task, batch_size, steps, device, backend, num_workers,
                              seed=seed, **loader_options)
             rate = _images_per_s(iter(loader), steps, device)
         except (ImportError, ValueError, RuntimeError) as err:
             rates.append(Rate(backend, math.nan, f"{type(err).__name__}: {err}".splitlines()[0]))
+            say(f"  {backend}: cannot run here ({rates[-1].note})")
             continue
-        workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
-        unit = "threads" if backend == "dali" else "workers"
-        rates.append(Rate(backend, rate, f"{unit}: {workers}"))
+        workers = num_workers if num_workers is not None else default_workers()
+        rates.append(Rate(backend, rate, f"workers: {workers}"))
+        say(f"  {backend}: {rate:,.0f} images/s")
     return rates
 
 
@@ -149,92 +148,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@click.command()
-@click.argument("task")
-@click.option("--data", required=True, help="Shard directory (or manifest URL, brace pattern).")
-@click.option("--arch", default="resnet50", show_default=True, help="timm architecture.")
-@click.option("--small-input", is_flag=True, help="3x3 stride-1 stem, for 32 px data.")
-@click.option("--batch-size", default=256, show_default=True, help="Images per batch.")
-@click.option("--steps", default=10, show_default=True, help="Timed batches per path.")
-@click.option("--device", default=None, help="Default: cuda when available, else cpu.")
-@click.option("--backends", default="all", show_default=True,
-              help="Comma-separated: cpu, nvjpeg, dali, or all.")
-@click.option("--num-workers", type=int, default=None,
-              help="Loader workers (DALI threads). Default: min(8, CPUs).")
-@click.option("--hw-decoder-load", type=float, default=0.65, show_default=True,
-              help="dali on CUDA: share of JPEGs on the hardware decoder.")
-@click.option("--cpu-decode-share", type=float, default=0.0, show_default=True,
-              help="nvjpeg: share of JPEGs the CPU workers decode beside nvJPEG.")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
-              show_default=True, help="Autocast of the model step (auto: bf16 on CUDA).")
-@click.option("--no-model", is_flag=True, help="Measure the input paths only.")
-@click.option("--fed", is_flag=True,
-              help="Also time the training step fed by each backend (its share of the "
-                   "synthetic step's speed).")
-@click.option("--task-option", "-o", "task_options", multiple=True, metavar="KEY=VALUE",
-              help="A task option (repeatable), e.g. -o size=32; values are YAML.")
-@click.option("--out", default=None, type=click.Path(dir_okay=False),
-              help="Also write the rates to this JSON file.")
-def bench(task: str, data: str, arch: str, small_input: bool, batch_size: int, steps: int,
-          device: str | None, backends: str, num_workers: int | None, hw_decoder_load: float,
-          cpu_decode_share: float, precision: str, no_model: bool, fed: bool,
-          task_options: tuple[str, ...], out: str | None) -> None:
-    """Images/s of each decode backend on your shards, beside the model's training step.
-
-    \b
-    sslpipe bench simclr --data shards/in60k --arch resnet50 --device cuda
-    sslpipe bench rotation --data shards/fm --arch resnet18 --small-input -o size=32
-    """
-    from sslpipe.registry import create_task
-    from sslpipe.train.config import parse_task_options
-
-    try:
-        names = list(BACKENDS) if backends == "all" else [b.strip() for b in backends.split(",")]
-        unknown = [b for b in names if b not in BACKENDS]
-        if unknown:
-            raise ValueError(f"--backends: unknown {unknown}; expected some of "
-                             f"{', '.join(BACKENDS)} or 'all'")
-        if steps < 1 or batch_size < 1:
-            raise ValueError(f"--steps and --batch-size must be >= 1. Got {steps}, {batch_size}")
-        dev = default_device(device)
-        the_task = create_task(task, **parse_task_options(task_options))
-        options: dict[str, Any] = {"hw_decoder_load": hw_decoder_load,
-                                   "cpu_decode_share": cpu_decode_share}
-        rates = bench_loader(data, the_task, batch_size, steps, dev, names, num_workers,
-                             **options)
-        step = None
-        if not no_model:
-            ran = [r.path for r in rates if not math.isnan(r.images_per_s)] if fed else []
-            model_rates = _model_rates(the_task, arch, small_input, data, batch_size, steps, dev,
-                                       precision, ran, num_workers, options)
-            step = model_rates[0].images_per_s
-            rates += model_rates
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
-    click.echo(f"sslpipe bench {task} on {data} (batch {batch_size}, {dev}, {steps} steps)\n")
-    click.echo(_table(rates, step))
-    if out:
-        record = {"task": task, "data": data, "arch": arch, "batch_size": batch_size,
-                  "device": str(dev), "steps": steps, "rates": [
-                      {**asdict(r), "images_per_s": None if math.isnan(r.images_per_s)
-                       else r.images_per_s} for r in rates]}
-        atomic_write_text(out, json.dumps(record, indent=1) + "\n")
-        click.echo(f"\n-> {out}")
-
-
-def _model_rates(task: Any, arch: str, small_input: bool, data: str, batch_size: int,
-                 steps: int, device: torch.device, precision: str, fed_by: list[str],
-                 num_workers: int | None, options: dict[str, Any]) -> list[Rate]:
+def model_rates(task: Any, arch: str, small_input: bool, data: str, batch_size: int,
+                steps: int, device: torch.device, precision: str, fed_by: list[str],
+                num_workers: int | None, options: dict[str, Any],
+                progress: Callable[[str], None] | None = None) -> list[Rate]:
     """The synthetic-input step, then the step fed by each backend in ``fed_by``."""
+    say = progress or (lambda line: None)
     from sslpipe.data import create_loader
     from sslpipe.models import create_backbone
 
     batch = next(iter(create_loader(data, task, batch_size, backend="cpu", num_workers=0,
                                     epoch_size=batch_size, resample=True)))
     model = task.build(create_backbone(arch, small_input=small_input))
+    say(f"  {arch} step on synthetic input ...")
     rates = [bench_model_step(model, task, itertools.repeat(batch.to(device)), steps, device,
                               precision)]
     for backend in fed_by:
+        say(f"  {arch} step fed by {backend} ...")
         loader = _loader(data, task, batch_size, steps, device, backend, num_workers, **options)
         rates.append(bench_model_step(model, task, loader, steps, device, precision,
                                       fed_by=f"fed by {backend}"))
@@ -243,7 +173,7 @@ def _model_rates(task: Any, arch: str, small_input: bool, data: str, batch_size:
     return rates
 
 
-def _table(rates: list[Rate], step: float | None) -> str:
+def table(rates: list[Rate], step: float | None) -> str:
     lines = ["| path | images/s | " + ("vs model step |" if step else "") + " note |",
              "|---|---|" + ("---|" if step else "") + "---|"]
     for r in rates:

@@ -27,7 +27,27 @@ _COMMANDS = {
     "report": "sslpipe.eval.cli:report",
     "study": "sslpipe.study.cli:study",
     "quickstart": "sslpipe.quickstart:quickstart",
-    "bench": "sslpipe.bench:bench",
+    "bench": "sslpipe.bench_cli:bench",
+}
+
+
+# name -> the command's one-line help, for `sslpipe --help` without importing every command
+# (tests/test_cli.py checks that each matches its command's docstring)
+SHORT_HELP = {
+    "bench": "Images/s of each decode backend on your shards, beside the model's training step.",
+    "eval": "Evaluate a backbone: linear probes per layer, kNN, fine-tuning.",
+    "export": "Write the backbone of RUN_DIR as timm weights (safetensors).",
+    "quickstart": "Rotation pretraining + linear probes vs random init on the embedded sample.",
+    "report": "Markdown + CSV tables and bar charts of the eval results under RUN_DIRS.",
+    "shard": "Write a dataset as WebDataset shards (one subcommand per format), verify or "
+             "describe them.",
+    "show": "Draw what pretext TASK makes (inputs and pseudo-labels) into a PNG grid.",
+    "study": "Run a pretext-task comparison study: pretraining data x tasks x archs, each run "
+             "evaluated (linear per layer, kNN, fine-tune) on every downstream dataset, then "
+             "the report.",
+    "tasks": "List the registered pretext tasks; PATTERN filters them with shell wildcards "
+             "('rot*').",
+    "train": "Pretrain a backbone on TASK (e.g. rotation, jigsaw, rotation+jigsaw).",
 }
 
 
@@ -36,6 +56,11 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(_COMMANDS))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in _COMMANDS:

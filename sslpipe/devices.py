@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -12,6 +13,16 @@ def default_device(device: torch.device | str | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_workers() -> int:
+    """Loader workers when the user does not say: one per CPU this process may use, at most 8
+    (one rule for ``train``, ``eval``, ``bench``, ``quickstart`` and ``create_loader``)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
 
 
 def constant(values: tuple[float, ...], device: torch.device | str,

@@ -31,7 +31,7 @@ class QuickstartConfig:
         max_steps: stop pretraining after this many steps (0: run all epochs).
         layers: probed layers: ``"all"``, ``"last"`` or names such as ``"stage2,pooled"``.
         probe_epochs: epochs of each linear classifier on the cached features.
-        workers: loader worker processes.
+        workers: loader worker processes (None: one per CPU, at most 8).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         seed: seeds pretraining, the random-init baseline and the probes.
         progress: progress bars on the long steps.
@@ -46,7 +46,7 @@ class QuickstartConfig:
     max_steps: int = 0
     layers: str = "all"
     probe_epochs: int = 30
-    workers: int = 1
+    workers: int | None = None
     device: str = "auto"
     seed: int = 0
     progress: bool = True
@@ -152,7 +152,8 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
               help="Probed layers: all, last, or names (stage2,pooled).")
 @click.option("--probe-epochs", default=QuickstartConfig.probe_epochs, show_default=True,
               type=int)
-@click.option("--workers", default=QuickstartConfig.workers, show_default=True, type=int)
+@click.option("--workers", default=None, type=int,
+              help="Loader workers. [one per CPU, at most 8]")
 @click.option("--device", default=QuickstartConfig.device, show_default=True,
               type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--seed", default=QuickstartConfig.seed, show_default=True, type=int)

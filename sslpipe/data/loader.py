@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from sslpipe.data.reading import (
     single_pass_steps,
     steps_per_epoch,
 )
+from sslpipe.devices import default_workers
 from sslpipe.tasks.base import check_choice, check_positive
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def create_loader(
             available; the choice and the reason are logged). Every backend reads the shards
             the same way; they differ in where and by what the images are decoded.
         num_workers: DataLoader worker processes that read (every backend) and decode (cpu);
-            default ``min(8, cpu count)``.
+            default one per CPU, at most 8 (:func:`sslpipe.devices.default_workers`).
         seed: seeds the shard shuffle, the sample shuffle buffer and every random augmentation
             parameter; the same seed (and num_workers) gives the same batches, epoch by epoch.
         shuffle_buffer: samples held by each reader's shuffle buffer (0 or 1: no shuffle).
@@ -130,7 +130,7 @@ def create_loader(
         # background decoding thread must be told explicitly
         device = torch.device("cuda", torch.cuda.current_device())
     rank, world_size = _distributed(rank, world_size)
-    num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+    num_workers = default_workers() if num_workers is None else num_workers
     check_positive("num_workers", num_workers, allow_zero=True)
     source = peek_labeled(resolve_shards(shards))
     name, why = select_backend(backend, device, source)

@@ -12,9 +12,7 @@ from typing import Any
 
 import click
 
-from sslpipe.eval.features import DEFAULT_POOL
-from sslpipe.eval.knn import DEFAULT_K, DEFAULT_TEMPERATURE
-from sslpipe.eval.transform import DEFAULT_SIZE
+from sslpipe.eval.defaults import DEFAULT_K, DEFAULT_POOL, DEFAULT_SIZE, DEFAULT_TEMPERATURE
 
 
 @click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,7 +51,8 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--size", default=DEFAULT_SIZE, show_default=True,
                      help="Image side: centre square of the shorter side resized to it."),
         click.option("--batch-size", default=256, show_default=True),
-        click.option("--workers", default=2, show_default=True, help="DataLoader workers."),
+        click.option("--workers", type=int, default=None,
+                     help="DataLoader workers. [one per CPU, at most 8]"),
         click.option("--backend", type=click.Choice(["auto", "dali", "nvjpeg", "cpu"]),
                      default="auto", show_default=True,
                      help="Decode backend, as for `sslpipe train` (auto: dali or nvjpeg on "

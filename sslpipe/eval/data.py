@@ -18,6 +18,7 @@ import torch
 from sslpipe.batch import Batch
 from sslpipe.data.manifest import parse_manifest
 from sslpipe.data.reading import fetch_manifest, load_manifest
+from sslpipe.devices import default_workers
 
 
 def describe_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def eval_loader(
     directory: str | os.PathLike[str],
     collator: Callable[..., Batch],
     batch_size: int = 256,
-    workers: int = 0,
+    workers: int | None = 0,
     device: torch.device | str = "cpu",
     backend: str = "auto",
 ) -> CheckedLoader:
@@ -69,8 +70,8 @@ def eval_loader(
             the backend delivers them (encoded bytes for cpu, decoded images on the device
             for nvjpeg and dali) with their labels.
         batch_size: images per batch (> 0).
-        workers: DataLoader worker processes (0 decodes in this process; DALI threads for
-            the dali backend); shards are dealt out to workers round-robin.
+        workers: DataLoader worker processes (0 decodes in this process; None: one per CPU, at
+            most 8); shards are dealt out to workers round-robin.
         device: where the Batches are delivered (and decoded, for nvjpeg and dali).
         backend: as ``create_loader``'s; ``"auto"`` picks what pretraining picks.
 
@@ -83,6 +84,8 @@ def eval_loader(
 
     if batch_size <= 0:
         raise ValueError(f"`batch_size` must be > 0. Got {batch_size}")
+    if workers is None:
+        workers = default_workers()
     if workers < 0:
         raise ValueError(f"`workers` must be >= 0. Got {workers}")
     manifest = load_manifest(directory)

@@ -45,9 +45,9 @@ from torch import nn
 from sslpipe.atomic import atomic_write
 from sslpipe.batch import Batch
 from sslpipe.devices import default_device
+from sslpipe.eval.defaults import DEFAULT_POOL
 
 POOLED = "pooled"
-DEFAULT_POOL = 9216
 
 
 @dataclass

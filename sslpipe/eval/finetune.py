@@ -64,7 +64,7 @@ def finetune(
     test: Data,
     options: FinetuneOptions | None = None,
     num_classes: int | None = None,
-    workers: int = 0,
+    workers: int | None = 0,
     device: torch.device | str | None = None,
     backend: str = "auto",
 ) -> dict[str, object]:

@@ -11,11 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from sslpipe.devices import default_device
+from sslpipe.eval.defaults import DEFAULT_K, DEFAULT_TEMPERATURE
 from sslpipe.eval.linear import topk_accuracy
 from sslpipe.tasks.base import check_positive
-
-DEFAULT_K = 200
-DEFAULT_TEMPERATURE = 0.1
 
 
 def knn_scores(

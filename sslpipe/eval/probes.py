@@ -44,7 +44,7 @@ def linear_probe(
     options: LinearOptions | None = None,
     size: int = DEFAULT_SIZE,
     batch_size: int = 256,
-    workers: int = 0,
+    workers: int | None = 0,
     device: torch.device | str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_key: dict[str, Any] | None = None,
@@ -93,7 +93,7 @@ def knn_probe(
     temperature: float = DEFAULT_TEMPERATURE,
     size: int = DEFAULT_SIZE,
     batch_size: int = 256,
-    workers: int = 0,
+    workers: int | None = 0,
     device: torch.device | str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_key: dict[str, Any] | None = None,
@@ -114,7 +114,7 @@ def knn_probe(
     return out
 
 
-def as_batches(data: Data, size: int, batch_size: int, workers: int,
+def as_batches(data: Data, size: int, batch_size: int, workers: int | None,
                device: torch.device | str | None = None, backend: str = "auto"
                ) -> Iterable[Batch]:
     """A shard directory as evaluation Batches on ``device`` (default: CUDA when available),
@@ -126,7 +126,7 @@ def as_batches(data: Data, size: int, batch_size: int, workers: int,
 
 
 def _features(backbone: nn.Module, train: Data, test: Data, layers: str | Sequence[str],
-              pool: int, size: int, batch_size: int, workers: int,
+              pool: int, size: int, batch_size: int, workers: int | None,
               device: torch.device | str | None, cache_dir: str | os.PathLike[str] | None,
               cache_key: dict[str, Any] | None, progress: bool = False,
               backend: str = "auto") -> tuple[Features, Features]:

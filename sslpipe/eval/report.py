@@ -10,7 +10,9 @@ Markdown shows them wide (a row per method); the CSV files are long (a row per n
 * method x pretraining-subset size, per (protocol, dataset): the best layer's top-1, for runs
   whose pretraining data is known (``subsets.csv``).
 
-``report.md`` holds all of them. Charts are ``FIGSIZE`` inches at ``DPI`` (800 x 450 px).
+``report.md`` holds all of them. A dataset is named with the input size its results were
+measured at (``fashion-mnist (32 px)``): results at different sizes never share a table.
+Charts are ``FIGSIZE`` inches at ``DPI`` (800 x 450 px).
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def write_tables(records: list[dict[str, Any]], out_dir: str | os.PathLike[str])
     """
     if not records:
         raise ValueError("records: expected at least one result. Got none")
+    # the input size belongs to what was evaluated: results at 32 px and at 64 px are
+    # different tables, and each says its size
+    records = [{**r, "dataset": _sized(r)} for r in records]
     out = os.fspath(out_dir)
     os.makedirs(out, exist_ok=True)
     paths: dict[str, str] = {}
@@ -178,6 +183,13 @@ def _label(record: dict[str, Any], group: list[dict[str, Any]]) -> str:
     if sum(1 for r in group if r["method"] == method) > 1 and _subset_size(record) is not None:
         return f"{method} ({_subset_size(record)} imgs)"
     return method
+
+
+def _sized(record: dict[str, Any]) -> str:
+    """The record's dataset with its input size, ``"fashion-mnist (32 px)"``, when known."""
+    size = (record.get("config") or {}).get("size")
+    dataset = str(record["dataset"])
+    return f"{dataset} ({size} px)" if size and not dataset.endswith(" px)") else dataset
 
 
 def _subset_size(record: dict[str, Any]) -> int | None:

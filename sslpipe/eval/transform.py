@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from sslpipe.batch import Batch, HostBatch
+from sslpipe.eval.defaults import DEFAULT_SIZE
 from sslpipe.ops.color import IMAGENET_MEAN, IMAGENET_STD, normalize
 from sslpipe.ops.geometry import (
     center_square_boxes,
@@ -29,8 +30,6 @@ from sslpipe.ops.geometry import (
 )
 from sslpipe.ops.images import collect
 from sslpipe.tasks.base import SeededStream, check_positive
-
-DEFAULT_SIZE = 32
 
 
 class EvalCollator:

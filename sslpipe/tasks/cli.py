@@ -15,7 +15,8 @@ import click
     help="List each task's options with their defaults.",
 )
 def tasks(pattern: str | None, show_options: bool) -> None:
-    """List registered pretext tasks (PATTERN filters with shell wildcards, e.g. 'rot*')."""
+    """List the registered pretext tasks; PATTERN filters them with shell wildcards ('rot*').
+    """
     from sslpipe.registry import describe_task, list_tasks, task_class
     from sslpipe.tasks.base import option_docs
 

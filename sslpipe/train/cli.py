@@ -49,7 +49,8 @@ _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batc
 @click.option("--channels-last/--no-channels-last", default=None)
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model.")
 @click.option("--backend", type=click.Choice(["auto", "dali", "nvjpeg", "cpu"]), help="[auto]")
-@click.option("--num-workers", type=int, help="Loader workers per process. [4]")
+@click.option("--num-workers", type=int,
+              help="Loader workers per process. [one per CPU, at most 8]")
 @click.option("--hw-decoder-load", type=float,
               help="dali on CUDA: share of JPEGs on the hardware decoder. [0.65]")
 @click.option("--cpu-decode-share", type=float,

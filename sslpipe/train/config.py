@@ -52,7 +52,8 @@ class TrainConfig:
         precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16``, ``fp16`` (with a
             GradScaler) or ``fp32``.
         channels_last, compile: memory format and ``torch.compile`` of the model.
-        backend, num_workers: decode backend and loader workers of ``create_loader``.
+        backend, num_workers: decode backend and loader workers of ``create_loader`` (None:
+            one per CPU, at most 8).
         hw_decoder_load, cpu_decode_share: how ``create_loader`` splits JPEG decoding: the
             hardware decoder's share (dali on CUDA), the CPU workers' share (nvjpeg).
         gpus: processes on this node, one per GPU (NCCL). ``procs``: CPU processes (gloo).
@@ -99,7 +100,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     backend: str = "auto"
-    num_workers: int = 4
+    num_workers: int | None = None
     hw_decoder_load: float = 0.65
     cpu_decode_share: float = 0.0
     gpus: int = 0
@@ -126,7 +127,8 @@ class TrainConfig:
             check_positive(name, getattr(self, name))
         for name in ("max_steps", "weight_decay", "warmup_epochs", "gpus", "num_workers",
                      "checkpoint_every", "checkpoint_minutes", "num_classes", "min_lr"):
-            check_positive(name, getattr(self, name), allow_zero=True)
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name), allow_zero=True)
         check_choice("optimizer", self.optimizer, ("sgd", "lars", "adamw"))
         check_choice("schedule", self.schedule, ("cosine", "step", "constant"))
         check_choice("precision", self.precision, ("auto", "bf16", "fp16", "fp32"))

@@ -80,3 +80,19 @@ def test_result_file_round_trip_and_errors(tmp_path) -> None:
         load_results([str(tmp_path / "empty")])
     with pytest.raises(ValueError, match="does not exist"):
         load_results([str(tmp_path / "missing")])
+
+
+def test_results_at_different_input_sizes_never_share_a_table(tmp_path) -> None:
+    records = []
+    for size, top1 in ((32, 70.0), (64, 80.0)):
+        results = {"pooled": {"top1": top1, "top5": 99.0}}
+        record = make_record("linear", "rotation", "resnet18", "fashion-mnist", results, {},
+                             config={"size": size})
+        write_result(record, tmp_path / str(size))
+    paths = write_tables(load_results([str(tmp_path)]), tmp_path / "report")
+    md = Path(paths["markdown"]).read_text()
+    assert "## linear on fashion-mnist (32 px): method x layer" in md
+    assert "## linear on fashion-mnist (64 px): method x layer" in md
+    rows = _csv(paths["layers_csv"])
+    assert sorted((r["dataset"], r["top1"]) for r in rows) == [
+        ("fashion-mnist (32 px)", "70.00"), ("fashion-mnist (64 px)", "80.00")]
