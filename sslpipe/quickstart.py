@@ -174,5 +174,8 @@ def quickstart(**options: Any) -> None:
     click.echo(format_table(result.results))
     click.echo(f"\nrotation pretraining: {result.train_metrics.get('pretext_acc', 0):.1%} "
                f"rotation accuracy; run directory {result.run_dir}")
-    for kind, path in sorted(result.report.items()):
-        click.echo(f"{kind}: {path}")
+    charts = sorted(os.path.basename(p) for k, p in result.report.items() if k.startswith("png:"))
+    tables = sorted(os.path.basename(p) for k, p in result.report.items() if k.endswith("_csv"))
+    click.echo(f"report: {result.report['markdown']} (these tables and the charts)")
+    click.echo(f"  charts: {', '.join(charts)}; numbers: {', '.join(tables)}, quickstart.json; "
+               f"all in {config.out}")

@@ -98,7 +98,8 @@ class CountingCollator(Collator):
     needs no pseudo-label); ``labels``; and ``meta``: ``boxes`` (``B x 4`` crop boxes in the
     source image), ``tile_boxes`` (``B x 4 x 4`` in the ``2s`` crop), ``downsample`` (int64
     ``B``, index into ``options.downsample``) and ``other`` (int64 ``B``: ``D(y)[i]`` is
-    ``D(x)[other[i]]``, a random derangement, so ``other[i] != i``). Needs B >= 2.
+    ``D(x)[other[i]]``, a random derangement, so ``other[i] != i``) and ``source`` (int64
+    ``6B``: the image of each row the backbone sees, ``D(x)``, tiles, ``D(y)``). Needs B >= 2.
     """
 
     min_batch_size = 2
@@ -131,8 +132,11 @@ class CountingCollator(Collator):
                          opt.std)
         device = down.device
         other = meta["other"].to(device, non_blocking=True)
-        return Batch((down, tiles, down[other]), None, labels_on(host, device),
-                     meta_on(meta, device))
+        out_meta = meta_on(meta, device)
+        # the image of each row the backbone sees: D(x), the 4 tiles of each image, D(y)
+        rows = torch.arange(n, device=device)
+        out_meta["source"] = torch.cat([rows, rows.repeat_interleave(NUM_TILES), other])
+        return Batch((down, tiles, down[other]), None, labels_on(host, device), out_meta)
 
 
 @register_task("counting",

@@ -190,8 +190,9 @@ class JigsawCollator(Collator):
     ``meta``: ``boxes`` (``B x 4`` crop boxes in the source image), ``permutation_index``
     (``B``), ``permutation`` (``B x T``), ``tile_origins`` (``B x T x 3 x 2`` int64 ``(x, y)``
     of each channel of each tile in the resized crop, grid order), ``grayscale`` (bool
-    ``B x T``, grid order) and ``tile_colour`` (float ``B x T x 3 x 4``, each tile's colour
-    matrix on RGB in [0, 1], grid order).
+    ``B x T``, grid order), ``tile_colour`` (float ``B x T x 3 x 4``, each tile's colour
+    matrix on RGB in [0, 1], grid order) and ``source`` (int64 ``B*T``, the image of each tile
+    in input order).
     """
 
     options: JigsawOptions
@@ -234,7 +235,11 @@ class JigsawCollator(Collator):
         inputs = x.view(n, k, 3, t, t)
         device = inputs.device
         targets = meta["permutation_index"].to(device, non_blocking=True)
-        return Batch(inputs, targets, labels_on(host, device), meta_on(meta, device))
+        out_meta = meta_on(meta, device)
+        # the source image of every tile (the backbone sees B x T tiles): the online probe
+        # classifies tile features by their image's label
+        out_meta["source"] = torch.arange(n, device=device).repeat_interleave(k)
+        return Batch(inputs, targets, labels_on(host, device), out_meta)
 
 
 @register_task("jigsaw",

@@ -120,7 +120,8 @@ class RelativePatchCollator(Collator):
     ``boxes`` (``B x 4`` crop boxes in the source image), ``patch_boxes`` (``B x 9 x 4``
     ``(x0, y0, x1, y1)`` of every grid patch in the resized crop, row-major), ``input_boxes``
     (``B x K x 4``: boxes of the patches fed, centre first, K = 2 or 9), ``position`` (the
-    targets) and, with ``chroma="drop"``, ``kept_channel`` (int64 ``B x K``).
+    targets), ``source`` (int64 ``B * K``: the image of each patch the backbone sees, centres
+    first) and, with ``chroma="drop"``, ``kept_channel`` (int64 ``B x K``).
     """
 
     options: RelativePatchOptions
@@ -155,8 +156,11 @@ class RelativePatchCollator(Collator):
         center, neighbours = x[:, 0], (x[:, 1] if opt.variant == "pair" else x[:, 1:])
         device = x.device
         position = meta["position"].to(device, non_blocking=True)
-        return Batch((center, neighbours), position, labels_on(host, device),
-                     meta_on({k: v for k, v in meta.items() if k != "noise_seed"}, device))
+        out_meta = meta_on({k: v for k, v in meta.items() if k != "noise_seed"}, device)
+        # the image of each patch the backbone sees: the centres, then each image's neighbours
+        rows = torch.arange(n, device=device)
+        out_meta["source"] = torch.cat([rows, rows.repeat_interleave(k - 1)])
+        return Batch((center, neighbours), position, labels_on(host, device), out_meta)
 
     def _colour(self, patches: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
         """uint8 ``N x 3 x p x p`` to normalised float with the chromatic-aberration remedy."""

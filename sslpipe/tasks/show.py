@@ -9,6 +9,7 @@ PNG with PIL: one caption line and one row of cells per row.
 from __future__ import annotations
 
 import os
+import random
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,9 @@ def load_images(data: str | None, num: int) -> Loaded:
     """Read up to ``num`` images from ``data``.
 
     ``data`` may be a directory of WebDataset shards (``*.tar``, read with ``tarfile``), a
-    ``.tar`` shard, a directory of image files (searched recursively, sorted by path), one
-    image file, or None for the photos bundled with scikit-image (``skimage.data``:
+    ``.tar`` shard, a directory of image files (searched recursively; a seeded random sample
+    across the whole folder, so that an ImageFolder tree shows more than its first class),
+    one image file, or None for the photos bundled with scikit-image (``skimage.data``:
     astronaut, coffee, chelsea, rocket, ...). Undecodable files are skipped and listed.
 
     Raises:
@@ -67,6 +69,7 @@ def load_images(data: str | None, num: int) -> Loaded:
     else:
         files = [path] if path.is_file() else sorted(
             p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        random.Random(0).shuffle(files)  # the same pictures every time, from every class
         for file in files:
             if len(loaded.images) >= num:
                 break

@@ -143,8 +143,9 @@ class TwoViewCollator(Collator):
     ``view{v}_boxes`` (float ``B x 4`` in source pixels), ``view{v}_flip``, ``view{v}_jitter``,
     ``view{v}_grayscale``, ``view{v}_solarize`` (bool ``B``), ``view{v}_brightness``,
     ``view{v}_contrast``, ``view{v}_saturation``, ``view{v}_hue``, ``view{v}_blur_sigma``
-    (float ``B``, sigma 0 = no blur), ``view{v}_jitter_order`` (int64 ``B x 4``), and
-    ``decode_scale`` (int64 ``B``, the JPEG DCT reduction used; 1 for decoded inputs).
+    (float ``B``, sigma 0 = no blur), ``view{v}_jitter_order`` (int64 ``B x 4``),
+    ``decode_scale`` (int64 ``B``, the JPEG DCT reduction used; 1 for decoded inputs) and
+    ``source`` (int64 ``2B``: the image of each row of the views concatenated).
     """
 
     options: TwoViewOptions
@@ -173,7 +174,10 @@ class TwoViewCollator(Collator):
             params = {k[len(prefix):]: p for k, p in host.meta.items() if k.startswith(prefix)}
             views.append(apply_view(host.pixels[f"view{v}"], spec, params, opt.mean, opt.std))
         device = views[0].device
-        return Batch(tuple(views), None, labels_on(host, device), meta_on(host.meta, device))
+        meta = meta_on(host.meta, device)
+        # the image of each row of the backbone's batch (the views concatenated: view-major)
+        meta["source"] = torch.arange(len(views[0]), device=device).repeat(len(views))
+        return Batch(tuple(views), None, labels_on(host, device), meta)
 
 
 class TwoViewModel(nn.Module):

@@ -67,11 +67,13 @@ class RunLogger:
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
                     self.writer.add_scalar(f"{prefix}/{key}", value, record["step"])
 
-    def advance(self, steps: int, postfix: dict[str, float]) -> None:
-        """Move the bar by ``steps`` and show ``postfix`` (loss, lr, img/s, data-wait share)."""
+    def advance(self, steps: int, postfix: dict[str, float] | None = None) -> None:
+        """Move the bar by ``steps``; with ``postfix`` (loss, lr, img/s, data-wait share, read
+        at log steps) show it too."""
         if self.bar is not None:
+            if postfix is not None:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
             self.bar.update(steps)
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
 
     def message(self, text: str) -> None:
         if not self.enabled:

@@ -7,8 +7,11 @@ cost. It runs when batches carry dataset labels and the number of classes is kno
 (``config.num_classes``, the loader's ``num_classes`` or the manifest's ``classes``).
 
 Feature rows are matched to labels directly (``N == B``) or through ``batch.meta["source"]``
-(the source image of each input, e.g. rotation's four rotated copies); tasks whose backbone
-output matches neither (per-tile jigsaw) run without probe.
+(the source image of each row the backbone saw: rotation's four rotated copies, the two views
+of SimCLR and VICReg, jigsaw's tiles, relative patch's patches, counting's images and tiles);
+the probe of a task that shows the backbone parts of images is then a part-level one. A task
+that reads the last feature map (colorization, context encoder) is probed on that map averaged
+over its positions.
 """
 
 from __future__ import annotations
@@ -59,21 +62,36 @@ class OnlineProbe:
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[None]:
-        """Record the backbone's first output of the forward pass run inside the block."""
+        """Record the backbone's first pooled output of the forward pass run inside the block;
+        for a task that reads the last feature map instead (colorization, context encoder),
+        that map averaged over its positions."""
         self.features = None
         if not self.enabled:
             yield
             return
+        pooled: list[torch.Tensor] = []
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if self.features is None and isinstance(output, torch.Tensor) and output.ndim == 2:
                 self.features = output.detach()
 
-        handle = self.backbone.register_forward_hook(hook)
+        def last_stage(module: nn.Module, args: Any, output: Any) -> None:
+            if not pooled and isinstance(output, torch.Tensor) and output.ndim in (3, 4):
+                # B x C x h x w (CNN) or B x N x C (tokens): an average per image
+                pooled.append((output.mean((2, 3)) if output.ndim == 4
+                               else output.mean(1)).detach())
+
+        handles = [self.backbone.register_forward_hook(hook)]
+        stage = _last_stage(self.backbone)
+        if stage is not None:
+            handles.append(stage.register_forward_hook(last_stage))
         try:
             yield
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
+            if self.features is None and pooled:
+                self.features = pooled[0]
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One SGD step on the captured features; ``{"loss", "acc"}`` (0-dim tensors on the
@@ -123,6 +141,16 @@ class OnlineProbe:
                 return None
             labels = labels[source.to(labels.device, non_blocking=True)]
         return features.float(), labels
+
+
+def _last_stage(backbone: nn.Module) -> nn.Module | None:
+    """The module that makes a timm backbone's last feature map (``feature_info``)."""
+    info = getattr(backbone, "feature_info", None)
+    try:
+        name = info[-1]["module"] if info else None
+        return backbone.get_submodule(name) if name else None
+    except (AttributeError, KeyError, TypeError):
+        return None
 
 
 def probe_classes(config: Any, loader: Any) -> int:

@@ -226,6 +226,8 @@ class Trainer:
             write_config(self.run_dir, config.to_dict())
         logger = RunLogger(self.run_dir, total, self.step, self.info.main, config.progress,
                            config.tensorboard)
+        for line in self.summary(total):
+            logger.message(line)
         summary: dict[str, float] = {}
         try:
             while self.epoch < config.epochs and not self._done():
@@ -244,6 +246,43 @@ class Trainer:
         finally:
             logger.close()
         return self._finish(summary)
+
+    def summary(self, total: int) -> list[str]:
+        """What the run is about to do, in a few lines (printed when it starts)."""
+        config, loader = self.config, self.loader
+        params = sum(p.numel() for p in self.module.parameters())
+        stem = ", small-input stem" if config.small_input else ""
+        precision = {None: "fp32", torch.bfloat16: "bf16 autocast",
+                     torch.float16: "fp16 autocast"}[self.dtype]
+        samples = getattr(getattr(loader, "_plan", None), "source", None)
+        count = getattr(samples, "num_samples", None)
+        data = config.data or "an injected loader"
+        backend = getattr(loader, "backend", None)
+        workers = getattr(getattr(loader, "_impl", None), "num_workers", None)
+        where = (f"backend {backend} ({loader.reason}), {workers} worker(s)" if backend
+                 else type(loader).__name__)
+        probe = (f"on ({self.probe.num_classes} classes)" if self.probe.enabled else
+                 "off (--no-probe)" if not config.probe else
+                 "off (no class labels known: pass --num-classes)")
+        saves = ["each epoch end"]
+        if config.checkpoint_every:
+            saves.append(f"every {config.checkpoint_every} steps")
+        if config.checkpoint_minutes:
+            saves.append(f"every {config.checkpoint_minutes:g} min")
+        planned = config.epochs * self.steps_per_epoch
+        done = f", stopping at {total} (--max-steps)" if total < planned else ""
+        done += f", resuming at step {self.step}" if self.step else ""
+        return [
+            f"sslpipe train {config.task}: {config.arch}{stem}, {params / 1e6:.1f}M parameters, "
+            f"on {self.device} ({precision}, {self.info.world_size} process(es))",
+            f"  data {data}: {f'{count:,} samples, ' if count else ''}"
+            f"{self.steps_per_epoch} steps of {config.batch_size} per epoch x {config.epochs} "
+            f"epoch(s) = {planned} steps{done}",
+            f"  loader: {where}",
+            f"  online probe: {probe}",
+            f"  writing {self.run_dir} (checkpoints {', '.join(saves)}; metrics every "
+            f"{config.log_every} steps)",
+        ]
 
     # ---------------------------------------------------------------- one epoch
     def _epoch(self, logger: RunLogger) -> dict[str, float]:
@@ -267,6 +306,7 @@ class Trainer:
             self.start_batch += 1
             totals.add(stats, wait)
             window.add(stats, wait)
+            logger.advance(1)  # every step; the numbers only at log steps (no host read)
             if self.step % config.log_every == 0 or self.start_batch == self.steps_per_epoch:
                 # the one host read (and all-reduce) in log_every steps
                 now = time.perf_counter()
@@ -278,8 +318,8 @@ class Trainer:
                 due = bool(record.pop("checkpoint_due", 0.0))  # any rank's clock: all agree
                 record["lr"] = lr
                 logger.log({"event": "step", "step": self.step, "epoch": self.epoch, **record})
-                logger.advance(window.steps, {k: record[k] for k in
-                                              ("loss", "lr", "img_per_s", "data_wait")})
+                logger.advance(0, {k: record[k] for k in ("loss", "lr", "img_per_s",
+                                                          "data_wait")})
                 window, t_last = _Sums(self.device), now
             if due or (config.checkpoint_every and self.step % config.checkpoint_every == 0):
                 self._save()

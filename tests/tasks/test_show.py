@@ -68,6 +68,19 @@ def test_image_folder_reports_unreadable_files(tmp_path):
     assert result.exit_code == 0 and "skipped 1 unreadable" in result.output
 
 
+def test_an_image_folder_is_sampled_across_its_classes(tmp_path):
+    # an ImageFolder tree sorted by path used to show only its first class
+    for cls, colour in (("a_class", "red"), ("b_class", "green"), ("c_class", "blue")):
+        (tmp_path / cls).mkdir()
+        for i in range(10):
+            (tmp_path / cls / f"{i}.png").write_bytes(_png(colour))
+    loaded = load_images(str(tmp_path), 6)
+    colours = {tuple(int(v) for v in im[:, 0, 0]) for im in loaded.images}
+    assert len(loaded.images) == 6 and len(colours) >= 2
+    again = load_images(str(tmp_path), 6)  # seeded: the same pictures every time
+    assert all(torch.equal(a, b) for a, b in zip(loaded.images, again.images))
+
+
 @pytest.mark.parametrize("args,message", [
     (["show", "rotatoin", "--out", "x.png"], "Did you mean: rotation"),
     (["show", "rotation", "--data", "/no/such/dir", "--out", "x.png"], "no such file"),

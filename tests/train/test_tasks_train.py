@@ -46,3 +46,18 @@ def test_task_loss_goes_down(name, tmp_path):
     assert result.steps == 4 and len(losses) == 4
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize("name", sslpipe.list_tasks())
+def test_the_online_probe_runs_for_every_task(name, tmp_path):
+    # jigsaw's backbone sees tiles: its probe classifies them by their image's label (source)
+    options = tiny_options(name, tmp_path)
+    task = sslpipe.create_task(name, **options)
+    images, labels = fake_data(8, options.get("size", 32))
+    batch = task.collator(list(zip(images, labels.tolist())),
+                          generator=torch.Generator().manual_seed(0))
+    config = TrainConfig(task=name, arch="resnet18", epochs=1, batch_size=8, lr=0.01,
+                         task_options=options, out=str(tmp_path / "run"), log_every=1,
+                         progress=False, num_classes=10, tensorboard=False)
+    result = train(config, loader=RepeatLoader(batch, 2))
+    assert 0.0 <= result.metrics["probe_acc"] <= 1.0, result.metrics
