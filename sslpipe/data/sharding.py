@@ -12,6 +12,7 @@ interrupted at any instant ends with exactly the files of an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import multiprocessing
@@ -37,7 +38,7 @@ from sslpipe.data.manifest import (
     write_manifest,
 )
 from sslpipe.data.sources.base import Record, Source
-from sslpipe.data.subset import balanced_subset, keys_subset, parse_subset
+from sslpipe.data.subset import balanced_order, keys_subset, parse_subset
 from sslpipe.data.writer import ShardFile, sample_bytes, sha256_of
 
 JOURNAL = ".sslpipe-progress.json"
@@ -90,7 +91,7 @@ def write_shards(
     name = options.name or os.path.basename(os.path.abspath(out))
     if "." in name or "/" in name or not name:
         raise ValueError(f"`name` must be a non-empty file prefix without dots. Got {name!r}")
-    records, subset = _select(source, options)
+    records, subset, spares = _select(source, options)
     os.makedirs(out, exist_ok=True)
     if options.resume and _complete(out):
         print(f"{out}: already complete (manifest.json present); nothing to resume",
@@ -98,8 +99,13 @@ def write_shards(
         return read_manifest(out)
     fingerprint = _fingerprint(source, options, name, records)
     done = _prepare(out, name, options, fingerprint)
-    encoded = _encoded(records[done["next"]:], options, len(records), done["next"])
-    state = _fill(out, name, encoded, options, done, fingerprint)
+    stream = _Stream(records, spares)
+    for skip in sorted(done["skipped"], key=lambda s: s["at"]):  # a resumed run's replacements
+        stream.failed(skip["at"])
+    encoded = _encoded(stream, options, done["next"])
+    state = _fill(out, name, encoded, options, done, fingerprint, stream)
+    if subset is not None:
+        subset["replaced"] = stream.replaced
     labels = Counter(e for e in state["labels"])
     manifest = {
         "format": FORMAT, "version": VERSION, "name": name, "source": source.name,
@@ -136,7 +142,30 @@ def _check(options: ShardOptions) -> None:
         raise ValueError("`subset` and `keys` (--keys-from) exclude each other. Got both")
 
 
-def _select(source: Source, options: ShardOptions) -> tuple[list[Record], dict[str, Any] | None]:
+class _Stream:
+    """The records to write, in order, and the subset's spares: a pick that turns out
+    undecodable is replaced by the next spare of its class (appended at the end), so a subset
+    keeps its per-class counts, and its nesting: each class holds the first ``quota``
+    decodable items of its seeded order."""
+
+    def __init__(self, records: list[Record], spares: dict[int, list[Record]]) -> None:
+        self.items = list(records)
+        self.spares = {k: list(v) for k, v in spares.items()}
+        self.replaced: list[dict[str, str]] = []
+
+    def failed(self, position: int) -> None:
+        """The record at ``position`` could not be written: queue its class's next spare."""
+        record = self.items[position]
+        spares = self.spares.get(-1 if record.label is None else int(record.label))
+        if spares:
+            spare = spares.pop(0)
+            self.items.append(spare)
+            self.replaced.append({"path": str(record.path or record.key),
+                                  "by": str(spare.path or spare.key)})
+
+
+def _select(source: Source, options: ShardOptions
+            ) -> tuple[list[Record], dict[str, Any] | None, dict[int, list[Record]]]:
     records = source.records
     if not records:
         raise ValueError(f"{source.name}: no images found for split {source.split!r} in "
@@ -146,19 +175,21 @@ def _select(source: Source, options: ShardOptions) -> tuple[list[Record], dict[s
         repeats = [k for k, n in Counter(keys).items() if n > 1]
         raise ValueError(f"{source.name}: sample keys must be unique. Repeated: {repeats[:5]}")
     subset = None
+    spares: dict[int, list[Record]] = {}
     if options.keys is not None:
         chosen = keys_subset(keys, list(options.keys), "`keys_from`")
         records = [records[i] for i in chosen]
         subset = {"rule": "keys", "seed": None, "size": len(records)}
     elif options.subset is not None:
         size = parse_subset(options.subset, len(records))
-        chosen = balanced_subset([r.label for r in records], size, options.seed)
+        chosen, spare_ids = balanced_order([r.label for r in records], size, options.seed)
+        spares = {c: [records[i] for i in ids] for c, ids in spare_ids.items()}
         records = [records[i] for i in chosen]
         subset = {"rule": str(options.subset), "seed": options.seed, "size": size}
     if options.shuffle:
         order = np.random.default_rng([options.seed, 2]).permutation(len(records))
         records = [records[i] for i in order.tolist()]
-    return records, subset
+    return records, subset, spares
 
 
 def _fingerprint(source: Source, options: ShardOptions, name: str,
@@ -222,26 +253,32 @@ def _drop_bad_shards(out: str, state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _encoded(records: list[Record], options: ShardOptions, total: int,
-             start: int) -> Iterator[Encoded]:
+def _encoded(stream: _Stream, options: ShardOptions, start: int) -> Iterator[Encoded]:
+    """Encoded records from ``start`` on, in stream order; replacements the consumer queues
+    while it reads (``stream.failed``) are encoded after the records, in turn."""
     work = partial(encode_record, options=options.encode)
-    bar = _progress(total, start, options.progress)
+    bar = _progress(len(stream.items), start, options.progress)
     threads = torch.get_num_threads()
+    position = start
     try:
         # parallelism is across processes: torch's intra-op threads (the resize) would only
         # spin against the other workers
-        if options.workers == 1:
-            torch.set_num_threads(1)
-            for record in records:
-                yield work(record)
-                bar.update()
-            return
-        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        with context.Pool(options.workers, initializer=_worker_init) as pool:
-            # imap keeps input order, so the shards do not depend on the number of workers
-            for result in pool.imap(work, records, chunksize=16):
-                yield result
-                bar.update()
+        torch.set_num_threads(1)
+        pool: Any = None
+        if options.workers > 1:
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            pool = context.Pool(options.workers, initializer=_worker_init)
+        with pool if pool is not None else contextlib.nullcontext():
+            while position < len(stream.items):
+                batch = stream.items[position:]
+                # imap keeps input order, so the shards do not depend on the number of workers
+                results = (map(work, batch) if pool is None
+                           else pool.imap(work, batch, chunksize=16))
+                for result in results:
+                    position += 1
+                    yield result
+                    bar.total = max(bar.total, len(stream.items))
+                    bar.update()
     finally:
         torch.set_num_threads(threads)
         bar.close()
@@ -256,7 +293,7 @@ def _worker_init() -> None:
 
 
 def _fill(out: str, name: str, encoded: Iterator[Encoded], options: ShardOptions,
-          state: dict[str, Any], fingerprint: dict[str, Any]) -> dict[str, Any]:
+          state: dict[str, Any], fingerprint: dict[str, Any], stream: _Stream) -> dict[str, Any]:
     state = {**state, "fingerprint": fingerprint}
     position = state["next"]
     shard: ShardFile | None = None
@@ -268,6 +305,7 @@ def _fill(out: str, name: str, encoded: Iterator[Encoded], options: ShardOptions
             if item.data is None:
                 state["skipped"].append({"path": item.where, "reason": str(item.reason),
                                          "at": position - 1})
+                stream.failed(position - 1)  # a subset pick: its class's next spare follows
                 continue
             files = [(item.ext, item.data)]
             if item.label is not None:

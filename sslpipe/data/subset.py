@@ -56,6 +56,18 @@ def balanced_subset(labels: Sequence[int | None], size: int, seed: int) -> list[
     Raises:
         ValueError: ``size`` exceeds the data, or a class has fewer items than its share.
     """
+    return balanced_order(labels, size, seed)[0]
+
+
+def balanced_order(labels: Sequence[int | None], size: int, seed: int
+                   ) -> tuple[list[int], dict[int, list[int]]]:
+    """:func:`balanced_subset` and, per class (-1: unlabeled), the items after its share in
+    its seeded order: the spares that replace a pick found undecodable, in turn. Taking a
+    class's first ``quota`` *decodable* items of its order keeps subsets nested.
+
+    Raises:
+        ValueError: as :func:`balanced_subset`.
+    """
     groups: dict[int, list[int]] = {}
     for i, label in enumerate(labels):
         groups.setdefault(-1 if label is None else int(label), []).append(i)
@@ -65,6 +77,7 @@ def balanced_subset(labels: Sequence[int | None], size: int, seed: int) -> list[
     share, extra = divmod(size, len(names))
     lucky = set(np.random.default_rng([seed, 0]).permutation(len(names))[:extra].tolist())
     chosen: list[int] = []
+    spares: dict[int, list[int]] = {}
     short = []
     for rank, name in enumerate(names):
         quota = share + (rank in lucky)
@@ -75,13 +88,14 @@ def balanced_subset(labels: Sequence[int | None], size: int, seed: int) -> list[
         # one permutation per class seeded by (seed, class): prefixes of it are nested
         order = np.random.default_rng([seed, 1, name + 1]).permutation(len(members))
         chosen.extend(members[i] for i in order[:quota].tolist())
+        spares[name] = [members[i] for i in order[quota:].tolist()]
     if short:
         raise ValueError(
             f"`subset` of {size} images cannot be split evenly into {len(names)} classes "
             f"({share}-{share + 1} per class): " + "; ".join(short[:10])
             + (f"; and {len(short) - 10} more" if len(short) > 10 else "")
         )
-    return sorted(chosen)
+    return sorted(chosen), spares
 
 
 def keys_subset(keys: Sequence[str], wanted: Sequence[str], where: str) -> list[int]:

@@ -91,10 +91,27 @@ def test_workers_and_runs_give_identical_shards(tree, tmp_path):
     one = write_shards(source, str(tmp_path / "a"), _options(workers=1, subset="12", seed=3))
     two = write_shards(source, str(tmp_path / "b"), _options(workers=2, subset="12", seed=3))
     assert [s["sha256"] for s in one["shards"]] == [s["sha256"] for s in two["shards"]]
-    # 4 per class were selected; a broken file drawn into the subset is skipped and listed
-    skipped_in_class0 = len(one["skipped"])
-    assert one["counts_per_class"] == {"0": 4 - skipped_in_class0, "1": 4, "2": 4}
+    # 4 per class: a broken file drawn into the subset is skipped, listed, and replaced by the
+    # next image of its class's seeded order, so that no class ends up short
+    assert one["skipped"] and one["counts_per_class"] == {"0": 4, "1": 4, "2": 4}
+    replaced = one["subset"].pop("replaced")
     assert one["subset"] == {"rule": "12", "seed": 3, "size": 12}
+    assert sorted(r["path"] for r in replaced) == sorted(s["path"] for s in one["skipped"])
+
+
+def test_a_subset_keeps_its_counts_and_nesting_when_picks_are_broken(tree, tmp_path):
+    # class 0 holds 6 good images and 4 broken ones (besides a CMYK JPEG that converts fine):
+    # every subset still takes the first decodable images of each class's seeded order
+    source = open_source("imagenet", str(tree), "train")
+    keys = {}
+    for size in ("9", "15"):
+        manifest = write_shards(source, str(tmp_path / size), _options(subset=size, seed=5))
+        per_class = int(size) // 3
+        assert manifest["counts_per_class"] == {"0": per_class, "1": per_class,
+                                                "2": per_class}
+        keys[size] = {s["__key__"] for s in wds.WebDataset(
+            shard_paths(tmp_path / size), shardshuffle=False)}
+    assert keys["9"] <= keys["15"]  # nested, replacements included
 
 
 def test_resize_format_and_shard_bytes(tree, tmp_path):
@@ -178,3 +195,27 @@ def test_array_source_writes_png_and_unlabeled_has_no_cls(tmp_path):
     assert Counter(tuple(sorted(k for k in s if not k.startswith("__"))) for s in samples) == {
         ("png",): 5}
     assert verify_shards(str(tmp_path / "u")) == []
+
+
+@pytest.mark.parametrize("stop_at", [3, 9, 14])
+def test_an_interrupted_subset_run_with_replacements_resumes_identically(tree, tmp_path,
+                                                                         monkeypatch, stop_at):
+    source = open_source("imagenet", str(tree), "train")
+    options = dict(subset="15", seed=5, shard_size=2, name="s")
+    reference = write_shards(source, str(tmp_path / "ref"), _options(**options))
+    assert reference["subset"]["replaced"]
+    real, calls = sharding.encode_record, []
+
+    def dying(record, options):
+        calls.append(record.key)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return real(record, options)
+
+    monkeypatch.setattr(sharding, "encode_record", dying)
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(source, str(tmp_path / "cut"), _options(**options))
+    monkeypatch.setattr(sharding, "encode_record", real)
+    resumed = write_shards(source, str(tmp_path / "cut"), _options(**options, resume=True))
+    assert resumed == reference
+    assert sorted(os.listdir(tmp_path / "cut")) == sorted(os.listdir(tmp_path / "ref"))
