@@ -219,29 +219,38 @@ def dali_native(task: str, urls: list[str], batch: int, threads: int, device: to
         yield p.run()
 
 
-def make_corpus(directory: str, count: int, per_shard: int = 64) -> None:
-    """``count`` JPEG crops of skimage photos, 300-500 px, q90, as shards with a manifest."""
+def photo_jpegs(count: int) -> list[bytes]:
+    """``count`` JPEG crops of skimage photos, 300-500 px on the longer side, q90 (seeded)."""
     from skimage import data as photos
 
     rng = np.random.default_rng(0)
     sources = [_rgb(getattr(photos, name)()) for name in PHOTOS]
+    out = []
+    for i in range(count):
+        photo = sources[i % len(sources)]
+        h, w = photo.shape[:2]
+        ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        side = int(rng.integers(300, 501))
+        pil = Image.fromarray(photo[y:y + ch, x:x + cw])
+        pil = pil.resize((side, int(side * ch / cw)) if cw >= ch else
+                         (int(side * cw / ch), side), Image.BICUBIC)
+        buf = io.BytesIO()
+        pil.save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def make_corpus(directory: str, count: int, per_shard: int = 64) -> None:
+    """``count`` JPEG crops of skimage photos (:func:`photo_jpegs`) as shards with a manifest."""
+    jpegs = photo_jpegs(count)
     shards = []
     for s in range(0, count, per_shard):
         file = f"bench-{s // per_shard:06d}.tar"
         path = os.path.join(directory, file)
         with wds.TarWriter(path) as sink:
             for i in range(s, min(count, s + per_shard)):
-                photo = sources[i % len(sources)]
-                h, w = photo.shape[:2]
-                ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
-                y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-                side = int(rng.integers(300, 501))
-                pil = Image.fromarray(photo[y:y + ch, x:x + cw])
-                pil = pil.resize((side, int(side * ch / cw)) if cw >= ch else
-                                 (int(side * cw / ch), side), Image.BICUBIC)
-                buf = io.BytesIO()
-                pil.save(buf, format="JPEG", quality=90)
-                sink.write({"__key__": f"{i:08d}", "jpg": buf.getvalue(), "cls": b"0"})
+                sink.write({"__key__": f"{i:08d}", "jpg": jpegs[i], "cls": b"0"})
         with open(path[:-4] + ".idx", "w") as f:
             f.write(index_text(members_of_tar(path)))
         shards.append({"file": file, "index_file": file[:-4] + ".idx",

@@ -29,9 +29,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from input_pipeline import photo_jpegs  # the sibling script (benchmarks/ is on sys.path)
 from PIL import Image
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 Decoder = Callable[[list[bytes]], list[np.ndarray | None]]
 
 
@@ -154,26 +154,12 @@ def make_corpus(count: int) -> tuple[list[bytes], bytes]:
     6 (stored sideways, shown rotated 90 degrees clockwise)."""
     from skimage import data as photos
 
-    rng = np.random.default_rng(0)
-    sources = [_rgb(getattr(photos, name)()) for name in PHOTOS]
-    corpus = []
-    for i in range(count):
-        photo = sources[i % len(sources)]
-        h, w = photo.shape[:2]
-        ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        side = int(rng.integers(300, 501))
-        pil = Image.fromarray(photo[y:y + ch, x:x + cw])
-        pil = pil.resize((side, int(side * ch / cw)) if cw >= ch else
-                         (int(side * cw / ch), side), Image.BICUBIC)
-        buf = io.BytesIO()
-        pil.save(buf, format="JPEG", quality=90)
-        corpus.append(buf.getvalue())
     exif = Image.Exif()
     exif[0x0112] = 6
     buf = io.BytesIO()
-    Image.fromarray(sources[0][:300, :400]).save(buf, format="JPEG", quality=90, exif=exif)
-    return corpus, buf.getvalue()
+    Image.fromarray(photos.astronaut()[:300, :400]).save(buf, format="JPEG", quality=90,
+                                                         exif=exif)
+    return photo_jpegs(count), buf.getvalue()
 
 
 def _exif_transpose(image: Image.Image) -> Image.Image:
@@ -182,12 +168,6 @@ def _exif_transpose(image: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(image)
 
 
-def _rgb(a: np.ndarray) -> np.ndarray:
-    if a.ndim == 2:
-        a = np.stack([a] * 3, -1)
-    if a.dtype != np.uint8:
-        a = (255 * (a - a.min()) / max(1e-9, float(a.max() - a.min()))).astype(np.uint8)
-    return a[..., :3]
 
 
 if __name__ == "__main__":
