@@ -35,7 +35,7 @@ def test_shard_verify_info_round_trip(tmp_path):
     assert result.exit_code == 0, result.output
     manifest = read_manifest(out)
     assert manifest["num_samples"] == 30 and len(manifest["shards"]) == 4
-    assert manifest["subset"] == {"rule": "50%", "seed": 0, "size": 30}
+    assert manifest["subset"] == {"rule": "50%", "seed": 0, "size": 30, "replaced": []}
     assert runner.invoke(main, ["shard", "verify", str(out), "--decode"]).exit_code == 0
     info = runner.invoke(main, ["shard", "info", str(out)])
     assert info.exit_code == 0 and "30" in info.output and "3 - 3" in info.output
