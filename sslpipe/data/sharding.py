@@ -171,9 +171,10 @@ def _select(source: Source, options: ShardOptions
         raise ValueError(f"{source.name}: no images found for split {source.split!r} in "
                          f"{source.root!r}")
     keys = [r.key for r in records]
-    if len(set(keys)) != len(keys):
-        repeats = [k for k, n in Counter(keys).items() if n > 1]
-        raise ValueError(f"{source.name}: sample keys must be unique. Repeated: {repeats[:5]}")
+    if len(set(keys)) != len(keys):  # the built-in sources make unique keys; others may not
+        repeats = {k for k, n in Counter(keys).items() if n > 1}
+        named = [f"{r.key} ({r.path or 'array'})" for r in records if r.key in repeats]
+        raise ValueError(f"{source.name}: sample keys must be unique. Repeated: {named[:6]}")
     subset = None
     spares: dict[int, list[Record]] = {}
     if options.keys is not None:

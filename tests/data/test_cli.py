@@ -62,3 +62,18 @@ def test_bad_root_and_subset_fail_with_a_message(tmp_path):
     split = runner.invoke(main, ["shard", "mnist", str(root), "--split", "val", "--out",
                                  str(tmp_path / "o")])
     assert split.exit_code != 0 and "`split` must be one of" in split.output
+
+
+def test_photo_jpg_beside_photo_png_shards_both(tmp_path):
+    from PIL import Image
+
+    for name in ("a/photo.jpg", "a/photo.png", "b/tiny.jpg", "b/tiny.png", "b/other.jpg"):
+        (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((20, 30, 3), len(name), np.uint8)).save(tmp_path / "src" / name)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["shard", "imagefolder", str(tmp_path / "src"), "--out",
+                                       str(out), "-j", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    assert manifest["num_samples"] == 5 and manifest["skipped"] == []
+    assert CliRunner().invoke(main, ["shard", "verify", str(out), "--decode"]).exit_code == 0

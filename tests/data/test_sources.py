@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 
 import numpy as np
@@ -169,3 +170,62 @@ def test_imagefolder_recursive_and_split(tmp_path):
     assert {r.key: r.label for r in source.records} == {"cat_y": 0, "dog_a_x": 1}
     with pytest.raises(ValueError, match="split folder 'val' is missing"):
         open_source("imagefolder", str(tmp_path), "val")
+
+
+def test_imagefolder_keys_that_would_clash_stay_unique_and_keep_every_image(tmp_path):
+    # one stem with two extensions, or two upper/lower-case ones; a path whose underscores
+    # match another's folders; dots and underscores; names that differ only in case
+    for rel in ("b/tiny.jpg", "b/tiny.png", "b/shot.JPG", "b/shot.jpg", "a/b_c.jpg",
+                "a_b/c.jpg", "a/x.y.jpg", "a/x_y.jpg", "a/Photo.jpg", "a/photo.jpg",
+                "a/tiny_jpg.png", "b/alone.jpg"):
+        _jpeg(tmp_path / "root" / rel)
+    root = tmp_path / "root"
+    source = open_source("imagefolder", str(root))
+    keys = {os.path.relpath(r.path, root): r.key for r in source.records}
+    assert len(keys) == 12 and len({k.casefold() for k in keys.values()}) == 12
+    assert keys["b/tiny.jpg"] == "b_tiny_jpg" and keys["b/tiny.png"] == "b_tiny_png"
+    assert keys["b/alone.jpg"] == "b_alone"  # a key that clashes with none is unchanged
+    assert keys["a/tiny_jpg.png"] == "a_tiny_jpg"
+    assert all("." not in k and "/" not in k for k in keys.values())
+    # the same names give the same keys (no dependence on order or machine)
+    assert keys == {os.path.relpath(r.path, root): r.key
+                    for r in open_source("imagefolder", str(root)).records}
+
+
+def test_unique_keys_resolves_clashes_of_clashes():
+    from sslpipe.data.sources.base import unique_keys
+
+    # x.jpg / x.png clash; their keys with the extension clash with x_jpg.png's own key
+    names = ["x.jpg", "x.png", "x_jpg.png", "X_JPG.gif"]
+    keys = unique_keys(["x", "x", "x_jpg", "X_JPG"], names)
+    assert len({k.casefold() for k in keys}) == 4 and keys[1] == "x_png"
+    assert all(k.startswith(("x_jpg", "X_JPG_gif")) for k in keys[::2] + keys[3:])
+    with pytest.raises(ValueError, match="listed twice"):
+        unique_keys(["a", "a"], ["a.jpg", "a.jpg"])
+
+
+def test_imagenet_same_file_name_in_two_subfolders_or_extensions(tmp_path):
+    wnid = "n01440764"
+    _jpeg(tmp_path / "train" / wnid / f"{wnid}_1.JPEG")
+    _jpeg(tmp_path / "train" / wnid / "extra" / f"{wnid}_1.JPEG")
+    _jpeg(tmp_path / "train" / wnid / f"{wnid}_2.JPEG")
+    _jpeg(tmp_path / "train" / wnid / f"{wnid}_2.png")
+    _jpeg(tmp_path / "train" / wnid / f"{wnid}_3.JPEG")
+    keys = [r.key for r in open_source("imagenet", str(tmp_path), "train").records]
+    assert len(keys) == 5 and set(keys) == {
+        f"{wnid}_3", f"{wnid}_{wnid}_1_JPEG", f"{wnid}_{wnid}_2_JPEG", f"{wnid}_{wnid}_2_png",
+        f"{wnid}_extra_{wnid}_1_JPEG"}
+
+
+def test_flowers102_an_id_listed_twice_is_written_once_and_named(tmp_path):
+    from scipy.io import savemat
+
+    (tmp_path / "jpg").mkdir()
+    for i in range(1, 4):
+        Image.fromarray(_pixels(1, 20, 30, i)[0]).save(tmp_path / "jpg" / f"image_{i:05d}.jpg")
+    savemat(tmp_path / "imagelabels.mat", {"labels": np.array([[1, 2, 3]])})
+    savemat(tmp_path / "setid.mat", {"trnid": np.array([[2, 1, 2]]), "valid": np.array([[3]]),
+                                     "tstid": np.array([[3]])})
+    train = open_source("flowers102", str(tmp_path), "train")
+    assert [r.key for r in train.records] == ["image_00001", "image_00002"]
+    assert len(train.skipped) == 1 and "listed 2 times" in train.skipped[0]["reason"]

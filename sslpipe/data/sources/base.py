@@ -8,8 +8,11 @@ encode them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,6 +83,48 @@ def check_root(source: str, root: str, layout: str) -> str:
 def safe_key(text: str) -> str:
     """A shard key from a file path or name: unsafe characters (dots, slashes) become ``_``."""
     return _KEY_UNSAFE.sub("_", text)
+
+
+def unique_keys(keys: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Shard keys for files, one per file, unique even where the preferred keys clash.
+
+    ``keys[i]`` is the key file ``i`` would get on its own (``safe_key`` of its name without
+    the extension: ``b/tiny.jpg`` gives ``b_tiny``); ``names[i]`` is its path relative to the
+    source's root, which is unique. Files whose keys clash, also when they differ only in case
+    (``tiny.jpg`` and ``tiny.png``; ``a/b_c.jpg`` and ``a_b/c.jpg``; ``x.y.jpg`` and
+    ``x_y.jpg``; ``Tiny.jpg`` and ``tiny.jpg``), are keyed by their whole name, extension
+    included (``b_tiny_jpg``, ``b_tiny_png``), and where that still clashes by it and the first
+    12 hex digits of the name's sha256. So no file is lost to a clash, a file whose key clashes
+    with none keeps it, and the keys depend only on the names, not on the order or the machine.
+    Keys that differ only in case clash because tars are unpacked on case-insensitive file
+    systems too.
+
+    Raises:
+        ValueError: ``names`` repeats a name (two files cannot share one).
+    """
+    out = list(keys)
+    for level in (1, 2):
+        clashing = _clashing(out)
+        if not clashing:
+            return out
+        for i in clashing:
+            key = safe_key(names[i])
+            if level == 2:
+                key += "-" + hashlib.sha256(names[i].encode("utf-8")).hexdigest()[:12]
+            out[i] = key
+    clashing = _clashing(out)
+    if clashing:
+        twice = sorted({names[i] for i in clashing})
+        raise ValueError(f"the same file is listed twice: {twice[:5]}")
+    return out
+
+
+def _clashing(keys: list[str]) -> list[int]:
+    """Indices of the keys that equal another one, ignoring case."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        groups[key.casefold()].append(i)
+    return sorted(i for group in groups.values() if len(group) > 1 for i in group)
 
 
 def array_records(prefix: str, images: np.ndarray, labels: np.ndarray | None) -> list[Record]:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import numpy as np
 
@@ -33,12 +34,16 @@ def read_flowers102(root: str, split: str = "train") -> Source:
     labels = np.asarray(loadmat(os.path.join(root, "imagelabels.mat"))["labels"]).reshape(-1)
     ids = np.asarray(loadmat(os.path.join(root, "setid.mat"))[_SET_FIELD[split]]).reshape(-1)
     num_classes = int(labels.max())
-    records = []
-    for image_id in sorted(int(i) for i in ids):
+    records, skipped = [], []
+    listed = Counter(int(i) for i in ids)
+    for image_id in sorted(listed):
         if not 1 <= image_id <= len(labels):
             raise ValueError(f"flowers102: setid.mat id {image_id} is outside 1-{len(labels)}")
         name = f"image_{image_id:05d}"
-        records.append(Record(name, int(labels[image_id - 1]) - 1,
-                              path=os.path.join(root, "jpg", f"{name}.jpg")))
+        path = os.path.join(root, "jpg", f"{name}.jpg")
+        records.append(Record(name, int(labels[image_id - 1]) - 1, path=path))
+        if listed[image_id] > 1:  # one image, one sample: the repeats are named, not written
+            skipped.append({"path": path, "reason": f"listed {listed[image_id]} times in "
+                            f"setid.mat {_SET_FIELD[split]}; written once"})
     classes = [str(i + 1) for i in range(num_classes)]
-    return Source("flowers102", root, split, classes, True, records)
+    return Source("flowers102", root, split, classes, True, records, skipped)

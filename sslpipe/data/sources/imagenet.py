@@ -4,7 +4,10 @@ Class index order is the sorted WordNet ids (wnids) of the 1,000 classes, as tor
 timm use it; a class is named ``"<wnid> <first synonym>"`` when the devkit or a synsets file
 gives names, else just its wnid. Validation images are either in class folders or flat with a
 ground-truth file (Kaggle's ``LOC_val_solution.csv`` or the devkit's
-``ILSVRC2012_validation_ground_truth.txt`` with ``meta.mat``).
+``ILSVRC2012_validation_ground_truth.txt`` with ``meta.mat``). A sample's key is the file name
+without its extension (``n01440764_10026``); files whose names would clash (the same name in
+two subfolders, or with two extensions) are keyed by their path below the split folder
+instead (:func:`~sslpipe.data.sources.base.unique_keys`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ import csv
 import os
 import re
 
-from sslpipe.data.sources.base import Record, Source, check_root, check_split, layout_error
+from sslpipe.data.sources.base import (
+    Record,
+    Source,
+    check_root,
+    check_split,
+    layout_error,
+    safe_key,
+    unique_keys,
+)
 from sslpipe.data.sources.imagefolder import IMAGE_EXTENSIONS, walk_files
 
 LAYOUT = """\
@@ -48,30 +59,32 @@ def read_imagenet(root: str, split: str = "train") -> Source:
     names = _names(root)
     classes = [f"{w} {names[w]}" if w in names else w for w in wnids]
     index = {w: i for i, w in enumerate(wnids)}
-    records: list[Record] = []
+    found: list[tuple[str, int]] = []  # (path, label)
     skipped: list[dict[str, str]] = []
     if labels is None:
         for wnid in wnids:
-            _add(walk_files(os.path.join(base, wnid)), index[wnid], records, skipped)
+            _add(walk_files(os.path.join(base, wnid)), index[wnid], found, skipped)
     else:
         for path in walk_files(base):
             stem = os.path.splitext(os.path.basename(path))[0]
             if stem not in labels:
                 skipped.append({"path": path, "reason": "no ground-truth label for this image"})
             else:
-                _add([path], index[labels[stem]], records, skipped)
-    if not records:
+                _add([path], index[labels[stem]], found, skipped)
+    if not found:
         raise layout_error("imagenet", root, f"no images in {base!r}", LAYOUT)
+    stems = [safe_key(os.path.splitext(os.path.basename(path))[0]) for path, _ in found]
+    keys = unique_keys(stems, [os.path.relpath(path, base) for path, _ in found])
+    records = [Record(key, label, path=path) for key, (path, label) in zip(keys, found)]
     return Source("imagenet", root, split, classes, True, records, skipped)
 
 
 def _add(
-    paths: list[str], label: int, records: list[Record], skipped: list[dict[str, str]]
+    paths: list[str], label: int, found: list[tuple[str, int]], skipped: list[dict[str, str]]
 ) -> None:
     for path in paths:
         if path.lower().endswith(IMAGE_EXTENSIONS):
-            stem = os.path.splitext(os.path.basename(path))[0]
-            records.append(Record(stem.replace(".", "_"), label, path=path))
+            found.append((path, label))
         else:
             skipped.append({"path": path, "reason": "not an image file extension"})
 
