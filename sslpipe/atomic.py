@@ -4,7 +4,9 @@ disk is said in one line that names the file.
 :func:`atomic_write` creates the file under a temporary name beside it (``.NAME.PID.tmp``),
 gives it the mode a plain ``open`` would (``0o666 & ~umask``: ``tempfile.mkstemp``'s 0600 left
 reports and charts unreadable to the group), and renames it into place; on any failure the
-temporary is removed. A write that fails for lack of space (``ENOSPC``, ``EDQUOT``, or
+temporary is removed. A process killed mid-write (SIGKILL, power loss) cannot remove it:
+:func:`remove_temporaries` tidies such leftovers when a job resumes in (or starts again in) its
+directory. A write that fails for lack of space (``ENOSPC``, ``EDQUOT``, or
 torch's "unexpected pos" when its zip writer runs out) raises :class:`WriteError` naming the
 file and the space left, so the run can be resumed once space is freed.
 """
@@ -14,16 +16,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["WriteError", "atomic_write", "atomic_write_bytes", "atomic_write_text",
-           "umask_mode", "write_error"]
+           "remove_temporaries", "temporary_path", "umask_mode", "write_error"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")  # what temporary_path makes
 
 
 class WriteError(OSError):
@@ -43,8 +47,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
         Exception: whatever ``write`` raises otherwise; the temporary is gone either way.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
         write(tmp)
         os.chmod(tmp, umask_mode())
@@ -55,6 +58,61 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
         if isinstance(err, Exception) and _disk_full(err):
             raise write_error(path, err) from err
         raise
+
+
+def temporary_path(path: str | os.PathLike[str]) -> str:
+    """The temporary :func:`atomic_write` fills for ``path``: ``DIR/.NAME.PID.tmp``."""
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    return os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+
+
+def remove_temporaries(directory: str | os.PathLike[str], *, exclusive: bool = False
+                       ) -> list[str]:
+    """Remove what :func:`atomic_write` left in ``directory`` when its process was killed.
+
+    Call it when this process has no atomic write in flight in ``directory`` (a job starting
+    or resuming). A temporary (``.NAME.PID.tmp``) is removed when its process is gone, or is
+    this one; one whose PID is another running process is kept (another writer may be at
+    work), unless ``exclusive``: the caller owns the directory (``sslpipe shard --out``), so
+    every temporary in it is stale, even where a new process reuses a dead writer's PID (as
+    in containers, where PIDs start again from 1). Files of other names are never touched.
+
+    Returns:
+        the paths removed.
+    """
+    folder = os.fspath(directory)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in sorted(names):
+        match = _TEMPORARY.match(name)
+        if match is None or (not exclusive and _running(int(match.group("pid")))):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """True when ``pid`` is a running process other than this one (where that cannot be
+    told, as on Windows, it is taken to be running)."""
+    if pid == os.getpid():
+        return False
+    if os.name != "posix":  # os.kill(pid, 0) would end the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process
+        return True
+    return True
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -12,7 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from sslpipe.atomic import WriteError, atomic_write, atomic_write_text
+from sslpipe.atomic import (
+    WriteError,
+    atomic_write,
+    atomic_write_text,
+    remove_temporaries,
+    temporary_path,
+)
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
@@ -27,6 +33,34 @@ def test_files_follow_the_umask_and_replace_whole(tmp_path, monkeypatch, umask, 
                                                        (_ for _ in ()).throw(RuntimeError())))
     assert (tmp_path / "a.json").read_text() == "{}"  # the old file, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_temporaries_a_killed_writer_left_are_removed(tmp_path):
+    # what SIGKILL during atomic_write leaves: the temporary, named after the dead process
+    dead, other = _dead_pid(), os.getppid()  # the parent (pytest's launcher) still runs
+    made = [f".j.json.{dead}.tmp", f".m.json.{os.getpid()}.tmp",  # a dead writer, this one
+            f".w.json.{other}.tmp",  # another writer, running
+            "keep.tmp", ".keep.tmp", "a.json"]  # not temporaries of atomic_write
+    for name in made:
+        (tmp_path / name).write_text("half")
+    assert temporary_path(tmp_path / "m.json") == str(tmp_path / f".m.json.{os.getpid()}.tmp")
+    removed = remove_temporaries(tmp_path)
+    assert sorted(os.path.basename(p) for p in removed) == sorted(
+        [f".j.json.{dead}.tmp", f".m.json.{os.getpid()}.tmp"])
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([".keep.tmp", f".w.json.{other}.tmp", "a.json", "keep.tmp"])
+    # a directory one job owns: every temporary is stale (a reused PID included)
+    assert remove_temporaries(tmp_path, exclusive=True) == [str(tmp_path / f".w.json.{other}.tmp")]
+    assert remove_temporaries(tmp_path / "missing") == []
 
 
 def _full(tmp: str) -> None:

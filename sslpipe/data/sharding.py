@@ -6,7 +6,9 @@ so the output does not depend on ``workers``), and fills shards that rotate by s
 and/or bytes. After each finished shard a small journal (``.sslpipe-progress.json``) records it;
 ``resume=True`` checks the finished shards against the journal and continues after the last
 good one (or starts again when a kill came before the journal's first write), so a run
-interrupted at any instant ends with exactly the files of an uninterrupted one.
+interrupted at any instant ends with exactly the files of an uninterrupted one: the
+temporaries a kill left (a partial shard, a half-written journal, manifest or index file) are
+removed when a run starts or resumes in ``out``.
 ``manifest.json`` is written last.
 """
 
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sslpipe.atomic import atomic_write_text
+from sslpipe.atomic import atomic_write_text, remove_temporaries
 from sslpipe.data.encode import Encoded, EncodeOptions, encode_record
 from sslpipe.data.manifest import (
     FORMAT,
@@ -94,11 +96,14 @@ def write_shards(
     records, subset, spares = _select(source, options)
     os.makedirs(out, exist_ok=True)
     if options.resume and _complete(out):
+        remove_temporaries(out, exclusive=True)
         print(f"{out}: already complete (manifest.json present); nothing to resume",
               file=sys.stderr)
         return read_manifest(out)
     fingerprint = _fingerprint(source, options, name, records)
     done = _prepare(out, name, options, fingerprint)
+    # what a kill left mid-write (journal, manifest, index files): one job owns ``out``
+    remove_temporaries(out, exclusive=True)
     stream = _Stream(records, spares)
     for skip in sorted(done["skipped"], key=lambda s: s["at"]):  # a resumed run's replacements
         stream.failed(skip["at"])

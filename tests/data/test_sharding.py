@@ -219,3 +219,60 @@ def test_an_interrupted_subset_run_with_replacements_resumes_identically(tree, t
     resumed = write_shards(source, str(tmp_path / "cut"), _options(**options, resume=True))
     assert resumed == reference
     assert sorted(os.listdir(tmp_path / "cut")) == sorted(os.listdir(tmp_path / "ref"))
+
+
+_KILL_AT_JOURNAL = """
+import os, signal, sys
+import sslpipe.atomic as atomic
+from sslpipe.data import ShardOptions, open_source, write_shards
+real, calls = os.replace, []
+def replace(src, dst):  # SIGKILL with the journal's temporary written, before its rename
+    if dst.endswith(".sslpipe-progress.json"):
+        calls.append(dst)
+        if len(calls) == int(sys.argv[3]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+atomic.os.replace = replace
+write_shards(open_source("imagenet", sys.argv[1], "train"), sys.argv[2],
+             ShardOptions(shard_size=4, shard_bytes=None, name="in", progress=False))
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 3])
+def test_a_kill_during_a_journal_write_leaves_nothing_after_resume(tree, tmp_path, kill_at):
+    import signal
+    import subprocess
+    import sys
+
+    source = open_source("imagenet", str(tree), "train")
+    reference = write_shards(source, str(tmp_path / "full"), _options(shard_size=4, name="in"))
+    out = tmp_path / "cut"
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT_JOURNAL, str(tree), str(out),
+                             str(kill_at)], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = [n for n in os.listdir(out) if n.endswith(".tmp")]
+    assert len(left) == 1 and left[0].startswith(f".{sharding.JOURNAL}.")  # .PID.tmp
+    # the same PID may come back (a container's PIDs start again): the temporary is still
+    # stale, since one job owns the directory
+    (out / f".manifest.json.{os.getpid()}.tmp").write_text("{")
+    resumed = write_shards(source, str(out), _options(shard_size=4, name="in", resume=True))
+    assert resumed == reference
+    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "full"))
+
+
+def test_a_fresh_run_or_overwrite_tidies_stale_temporaries(tree, tmp_path):
+    source = open_source("imagenet", str(tree), "train")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "..sslpipe-progress.json.999999999.tmp").write_text("{")
+    (out / ".in-000000.idx.999999999.tmp").write_text("v1.2")
+    (out / ".notes.txt").write_text("not ours")
+    write_shards(source, str(out), _options(shard_size=8, name="in"))
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+    (out / ".manifest.json.999999999.tmp").write_text("{")
+    write_shards(source, str(out), _options(shard_size=8, name="in", overwrite=True))
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+    (out / ".manifest.json.999999999.tmp").write_text("{")
+    write_shards(source, str(out), _options(shard_size=8, name="in", resume=True))  # complete
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+    assert (out / ".notes.txt").exists()
