@@ -237,6 +237,11 @@ class Loader:
     Attributes:
         backend: the backend's name (``"cpu"``, ``"nvjpeg"``, ``"dali"``).
         reason: why that backend was chosen.
+        num_workers: the DataLoader worker processes it runs (after fitting them to the
+            shards: fewer when there are fewer shards than readers).
+        device_stage: where the collator's device stage runs: ``"device"`` (in this process,
+            on ``device``) or ``"workers"`` (the cpu backend's workers send float batches);
+            what ``device_stage="auto"`` resolved to.
         stats: a :class:`LoaderStats`.
     """
 
@@ -246,6 +251,8 @@ class Loader:
         self.device = device
         self.backend: str = impl.name
         self.reason = reason
+        self.num_workers: int = impl.num_workers
+        self.device_stage: str = "device" if impl.on_device else "workers"
         self.stats = LoaderStats()
 
     def __len__(self) -> int:

@@ -250,7 +250,7 @@ def test_device_stage_after_the_copy_equals_the_workers_doing_it(shard_dir, task
     def batches(where):
         loader = create_loader(shard_dir, sslpipe.create_task(task, size=16), 4, num_workers=2,
                                seed=3, device_stage=where)
-        assert loader._impl.on_device == (where == "device")
+        assert loader.device_stage == where and loader.num_workers == 2
         return list(loader)
 
     fused, split = batches("workers"), batches("device")
@@ -261,6 +261,19 @@ def test_device_stage_after_the_copy_equals_the_workers_doing_it(shard_dir, task
         assert all(torch.equal(u, v) for u, v in zip(x, y))
         assert torch.equal(a.labels, b.labels) and sorted(a.meta) == sorted(b.meta)
         assert all(torch.equal(a.meta[k], b.meta[k]) for k in a.meta)
+
+
+def test_the_loader_says_what_auto_picked(shard_dir, tmp_path):
+    loader = create_loader(shard_dir, "rotation", 4, num_workers=2)
+    assert loader.backend == "cpu" and loader.device_stage in ("device", "workers")
+    # a plain callable has no two stages: it always runs whole in the workers
+    whole = functools.partial(sslpipe.create_collator("rotation", size=16))
+    plain = create_loader(shard_dir, whole, 4, num_workers=2, device_stage="device")
+    assert plain.device_stage == "workers"
+    # fewer shards than workers: the workers the loader really runs
+    make_shards(str(tmp_path / "two"), 2, 4, size=(16, 16))
+    fitted = create_loader(str(tmp_path / "two"), "rotation", 2, num_workers=4)
+    assert fitted.num_workers == 2
 
 
 class _FreezingHandler(http.server.BaseHTTPRequestHandler):
