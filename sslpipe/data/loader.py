@@ -85,11 +85,12 @@ def create_loader(
         resample: draw shards with replacement (serves more readers than there are shards).
         on_error: ``"skip"`` (bad samples and shards are skipped, counted in ``loader.stats``
             and logged at epoch end) or ``"raise"``.
-        damaged: an image a CPU decoder reports damaged but decodes past (libjpeg-turbo's
-            "Corrupt JPEG data", harmless extraneous bytes included) is ``"use"``-d or
-            ``"skip"``-ped; either way it is counted and logged (``on_error="raise"`` raises).
-            The GPU decoders (nvJPEG, DALI's) do not report damage: ``sslpipe shard verify
-            --decode`` finds such files.
+        damaged: an image libjpeg-turbo reports damaged but that decodes past it ("Corrupt
+            JPEG data", harmless extraneous bytes included) is ``"use"``-d or ``"skip"``-ped;
+            either way it is counted and logged (``on_error="raise"`` raises). The same on
+            every backend: the GPU decoders (nvJPEG, DALI's) pass damage over in silence, so
+            the nvjpeg and dali backends' workers check each JPEG with libjpeg-turbo (about
+            half a CPU decode) and decode a damaged one on the CPU, as the cpu backend does.
         hw_decoder_load: share of JPEG decoding on the GPU's hardware decoder (dali on CUDA).
         cpu_decode_share: share of each batch's JPEGs that the nvjpeg and dali backends' workers
             decode

@@ -4,7 +4,9 @@ DataLoader workers read the shards exactly as the cpu and nvjpeg backends do (th
 :class:`~sslpipe.data.backends.workers.BatchStream`): a malformed sample, a truncated or
 unreadable shard, a missing label and an unlabeled tar are met, counted and named the same
 way on every backend, and DALI sees only well-formed samples. The workers decode what is
-not a baseline JPEG (PNG, WebP, CMYK JPEGs) under sslpipe's decode policy; the JPEGs are fed
+not a baseline JPEG (PNG, WebP, CMYK JPEGs) under sslpipe's decode policy, and every JPEG that
+libjpeg-turbo reports damaged (DALI's decoders pass damage over in silence), so a damaged image
+is counted and named, used or skipped as on the cpu backend; the other JPEGs are fed
 to a DALI pipeline (``fn.external_source`` into ``fn.decoders.image``): on the GPU its
 ``mixed`` decoder (nvJPEG, ``hw_decoder_load`` of the work on the hardware JPEG engine where
 the GPU has one, libjpeg's "fancy" chroma upsampling like the CPU decoders, EXIF orientation

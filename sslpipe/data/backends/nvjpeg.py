@@ -3,7 +3,11 @@
 DataLoader workers read and group the encoded bytes. They also decode, under sslpipe's decode
 policy (:mod:`sslpipe.ops.images`), every image that is not a baseline JPEG (PNG, WebP, CMYK
 JPEGs) and a chosen share of the JPEGs (``cpu_decode_share``), so that the CPU cores decode
-alongside the GPU instead of idling; those images leave the workers in pinned memory. In the
+alongside the GPU instead of idling; those images leave the workers in pinned memory. The JPEGs
+left to the GPU are checked there with libjpeg-turbo first (:func:`~sslpipe.ops.jpeg.jpeg_damage`,
+about half a CPU decode each): the GPU decoders pass damage over in silence, so a JPEG that
+libjpeg-turbo reports damaged is decoded in the worker by the CPU decoder, and is reported and
+used (``damaged="use"``) or skipped (``"skip"``) exactly as on the cpu backend. In the
 main process the remaining JPEGs of a batch are decoded together on the GPU
 (:func:`jpeg_decoder`: nvImageCodec where installed, else ``torchvision.io.decode_jpeg``), the
 worker-decoded images are copied over, and both are merged back in sample order. The collator
@@ -128,7 +132,9 @@ def decode_encoded(
         ``(images, bad, damaged)``: ``images[i]`` is the ``3 x H x W`` uint8 RGB image of
         ``data[i]`` on ``device`` (None where it failed), ``bad`` the ``(index, reason)`` of
         failures, ``damaged`` those decoded past a reported damage (CPU decoder only: nvJPEG
-        does not report it).
+        and DALI do not report it; the backends' workers decode the JPEGs libjpeg-turbo reports
+        damaged on the CPU before a batch gets here, see
+        :class:`~sslpipe.data.backends.workers.BatchStream`).
     """
     if decoder is None:
         decoder = (jpeg_decoder(device) if decode_jpeg is None

@@ -21,7 +21,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from sslpipe.data.reading import IMAGE_EXTS, LABEL_EXT, MALFORMED, ReadPlan
 from sslpipe.ops.images import DamagedImageWarning, decode, sample_index
-from sslpipe.ops.jpeg import is_jpeg, jpeg_size
+from sslpipe.ops.jpeg import is_jpeg, jpeg_damage, jpeg_size
 
 Event = tuple[str, str, str]
 
@@ -119,7 +119,11 @@ class BatchStream(IterableDataset):
             sample); ``on_error="raise"`` raises.
         cpu_decode_share: without a collator, decode in the worker every image that is not a
             JPEG and this share (0..1) of the JPEGs, spread evenly over the batch, so the
-            worker's cores decode alongside the GPU; None decodes nothing here.
+            worker's cores decode alongside the GPU; None decodes nothing here. A JPEG left to
+            the GPU is first checked with libjpeg-turbo (:func:`~sslpipe.ops.jpeg.jpeg_damage`:
+            nvJPEG and DALI decode past damage in silence); one it complains about is decoded
+            here, by the CPU decoder, as the cpu backend decodes it, so a damaged image is met,
+            counted, named, used or skipped the same way on every backend.
     """
 
     def __init__(self, plan: ReadPlan, collate: Callable[..., Any] | None, on_error: str,
@@ -250,8 +254,9 @@ class BatchStream(IterableDataset):
                         continue
                     if gpu_decodable(item):
                         k += 1
-                        if math.floor(k * share) == math.floor((k - 1) * share):
-                            continue  # a JPEG left to the GPU
+                        if (math.floor(k * share) == math.floor((k - 1) * share)
+                                and jpeg_damage(bytes(item)) is None):
+                            continue  # a clean JPEG left to the GPU
                     try:
                         encoded.data[i] = decode(bytes(item), where=f"samples[{i}]")
                     except ValueError as err:
@@ -300,11 +305,14 @@ class BatchStream(IterableDataset):
         """``(index, why)`` of the samples that fail to collate on their own."""
         bad = []
         collate: Any = self.collate
-        for i, sample in enumerate(encoded.samples()):
-            try:
-                collate([sample], generator=torch.Generator().manual_seed(0))
-            except ValueError as err:
-                bad.append((i, str(err)))
+        with warnings.catch_warnings():
+            # a damaged image is reported by the retry that follows, once, not here
+            warnings.simplefilter("ignore", DamagedImageWarning)
+            for i, sample in enumerate(encoded.samples()):
+                try:
+                    collate([sample], generator=torch.Generator().manual_seed(0))
+                except ValueError as err:
+                    bad.append((i, str(err)))
         return bad
 
     def _bad(self, where: str, why: str) -> None:
