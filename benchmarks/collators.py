@@ -41,7 +41,8 @@ Reference = Callable[[Image.Image, random.Random], Any]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--iters", type=int, default=2, help="timed batches per measurement")

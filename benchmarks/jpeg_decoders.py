@@ -36,7 +36,8 @@ Decoder = Callable[[list[bytes]], list[np.ndarray | None]]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="cpu")

@@ -67,7 +67,8 @@ def rate(fn, items) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="sslpipe shard throughput")
+    parser = argparse.ArgumentParser(description="sslpipe shard throughput",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()

@@ -11,7 +11,7 @@ loss, backward, step; no metrics) on the same model, optimizer and synthetic bat
 interleaved and the best of three rounds kept; on CUDA it counts the host syncs per step
 (``torch.cuda.set_sync_debug_mode("warn")``), which must be zero between logging steps.
 
-    python benchmarks/train_step.py                                   # CPU, tiny model
+    python benchmarks/train_step.py          # CPU: ResNet-18 at 32 px, 1-4 minutes on 2 cores
     python benchmarks/train_step.py --device cuda --arch resnet50 --task simclr --size 224 \\
         --batch 256 --images 4096 --workers 16 --amp
 """
@@ -34,7 +34,8 @@ from sslpipe.data import create_loader
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--task", default="rotation")
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--size", type=int, default=32)
