@@ -103,7 +103,12 @@ class HostBatch:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the pixels and labels: what crosses to the device."""
+        """Bytes of ``pixels`` and ``labels`` (int): what :meth:`to` copies to the device.
+
+        ``meta`` is not counted: it stays on the host (a few bytes per image of drawn
+        parameters, which the device stage moves itself where its kernels need them).
+        ``benchmarks/host_device.py`` (table 1) sets this against the finished float Batch's
+        inputs and targets."""
         tensors = [*self.pixels.values(), *([self.labels] if self.labels is not None else [])]
         return sum(t.numel() * t.element_size() for t in tensors)
 

@@ -35,3 +35,16 @@ def test_pin_memory_and_non_blocking_copy() -> None:
     b = _batch().pin_memory()
     assert b.inputs[0].is_pinned() and b.meta["boxes"].is_pinned()
     assert b.to("cuda", non_blocking=True).labels.device.type == "cuda"
+
+
+def test_host_batch_nbytes_counts_what_crosses_to_the_device() -> None:
+    from sslpipe.batch import HostBatch
+
+    host = HostBatch({"a": torch.zeros(2, 3, 4, 4, dtype=torch.uint8),
+                      "b": torch.zeros(2, 3, 2, 2, dtype=torch.uint8)},
+                     labels=torch.zeros(2, dtype=torch.int64),
+                     meta={"angle": torch.zeros(2, 100, dtype=torch.float64)})
+    assert host.nbytes == 2 * 3 * 16 + 2 * 3 * 4 + 2 * 8  # pixels and labels; meta stays home
+    moved = host.to("meta")
+    assert moved.meta["angle"].device.type == "cpu"
+    assert HostBatch(host.pixels).nbytes == 2 * 3 * 16 + 2 * 3 * 4
