@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from sslpipe.cli import user_error
+
 
 @click.command()
 @click.argument("task")
@@ -79,7 +81,7 @@ def bench(task: str, data: str, arch: str, small_input: bool, batch_size: int, s
             step = measured[0].images_per_s
             rates += measured
     except ValueError as err:
-        raise click.ClickException(str(err)) from err
+        raise user_error(err) from err
     click.echo(f"sslpipe bench {task} on {data} (batch {batch_size}, {dev}, {steps} steps)\n")
     click.echo(table(rates, step))
     if out:

@@ -8,6 +8,7 @@ so ``sslpipe --help`` does not pay for importing torch.
 from __future__ import annotations
 
 import importlib
+import re
 import signal
 import sys
 from typing import Any
@@ -95,6 +96,28 @@ def main() -> None:
     # SIGTERM (a scheduler's stop, `kill`) unwinds like Ctrl-C: temporary files are removed and
     # worker pools ended on the way out, so the run can be resumed
     signal.signal(signal.SIGTERM, _terminate)
+
+
+# torch.utils.data re-raises a worker's exception as its type with this in front of the message
+_WRAPPED = re.compile(r"^Caught (\w+) (in .+?)\.\nOriginal Traceback", re.DOTALL)
+
+
+def user_error(err: BaseException) -> click.ClickException:
+    """``err`` as the message a user reads (``raise user_error(err) from err``).
+
+    An exception a DataLoader worker raised comes back from torch with "Caught ValueError in
+    DataLoader worker process 1. Original Traceback (most recent call last): ..." in front of
+    its message; the message is the cause's own (its last line in that traceback), so that
+    the first line names the input and what was expected, as everywhere else.
+    """
+    text = str(err)
+    wrapped = _WRAPPED.match(text)
+    if wrapped:
+        name = wrapped.group(1)
+        cause = text.rpartition(f"\n{name}: ")[2].strip()
+        if cause and cause != text:
+            text = cause
+    return click.ClickException(text)
 
 
 def _terminate(signum: int, frame: Any) -> None:

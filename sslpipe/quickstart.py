@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from sslpipe.atomic import atomic_write_text
+from sslpipe.cli import user_error
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def quickstart(**options: Any) -> None:
         config = QuickstartConfig(**options)
         result = run_quickstart(config)
     except ValueError as err:
-        raise click.ClickException(str(err)) from err
+        raise user_error(err) from err
     click.echo("\nLinear probes on the FashionMNIST sample (4,000 train / 1,000 test images), "
                f"{config.arch} at {config.size} px:\n")
     click.echo(format_table(result.results))

@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import sslpipe
-from sslpipe.cli import _COMMANDS, main
+from sslpipe.cli import _COMMANDS, main, user_error
 
 
 def test_help_lists_every_command() -> None:
@@ -71,3 +72,19 @@ def test_tasks_lists_every_task_with_options() -> None:
     assert "jigsaw" not in filtered.output.splitlines()[0]
     missing = CliRunner().invoke(main, ["tasks", "zzz*"])
     assert missing.exit_code != 0 and "no task matches" in missing.output
+
+
+class _Failing(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        raise ValueError("shard-000001.tar: truncated at member 'x.jpg'\nsecond line")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_worker_error_reads_as_its_cause(workers) -> None:
+    # torch re-raises a worker's ValueError with "Caught ValueError in DataLoader worker
+    # process 0. Original Traceback ..." in front; the user reads the cause first
+    with pytest.raises(ValueError) as caught:
+        list(torch.utils.data.DataLoader(_Failing(), num_workers=workers))
+    message = user_error(caught.value).message
+    assert message == "shard-000001.tar: truncated at member 'x.jpg'\nsecond line"
+    assert user_error(ValueError("plain")).message == "plain"

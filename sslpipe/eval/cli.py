@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from sslpipe.cli import user_error
 from sslpipe.eval.defaults import DEFAULT_K, DEFAULT_POOL, DEFAULT_SIZE, DEFAULT_TEMPERATURE
 
 
@@ -72,7 +73,7 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
             _resolve_splits(kwargs)
             fn(**kwargs)
         except ValueError as err:
-            raise click.ClickException(str(err)) from err
+            raise user_error(err) from err
 
     return wrapper
 
@@ -178,7 +179,7 @@ def report(run_dirs: tuple[str, ...], out: str) -> None:
         records = load_results(list(run_dirs))
         paths = write_tables(records, out)
     except ValueError as err:
-        raise click.ClickException(str(err)) from err
+        raise user_error(err) from err
     click.echo(f"{len(records)} result(s) -> {paths['markdown']}")
     for key, path in sorted(paths.items()):
         if key != "markdown":

@@ -6,6 +6,8 @@ import os
 
 import click
 
+from sslpipe.cli import user_error
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("study_file", metavar="STUDY.toml", type=click.Path(dir_okay=False))
@@ -49,7 +51,7 @@ def study(study_file: str, out: str | None, dry_run: bool, resume: bool,
 
         result = run_study(spec, out, resume=resume, log=click.echo)
     except ValueError as err:
-        raise click.ClickException(str(err)) from err
+        raise user_error(err) from err
     if result.failed:
         # the study ran to its end, but a script must still be able to tell
         click.echo(f"{len(result.failed)} cell(s) failed; see {result.report.get('markdown')}",

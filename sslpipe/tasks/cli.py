@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from sslpipe.cli import user_error
+
 
 @click.command()
 @click.argument("pattern", required=False)
@@ -78,7 +80,7 @@ def show(task: str, data: str | None, size: int | None, num: int, seed: int, out
         title = f"sslpipe show {task}" + (f" ({extra})" if extra else "") + f", {loaded.source}"
         width, height = render_grid(rows, out, title=title)
     except ValueError as err:
-        raise click.ClickException(str(err)) from err
+        raise user_error(err) from err
     if loaded.skipped:
         click.echo(f"skipped {len(loaded.skipped)} unreadable input(s): "
                    f"{'; '.join(loaded.skipped[:5])}", err=True)
