@@ -98,7 +98,7 @@ def _layer_section(records: list[dict[str, Any]], out: str, md: list[str],
                     n = r["results"][layer]
                     csv_rows.append([protocol, dataset, _label(r, group), layer,
                                      _num(n["top1"]), _num(n.get("top5"))])
-        name = f"layers_{_safe(protocol)}_{_safe(dataset)}"
+        name = _unique(f"layers_{_safe(protocol)}_{_safe(dataset)}", paths)
         charted, title = group, f"{protocol} top-1 on {dataset}"
         if len(group) > MAX_SERIES:
             # a bar per (method, subset) is unreadable: chart each method's largest run
@@ -126,7 +126,7 @@ def _dataset_section(records: list[dict[str, Any]], out: str, md: list[str],
                          for d, (v, layer) in zip(datasets, best) if v is not None]
             values[method] = [v for v, _ in best]
         md += _markdown(["method"] + datasets, table) + [""]
-        name = f"datasets_{_safe(protocol)}"
+        name = _unique(f"datasets_{_safe(protocol)}", paths)
         paths[f"png:{name}"] = _bars(os.path.join(out, name + ".png"), datasets, values,
                                      f"{protocol}: best-layer top-1")
         md += [f"![{name}]({name}.png)", ""]
@@ -264,4 +264,17 @@ def _bars(path: str, groups: list[str], values: dict[str, list[float | None]],
 
 
 def _safe(name: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(name))
+    """A file-name part: each run of characters other than letters, digits, ``.``, ``+`` and
+    ``-`` becomes one ``-``, none at either end ("fashion-mnist (32 px)": "fashion-mnist-32-px").
+    """
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(name)).strip("-.") or "unnamed"
+
+
+def _unique(name: str, paths: dict[str, str]) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... when two groups' names met in one file name."""
+    taken = {key.partition(":")[2] for key in paths if key.startswith("png:")}
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate

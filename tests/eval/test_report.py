@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -83,7 +84,6 @@ def test_result_file_round_trip_and_errors(tmp_path) -> None:
 
 
 def test_results_at_different_input_sizes_never_share_a_table(tmp_path) -> None:
-    records = []
     for size, top1 in ((32, 70.0), (64, 80.0)):
         results = {"pooled": {"top1": top1, "top5": 99.0}}
         record = make_record("linear", "rotation", "resnet18", "fashion-mnist", results, {},
@@ -96,3 +96,18 @@ def test_results_at_different_input_sizes_never_share_a_table(tmp_path) -> None:
     rows = _csv(paths["layers_csv"])
     assert sorted((r["dataset"], r["top1"]) for r in rows) == [
         ("fashion-mnist (32 px)", "70.00"), ("fashion-mnist (64 px)", "80.00")]
+    # one chart per table, named as documented: no stray dashes, none overwriting another
+    charts = sorted(os.path.basename(p) for k, p in paths.items() if k.startswith("png:"))
+    assert charts == ["datasets_linear.png", "layers_linear_fashion-mnist-32-px.png",
+                      "layers_linear_fashion-mnist-64-px.png"]
+
+
+def test_datasets_whose_names_meet_in_a_file_name_keep_their_own_charts(tmp_path) -> None:
+    for dataset in ("stl10 (a)", "stl10 [a]"):
+        record = make_record("linear", "rotation", "resnet18", dataset,
+                             {"pooled": {"top1": 50.0}}, {})
+        write_result(record, tmp_path / dataset)
+    paths = write_tables(load_results([str(tmp_path)]), tmp_path / "report")
+    charts = sorted(os.path.basename(p) for k, p in paths.items() if k.startswith("layers_png")
+                    or k.startswith("png:layers"))
+    assert charts == ["layers_linear_stl10-a-2.png", "layers_linear_stl10-a.png"]
