@@ -13,6 +13,7 @@ loses no pixels, so the rotation cannot be read off the image's outline.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -133,9 +134,20 @@ class Rotation(Task):
         return {"pretext_acc": acc}
 
     def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
-        pictures = super().visualize(batch, max_images)[0][1]
-        degrees = " ".join(str(90 * int(k)) for k in batch.targets[:max_images])  # type: ignore[index]
-        return [(f"inputs rotated counter-clockwise by (degrees): {degrees}", pictures)]
+        """The first ``max_images`` source images: in mode ``"all"`` one row per rotation
+        (each image's four inputs in a column), in mode ``"random"`` one row with its degrees."""
+        from sslpipe.ops.color import denormalize
+
+        inputs = cast(torch.Tensor, batch.inputs)
+        rotation = cast(torch.Tensor, batch.targets)
+        source = batch.meta.get("source", torch.arange(len(inputs), device=inputs.device))
+        pictures = denormalize(inputs.float().cpu(), self.options.mean, self.options.std)
+        shown = (source < max_images).cpu()
+        if self.options.mode == "all":
+            return [(f"rotated counter-clockwise by {90 * k} degrees",
+                     pictures[shown & (rotation.cpu() == k)]) for k in range(NUM_ROTATIONS)]
+        degrees = " ".join(str(90 * int(k)) for k in rotation[shown.to(rotation.device)])
+        return [(f"inputs rotated counter-clockwise by (degrees): {degrees}", pictures[shown])]
 
 
 def rotation_loss(logits: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,8 @@ def _expected(num: int, rows: int) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("task,rows,options", [
-    ("rotation", 1, []),
+    ("rotation", 4, []),
+    ("rotation", 1, ["--task-option", "mode=random"]),
     ("colorization", 4, []),
     ("context_encoder", 3, ["--task-option", "mask=random_region"]),
 ])
@@ -54,7 +55,7 @@ def test_show_reads_shards(tmp_path):
     result = CliRunner().invoke(main, ["show", "rotation", "--data", str(tmp_path), "--size", "32",
                                        "--num", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert Image.open(out).size == _expected(3, 1)
+    assert Image.open(out).size == _expected(3, 4)  # a row per rotation
 
 
 def test_image_folder_reports_unreadable_files(tmp_path):
@@ -104,3 +105,18 @@ def test_render_grid_keeps_aspect_and_pixels(tmp_path):
     assert size == (PAD + 64 + PAD, PAD + CAPTION_HEIGHT + 32 + PAD)
     im = Image.open(tmp_path / "g.png").convert("RGB")
     assert im.getpixel((PAD + 10, PAD + CAPTION_HEIGHT + 10)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("task", ["rotation", "rotation+jigsaw", *sorted(
+    __import__("sslpipe").list_tasks())])
+def test_every_row_shows_num_source_images(task):
+    # --num counts source images, whatever a task makes of each (four rotations, two views,
+    # nine tiles, a patch pair)
+    import sslpipe
+
+    pipeline = sslpipe.create_task(task, seed=0)
+    images = [(torch.randint(0, 256, (3, 120, 100), dtype=torch.uint8), i) for i in range(3)]
+    batch = pipeline.collator(images)
+    rows = pipeline.visualize(batch, max_images=2)
+    assert rows and all(pictures.shape[0] == 2 for _, pictures in rows), [
+        (caption, tuple(p.shape)) for caption, p in rows]
