@@ -69,6 +69,11 @@ def _shard_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True, help="Most samples per shard (0: no limit)."),
         click.option("--shard-bytes", default="1G", show_default=True, callback=_parse_bytes,
                      help="Most bytes per shard, e.g. 500M (none: no limit)."),
+        click.option("--damaged", type=click.Choice(["use", "skip"]), default="use",
+                     show_default=True,
+                     help="A JPEG libjpeg-turbo decodes only past damage (\"Corrupt JPEG "
+                     "data\"): use: write it and name it in the manifest under \"damaged\"; "
+                     "skip: leave it out and name it under \"skipped\"."),
         click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
                      help="Encoding processes (default: the CPUs available). The output does "
                      "not depend on it."),
@@ -93,8 +98,9 @@ def _make_source_command(source: str) -> click.Command:
     @_shard_options
     def command(root: str, out: str, split: str | None, subset: str | None, seed: int,
                 keys_from: str | None, resize: int | None, image_format: str, quality: int,
-                shard_size: int, shard_bytes: int | None, workers: int | None, name: str | None,
-                shuffle: bool, resume: bool, overwrite: bool, progress: bool) -> None:
+                shard_size: int, shard_bytes: int | None, damaged: str, workers: int | None,
+                name: str | None, shuffle: bool, resume: bool, overwrite: bool,
+                progress: bool) -> None:
         from sslpipe.atomic import WriteError
         from sslpipe.data.encode import EncodeOptions
         from sslpipe.data.sharding import ShardOptions, write_shards
@@ -108,7 +114,7 @@ def _make_source_command(source: str) -> click.Command:
                 keys=tuple(read_keys(keys_from)) if keys_from else None, shuffle=shuffle,
                 encode=EncodeOptions(resize, image_format, quality),
                 shard_size=shard_size or None, shard_bytes=shard_bytes,
-                workers=workers or _cpus(), resume=resume, overwrite=overwrite,
+                workers=workers or _cpus(), damaged=damaged, resume=resume, overwrite=overwrite,
                 progress=progress,
             )
             write_shards(data, out, options)
@@ -127,19 +133,34 @@ for _source in SOURCES:
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--decode", is_flag=True, help="Also decode every image.")
 def verify(directory: str, decode: bool) -> None:
-    """Check every shard of DIRECTORY against its manifest; exit 1 on any problem."""
-    from sslpipe.data.verify import verify_shards
+    """Check every shard of DIRECTORY against its manifest; exit 1 on any problem.
+
+    With --decode, an image that decodes only past damage libjpeg-turbo reports ("Corrupt
+    JPEG data") is listed as DAMAGED, and is a problem unless the manifest records it (as
+    `sslpipe shard --damaged use` does).
+    """
+    from sslpipe.data.verify import verify_report
 
     try:
-        problems = verify_shards(directory, decode=decode)
+        report = verify_report(directory, decode=decode)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
-    for problem in problems:
+    for problem in report.problems:
         click.echo(f"FAIL {problem}")
-    if problems:
-        raise click.ClickException(f"{len(problems)} problem(s) in {directory}")
+    recorded = [d for d in report.damaged if d.recorded]
+    for damaged in recorded:
+        click.echo(f"DAMAGED {damaged} (recorded in the manifest under \"damaged\")")
+    unrecorded = len(report.damaged) - len(recorded)
+    if report.problems:
+        raise click.ClickException(
+            f"{len(report.problems)} problem(s) in {directory}"
+            + (f", {unrecorded} of them damaged image(s) the manifest does not record"
+               if unrecorded else "")
+            + (f"; {len(recorded)} damaged image(s) it records" if recorded else ""))
     click.echo(f"OK {directory}: every shard matches its manifest"
-               + (" and every image decodes" if decode else ""))
+               + (" and every image decodes" if decode else "")
+               + (f", {len(recorded)} of them only past damage, as the manifest records "
+                  "(DAMAGED above)" if recorded else ""))
 
 
 @shard.command()
@@ -154,6 +175,8 @@ def info(directory: str) -> None:
         raise click.ClickException(str(error)) from error
     counts = list(m["counts_per_class"].values())
     subset = m["subset"]
+    damaged = m.get("damaged")
+    skipped_damaged = sum(s["reason"].startswith("damaged: ") for s in m["skipped"])
     rows = [
         ("name", m["name"]), ("source", f"{m['source']} ({m.get('root', '?')})"),
         ("split", m["split"]), ("samples", f"{m['num_samples']:,}"),
@@ -164,15 +187,23 @@ def info(directory: str) -> None:
         ("images", f"{m['image_format']}, resize {m['resize'] or 'none'}, quality "
          f"{m.get('quality')}"),
         ("shards", f"{len(m['shards'])}, {_human(sum(s['bytes'] for s in m['shards']))}"),
-        ("skipped", f"{len(m['skipped'])}"), ("created by", m.get("created_by", "?")),
+        ("skipped", f"{len(m['skipped'])}" + (f" ({skipped_damaged} for damage)"
+                                              if skipped_damaged else "")),
+        ("damaged", "not recorded (written before sslpipe recorded damage)" if damaged is None
+         else f"{len(damaged)} written" + (" (libjpeg-turbo decodes them only past a warning)"
+                                           if damaged else "")),
+        ("created by", m.get("created_by", "?")),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
-    for entry in m["skipped"][:10]:
-        click.echo(f"{'':<{width}}  skipped {entry['path']}: {entry['reason']}")
-    if len(m["skipped"]) > 10:
-        click.echo(f"{'':<{width}}  ... and {len(m['skipped']) - 10} more (see manifest.json)")
+    for label, entries in (("skipped", m["skipped"]), ("damaged", damaged or [])):
+        for entry in entries[:10]:
+            named = f" (key {entry['key']})" if "key" in entry else ""
+            click.echo(f"{'':<{width}}  {label} {entry['path']}{named}: {entry['reason']}")
+        if len(entries) > 10:
+            click.echo(f"{'':<{width}}  ... and {len(entries) - 10} more {label} (see "
+                       "manifest.json)")
 
 
 def _human(size: float) -> str:

@@ -1,7 +1,8 @@
 """Turning one :class:`~sslpipe.data.sources.base.Record` into the bytes stored in a shard.
 
 * No resize, target JPEG, and the file is already a complete RGB JPEG: its bytes are kept
-  untouched (no decode, so keep-bytes sharding runs at disk speed).
+  untouched. They are not decoded, only checked: libjpeg-turbo decodes the entropy-coded data
+  at 1/8 scale (:func:`~sslpipe.ops.jpeg.jpeg_damage`, about half a decode), where damage shows.
 * Anything else is decoded under the loader's decode policy (:mod:`sslpipe.ops.images`: EXIF
   orientation applied, CMYK, grayscale, 16-bit, palette and alpha images made 8-bit RGB; array
   sources keep grayscale), resized with the collators' uint8 kernel so that the shorter side
@@ -9,11 +10,16 @@
   JPEGs are decoded at the largest DCT reduction the resize allows.
 * A file that cannot be read or decoded (zero bytes, truncated, not an image) gives a skip
   reason instead of bytes; the caller counts and lists it.
+* A JPEG that libjpeg-turbo decodes only past damage (``"Corrupt JPEG data: 272 extraneous
+  bytes before marker 0xd9"``; PIL passes over it in silence) gives its bytes (kept, or
+  re-encoded from what was decoded) and the damage in ``Encoded.damage``; the caller keeps or
+  skips it (``ShardOptions.damaged``) and names it either way.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +28,8 @@ from PIL import Image
 
 from sslpipe.data.sources.base import Record
 from sslpipe.ops.geometry import resized_crop
-from sslpipe.ops.images import EncodedImage
-from sslpipe.ops.jpeg import jpeg_reduction
+from sslpipe.ops.images import DamagedImageWarning, EncodedImage
+from sslpipe.ops.jpeg import jpeg_damage, jpeg_reduction
 
 FORMATS = ("auto", "jpg", "png")
 _EOI = b"\xff\xd9"
@@ -61,7 +67,8 @@ class EncodeOptions:
 
 @dataclass(frozen=True)
 class Encoded:
-    """A record ready for a shard: ``data`` in ``ext`` format, or a ``reason`` it was skipped."""
+    """A record ready for a shard: ``data`` in ``ext`` format, or a ``reason`` it was skipped;
+    ``damage`` is libjpeg-turbo's warning when the image decodes only past damage."""
 
     key: str
     label: int | None
@@ -70,22 +77,25 @@ class Encoded:
     reason: str | None
     where: str
     size: tuple[int, int] | None = None  # (H, W) as the loader will decode it
+    damage: str | None = None
 
 
 def encode_record(record: Record, options: EncodeOptions) -> Encoded:
     """Encode one record (see the module docstring); never raises for a bad image."""
     ext = options.target(record)
     where = record.path or record.key
+    damage = None
     try:
         if record.array is not None:
             image = Image.fromarray(np.ascontiguousarray(record.array))
             data = _encode(_resized(image, options.resize), ext, options.quality)
         else:
-            data = _encode_file(str(record.path), ext, options)
+            data, damage = _encode_file(str(record.path), ext, options)
     except _Skip as skip:
         return Encoded(record.key, record.label, ext, None, str(skip), where)
     shape = EncodedImage(data, where=where).shape  # the header only
-    return Encoded(record.key, record.label, ext, data, None, where, (shape[1], shape[2]))
+    return Encoded(record.key, record.label, ext, data, None, where, (shape[1], shape[2]),
+                   damage)
 
 
 def encode_file_baseline(path: str, resize: int, quality: int = 90) -> bytes:
@@ -100,7 +110,9 @@ class _Skip(Exception):
     """An image that cannot be written; the message is the reason recorded in the manifest."""
 
 
-def _encode_file(path: str, ext: str, options: EncodeOptions) -> bytes:
+def _encode_file(path: str, ext: str, options: EncodeOptions) -> tuple[bytes, str | None]:
+    """The bytes to store for the file at ``path``, and the damage libjpeg-turbo reported in
+    it (None when there was none)."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -114,23 +126,40 @@ def _encode_file(path: str, ext: str, options: EncodeOptions) -> bytes:
         raise _Skip(f"not an image: {_reason(error, path)}") from error
     if (options.resize is None and ext == "jpg" and image.format == "JPEG"
             and _is_color_jpeg(raw) and _EOI in raw[-64:]):
-        return raw  # the EXIF orientation stays with the bytes: every decoder applies it
+        # the EXIF orientation stays with the bytes: every decoder applies it
+        why = jpeg_damage(raw)
+        if why is None:
+            return raw, None
+        # damaged, or worse: the loader's decoder tells which (and names the damage)
+        return raw, _decode(image, 1, path)[1] or why
     reduce = 1
     if options.resize is not None and image.format == "JPEG":
         reduce = jpeg_reduction(min(image.raw_hw), options.resize)
-    try:
-        # the loader's decode policy (EXIF orientation, modes, damage), so that a re-encoded
-        # image shows what the kept bytes would have shown
-        pixels = image.decode(reduce)
-    except ValueError as error:
-        raise _Skip(f"corrupt image data: {_reason(error, path)}") from error
+    # the loader's decode policy (EXIF orientation, modes, damage), so that a re-encoded
+    # image shows what the kept bytes would have shown
+    pixels, damage = _decode(image, reduce, path)
     if options.resize is not None:
         h, w = pixels.shape[-2:]
         out_w, out_h = _shorter_side_size((w, h), options.resize)
         if (out_h, out_w) != (h, w):
             box = torch.tensor([[0.0, 0.0, w, h]])
             pixels = resized_crop([pixels], box, (out_h, out_w), method="interpolate")[0]
-    return _encode(Image.fromarray(pixels.permute(1, 2, 0).numpy()), ext, options.quality)
+    return _encode(Image.fromarray(pixels.permute(1, 2, 0).numpy()), ext, options.quality), damage
+
+
+def _decode(image: EncodedImage, reduce: int, path: str) -> tuple[torch.Tensor, str | None]:
+    """Pixels under the loader's decode policy, and the damage the decoder read past."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DamagedImageWarning)
+            pixels = image.decode(reduce)
+    except ValueError as error:
+        raise _Skip(f"corrupt image data: {_reason(error, path)}") from error
+    damage = [w.message.why for w in caught if isinstance(w.message, DamagedImageWarning)]
+    for w in caught:  # anything else is not this function's to keep
+        if not isinstance(w.message, DamagedImageWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return pixels, (damage[0] if damage else None)
 
 
 def _is_color_jpeg(raw: bytes) -> bool:

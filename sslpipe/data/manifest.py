@@ -9,7 +9,13 @@ version 1) records::
      "resize", "quality", "subset": {"rule", "seed", "size"} or null,
      "counts_per_class": {class_index: count},
      "shards": [{"file", "index_file", "samples", "bytes", "sha256"}],
-     "skipped": [{"path", "reason"}], "created_by": "sslpipe x.y"}
+     "skipped": [{"path", "reason"}], "damaged": [{"path", "key", "reason"}],
+     "created_by": "sslpipe x.y"}
+
+``damaged`` names the images written although libjpeg-turbo decodes them only past damage
+(``sslpipe shard --damaged use``, the default); manifests written before it was recorded lack
+the field, which reads as unknown. Images left out for damage (``--damaged skip``) are under
+``skipped`` with a reason starting ``"damaged: "``.
 
 Readers go through :func:`read_manifest` and :func:`shard_paths`; the writer goes through
 :func:`write_manifest`, which replaces the file atomically and is the last thing a run writes.

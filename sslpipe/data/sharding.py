@@ -10,6 +10,13 @@ interrupted at any instant ends with exactly the files of an uninterrupted one: 
 temporaries a kill left (a partial shard, a half-written journal, manifest or index file) are
 removed when a run starts or resumes in ``out``.
 ``manifest.json`` is written last.
+
+Nothing is dropped or damaged silently: a file that cannot be read or decoded is left out and
+listed under ``skipped``; a JPEG that libjpeg-turbo decodes only past damage (``"Corrupt JPEG
+data: ..."``, which PIL passes over) is written and listed under ``damaged`` with its key, or,
+with ``damaged="skip"``, left out and listed under ``skipped`` (a subset pick is then replaced
+by the next image of its class, as an undecodable one is). The end summary and ``sslpipe shard
+info`` count and name both.
 """
 
 from __future__ import annotations
@@ -61,6 +68,11 @@ class ShardOptions:
         shard_size: most samples per shard (None: no limit).
         shard_bytes: most bytes per shard (None: no limit); a single larger sample gets a shard.
         workers: encoding processes (1: in this process).
+        damaged: a JPEG libjpeg-turbo decodes only past damage (PIL, nvJPEG and DALI decode it
+            in silence, parts may be garbage) is ``"use"``-d, as by the loader's default:
+            written (its bytes kept, or re-encoded from what was decoded when resizing) and
+            listed in the manifest under ``damaged``; or ``"skip"``-ped: left out and listed
+            under ``skipped`` (reason ``"damaged: ..."``). Kept bytes are checked too.
         resume: continue an interrupted run in the same directory.
         overwrite: replace an existing shard set of the same name.
         progress: show a tqdm progress bar (images/s).
@@ -75,6 +87,7 @@ class ShardOptions:
     shard_size: int | None = 10_000
     shard_bytes: int | None = 1 << 30
     workers: int = 1
+    damaged: str = "use"
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -121,6 +134,7 @@ def write_shards(
         "counts_per_class": {str(c): labels.get(c, 0) for c in range(len(source.classes))},
         "shards": [{k: s[k] for k in _SHARD_FIELDS} for s in state["shards"]],
         "skipped": source.skipped + state["skipped"],
+        "damaged": state["damaged"],
         "created_by": f"sslpipe {_version()}",
     }
     if "image_size" in state:  # (H, W) of the smallest and largest images, elementwise
@@ -145,6 +159,8 @@ def _check(options: ShardOptions) -> None:
         raise ValueError(f"`workers` must be >= 1. Got {options.workers}")
     if options.subset is not None and options.keys is not None:
         raise ValueError("`subset` and `keys` (--keys-from) exclude each other. Got both")
+    if options.damaged not in ("use", "skip"):
+        raise ValueError(f"`damaged` must be one of ['use', 'skip']. Got {options.damaged!r}")
 
 
 class _Stream:
@@ -206,7 +222,8 @@ def _fingerprint(source: Source, options: ShardOptions, name: str,
     return {
         "name": name, "source": source.name, "root": source.root, "split": source.split,
         "encode": asdict(options.encode), "shard_size": options.shard_size,
-        "shard_bytes": options.shard_bytes, "records_sha256": digest,
+        "shard_bytes": options.shard_bytes, "damaged": options.damaged,
+        "records_sha256": digest,
     }
 
 
@@ -215,7 +232,8 @@ def _prepare(out: str, name: str, options: ShardOptions,
     """Clear or check what ``out`` holds; return the journal state to continue from."""
     journal = os.path.join(out, JOURNAL)
     existing = sorted(glob.glob(os.path.join(glob.escape(out), f"{glob.escape(name)}-*")))
-    fresh = {"fingerprint": fingerprint, "next": 0, "shards": [], "skipped": [], "labels": []}
+    fresh = {"fingerprint": fingerprint, "next": 0, "shards": [], "skipped": [], "damaged": [],
+             "labels": []}
     if options.overwrite:
         for path in [*existing, journal, os.path.join(out, MANIFEST)]:
             if os.path.exists(path):
@@ -231,6 +249,7 @@ def _prepare(out: str, name: str, options: ShardOptions,
     if options.resume and os.path.exists(journal):
         with open(journal, encoding="utf-8") as f:
             state = json.load(f)
+        state.setdefault("damaged", [])
         if state.get("fingerprint") != fingerprint:
             raise ValueError(
                 f"`resume`: {out!r} was started with other options or data "
@@ -252,6 +271,7 @@ def _drop_bad_shards(out: str, state: dict[str, Any]) -> dict[str, Any]:
         if not os.path.isfile(path) or sha256_of(path) != shard["sha256"]:
             state = {**state, "shards": state["shards"][:i], "next": shard["start"],
                      "skipped": [s for s in state["skipped"] if s["at"] < shard["start"]],
+                     "damaged": [d for d in state["damaged"] if d["at"] < shard["start"]],
                      "labels": state["labels"][:shard["first_label"]]}
             break
     for path in glob.glob(os.path.join(glob.escape(out), "*.tmp")):
@@ -308,9 +328,13 @@ def _fill(out: str, name: str, encoded: Iterator[Encoded], options: ShardOptions
     try:
         for item in encoded:
             position += 1
+            skip = None
             if item.data is None:
-                state["skipped"].append({"path": item.where, "reason": str(item.reason),
-                                         "at": position - 1})
+                skip = str(item.reason)
+            elif item.damage is not None and options.damaged == "skip":
+                skip = f"damaged: {item.damage}"
+            if skip is not None or item.data is None:
+                state["skipped"].append({"path": item.where, "reason": skip, "at": position - 1})
                 stream.failed(position - 1)  # a subset pick: its class's next spare follows
                 continue
             files = [(item.ext, item.data)]
@@ -323,6 +347,10 @@ def _fill(out: str, name: str, encoded: Iterator[Encoded], options: ShardOptions
                 start, first_label = position - 1, len(state["labels"])
                 shard = ShardFile(out, name, len(state["shards"]))
             shard.add(item.key, files)
+            if item.damage is not None:  # recorded with the shard it is in (a resume drops
+                # what the journal's last shard does not hold)
+                state["damaged"].append({"path": item.where, "key": item.key,
+                                         "reason": item.damage, "at": position - 1})
             if item.label is not None:
                 pending_labels.append(item.label)
             if item.size is not None:
@@ -339,6 +367,7 @@ def _fill(out: str, name: str, encoded: Iterator[Encoded], options: ShardOptions
         if shard is not None:
             shard.abort()
     state["skipped"] = [{"path": s["path"], "reason": s["reason"]} for s in state["skipped"]]
+    state["damaged"] = [{k: d[k] for k in ("path", "key", "reason")} for d in state["damaged"]]
     return state
 
 
@@ -380,12 +409,36 @@ def _summary(manifest: dict[str, Any], out: str) -> None:
     if not manifest["skipped"] and not manifest["num_samples"]:
         return
     reasons = Counter(s["reason"].split(":")[0] for s in manifest["skipped"])
+    where = os.path.join(out, MANIFEST)
     print(f"wrote {manifest['num_samples']} images in {len(manifest['shards'])} shard(s) to "
           f"{out}", file=sys.stderr)
     if reasons:
         detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
-        print(f"skipped {len(manifest['skipped'])} input(s): {detail} (listed in "
-              f"{os.path.join(out, MANIFEST)} under \"skipped\")", file=sys.stderr)
+        print(f"skipped {len(manifest['skipped'])} input(s): {detail} (listed in {where} "
+              "under \"skipped\")", file=sys.stderr)
+    for line in _damaged_lines(manifest, where):
+        print(line, file=sys.stderr)
+
+
+def _damaged_lines(manifest: dict[str, Any], where: str, limit: int = 10) -> list[str]:
+    """Lines that count and name the damaged images: those written (``damaged``) and those
+    left out for it (``damaged="skip"``), at most ``limit`` of each by name."""
+    used = manifest["damaged"]
+    skipped = [s for s in manifest["skipped"] if s["reason"].startswith("damaged: ")]
+    groups = (
+        (used, f"wrote {len(used)} damaged image(s) that libjpeg-turbo decodes only past a "
+               f"warning (listed in {where} under \"damaged\"; --damaged skip leaves them out):",
+         lambda d: f"  {d['path']} (key {d['key']}): {d['reason']}"),
+        (skipped, f"skipped {len(skipped)} damaged image(s) (--damaged skip):",
+         lambda s: f"  {s['path']}: {s['reason'][len('damaged: '):]}"),
+    )
+    lines: list[str] = []
+    for entries, head, line in groups:
+        if entries:
+            lines += [head, *map(line, entries[:limit])]
+        if len(entries) > limit:
+            lines.append(f"  ... and {len(entries) - limit} more (see {where})")
+    return lines
 
 
 def _version() -> str:

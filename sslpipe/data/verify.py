@@ -3,7 +3,13 @@
 Every shard is checked for: presence, size and sha256 as recorded, the DALI index file matching
 the tar, sample count, keys (unique across shards, no dots, one image and, for labeled data,
 one ``cls`` per key), class indices in range, per-class totals, and optionally that every image
-decodes. Every problem is reported; nothing stops at the first one.
+decodes, under the loader's decode policy (:mod:`sslpipe.ops.images`). Every problem is
+reported; nothing stops at the first one.
+
+An image that decodes only past damage libjpeg-turbo reports (``"Corrupt JPEG data: 272
+extraneous bytes before marker 0xd9"``; PIL decodes it in silence) is damaged: a problem unless
+the manifest records it under ``damaged`` (``sslpipe shard --damaged use`` wrote it knowingly),
+and listed either way.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from sslpipe.data.dali_index import index_text, members_of_tar, parse_index
@@ -26,17 +34,23 @@ def verify_shards(directory: str, decode: bool = False) -> list[str]:
 
     Args:
         directory: a directory written by ``sslpipe shard``.
-        decode: also decode every image (slower; catches corrupt image data).
+        decode: also decode every image (slower; catches corrupt and damaged image data).
 
     Raises:
         ValueError: the manifest itself is missing or invalid (see :func:`read_manifest`).
     """
+    return verify_report(directory, decode).problems
+
+
+def verify_report(directory: str, decode: bool = False) -> Verification:
+    """:func:`verify_shards`, with the damaged images besides the problems."""
     manifest = read_manifest(directory)
-    problems: list[str] = []
-    seen: set[str] = set()
-    counts: Counter[int] = Counter()
+    report = Verification()
+    problems = report.problems
+    tally = _Tally(decode, {d["key"] for d in manifest.get("damaged", [])}, report.damaged)
     for shard in manifest["shards"]:
-        problems += _check_shard(directory, shard, manifest, seen, counts, decode)
+        problems += _check_shard(directory, shard, manifest, tally)
+    counts = tally.counts
     total = sum(s["samples"] for s in manifest["shards"])
     if total != manifest["num_samples"]:
         problems.append(f"manifest: num_samples is {manifest['num_samples']} but the shards "
@@ -48,11 +62,50 @@ def verify_shards(directory: str, decode: bool = False) -> list[str]:
             diff = [f"class {c}: {recorded[c]} recorded, {found[c]} found"
                     for c in recorded if recorded[c] != found[c]]
             problems.append("counts_per_class does not match the shards: " + "; ".join(diff[:10]))
-    return problems
+    return report
+
+
+@dataclass(frozen=True)
+class DamagedImage:
+    """An image of a shard that decodes only past damage libjpeg-turbo reports."""
+
+    shard: str
+    key: str
+    ext: str
+    why: str
+    recorded: bool  # the manifest lists it under ``damaged``
+
+    def __str__(self) -> str:
+        return f"{self.shard}: {self.key}.{self.ext} is damaged: {self.why}"
+
+
+@dataclass
+class Verification:
+    """What :func:`verify_report` found.
+
+    Attributes:
+        problems: one line per problem (none: intact); a damaged image the manifest does not
+            record is one.
+        damaged: every damaged image found (``decode=True``), recorded or not.
+    """
+
+    problems: list[str] = field(default_factory=list)
+    damaged: list[DamagedImage] = field(default_factory=list)
+
+
+@dataclass
+class _Tally:
+    """What the checks of one directory share: keys seen, labels counted, damage found."""
+
+    decode: bool
+    recorded: set[str]  # keys the manifest lists as damaged
+    damaged: list[DamagedImage]
+    seen: set[str] = field(default_factory=set)
+    counts: Counter[int] = field(default_factory=Counter)
 
 
 def _check_shard(directory: str, shard: dict[str, Any], manifest: dict[str, Any],
-                 seen: set[str], counts: Counter[int], decode: bool) -> list[str]:
+                 tally: _Tally) -> list[str]:
     name, path = shard["file"], os.path.join(directory, shard["file"])
     if not os.path.isfile(path):
         return [f"{name}: missing (not checked)"]
@@ -69,35 +122,71 @@ def _check_shard(directory: str, shard: dict[str, Any], manifest: dict[str, Any]
     if len(samples) != shard["samples"]:
         problems.append(f"{name}: {len(samples)} samples, manifest says {shard['samples']}")
     for key, files in samples.items():
-        problems += _check_sample(name, key, files, manifest, seen, counts, decode)
+        problems += _check_sample(name, key, files, manifest, tally)
     problems += _check_index(directory, shard, path)
     return problems
 
 
 def _check_sample(shard: str, key: str, files: dict[str, bytes], manifest: dict[str, Any],
-                  seen: set[str], counts: Counter[int], decode: bool) -> list[str]:
+                  tally: _Tally) -> list[str]:
     problems = []
-    if key in seen:
+    if key in tally.seen:
         problems.append(f"{shard}: key {key!r} appears more than once")
-    seen.add(key)
+    tally.seen.add(key)
     if "." in key:
         problems.append(f"{shard}: key {key!r} contains a dot")
     images = [ext for ext in files if ext in IMAGE_EXTS]
     if len(images) != 1:
         problems.append(f"{shard}: key {key!r} has image files {images}, expected exactly one")
     if manifest["labeled"]:
-        problems += _check_label(shard, key, files.get("cls"), len(manifest["classes"]), counts)
+        problems += _check_label(shard, key, files.get("cls"), len(manifest["classes"]),
+                                 tally.counts)
     elif "cls" in files:
         problems.append(f"{shard}: key {key!r} has a cls file but the manifest says unlabeled")
-    if decode and images:
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(files[images[0]])) as image:
-                image.load()
-        except Exception as error:
-            problems.append(f"{shard}: {key}.{images[0]} does not decode: {error}")
+    if tally.decode and images:
+        problems += _check_decode(shard, key, images[0], files[images[0]], tally)
     return problems
+
+
+def _check_decode(shard: str, key: str, ext: str, data: bytes, tally: _Tally) -> list[str]:
+    """Decode as the loader does: a failure is a problem, damage one unless recorded."""
+    from sslpipe.ops.images import DamagedImageWarning, decode
+    from sslpipe.ops.jpeg import is_jpeg
+
+    name = f"{key}.{ext}"
+    if not is_jpeg(data):
+        # PIL on its own first: the loader's decode reads a PNG's EXIF before its pixels, which
+        # swallows a broken data stream and leaves a black image (sslpipe.ops.images)
+        problem = _pil_problem(data)
+        if problem is not None:
+            return [f"{shard}: {name} does not decode: {problem}"]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DamagedImageWarning)
+            decode(data, where=name)
+    except ValueError as error:
+        why = str(error)
+        return [f"{shard}: {name} does not decode: "
+                f"{why[len(name) + 2:] if why.startswith(name + ': ') else why}"]
+    whys = [w.message.why for w in caught if isinstance(w.message, DamagedImageWarning)]
+    if not whys:
+        return []
+    found = DamagedImage(shard, key, ext, whys[0], key in tally.recorded)
+    tally.damaged.append(found)
+    if found.recorded:
+        return []
+    return [f"{found} (it decodes only past the damage, which the manifest does not record)"]
+
+
+def _pil_problem(data: bytes) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception as error:  # whatever a PIL plugin raises
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
 def _check_label(shard: str, key: str, data: bytes | None, num_classes: int,

@@ -6,6 +6,9 @@ must meet, count and name the same ones (shard and key), under the same ``damage
 from __future__ import annotations
 
 import io
+import json
+import os
+import re
 import warnings
 
 import pytest
@@ -140,3 +143,157 @@ def test_gpu_backends_on_cuda_meet_the_same_damaged_images(tmp_path, backend):
             runs[name] = (labels, sorted(e[:2] for e in loader.stats.events),
                           loader.stats.used_damaged)
         assert runs["cpu"] == runs[backend], damaged
+
+
+# --- sslpipe shard: damaged images are counted and named (kept or skipped), resumable -----
+
+def damaged_tree(root):
+    """Two classes of 6 JPEGs; class a holds two damaged ones and an undecodable one."""
+    for c in "ab":
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            good = encode(image(i + 10 * (c == "b"), (40, 56)), "jpg")
+            if c == "a" and i in (1, 4):
+                good = (extraneous if i == 1 else cut)(good)
+            if c == "a" and i == 5:
+                good = good[: len(good) // 2]  # no EOI: undecodable
+            (root / c / f"{i}.jpg").write_bytes(good)
+    return root
+
+
+SUBSET_SEED = 1
+
+
+def _shard(root, out, **kw):
+    from sslpipe.data import ShardOptions, open_source, write_shards
+
+    options = ShardOptions(**{"progress": False, "shard_size": 3, "shard_bytes": None, **kw})
+    return write_shards(open_source("imagefolder", str(root)), str(out), options)
+
+
+@pytest.mark.parametrize("resize", [None, 24])
+def test_shard_writes_damaged_images_and_names_them(tmp_path, capsys, resize):
+    from sslpipe.data import EncodeOptions, verify_shards
+    from sslpipe.data.verify import verify_report
+
+    root = damaged_tree(tmp_path / "src")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DamagedImageWarning)  # counted, not a stray warning
+        manifest = _shard(root, tmp_path / "out", encode=EncodeOptions(resize=resize))
+    assert manifest["num_samples"] == 11
+    assert [(d["key"], d["path"]) for d in manifest["damaged"]] == [
+        ("a_1", str(root / "a" / "1.jpg")), ("a_4", str(root / "a" / "4.jpg"))]
+    assert "extraneous bytes" in manifest["damaged"][0]["reason"]
+    assert "premature end of data segment" in manifest["damaged"][1]["reason"]
+    assert [os.path.basename(s["path"]) for s in manifest["skipped"]] == ["5.jpg"]
+    err = capsys.readouterr().err
+    assert "wrote 2 damaged image(s)" in err and "(key a_1): Corrupt JPEG data" in err
+    assert str(root / "a" / "4.jpg") in err
+    samples = {s["__key__"]: s["jpg"] for s in wds.WebDataset(
+        [str(tmp_path / "out" / s["file"]) for s in manifest["shards"]], shardshuffle=False)}
+    if resize is None:  # the bytes kept as they are: every reader meets the damage again
+        assert samples["a_1"] == (root / "a" / "1.jpg").read_bytes()
+        assert [str(d) for d in verify_report(str(tmp_path / "out"), decode=True).damaged] \
+            and verify_shards(str(tmp_path / "out"), decode=True) == []
+    else:  # re-encoded from what was decoded: the manifest is what still says so
+        assert jpeg_damage(samples["a_1"]) is None
+
+
+def test_shard_damaged_skip_leaves_them_out_and_a_subset_replaces_them(tmp_path, capsys):
+    root = damaged_tree(tmp_path / "src")
+    manifest = _shard(root, tmp_path / "out", damaged="skip")
+    assert manifest["num_samples"] == 9 and manifest["damaged"] == []
+    reasons = {os.path.basename(s["path"]): s["reason"] for s in manifest["skipped"]}
+    assert reasons["1.jpg"].startswith("damaged: Corrupt JPEG data: ")
+    assert reasons["4.jpg"].startswith("damaged: Corrupt JPEG data: ")
+    assert reasons["5.jpg"].startswith("corrupt image data")
+    err = capsys.readouterr().err
+    assert "skipped 2 damaged image(s) (--damaged skip)" in err and str(root / "a" / "1.jpg") in err
+    # a subset keeps its per-class counts: a damaged pick is replaced like an undecodable one
+    subset = _shard(root, tmp_path / "sub", damaged="skip", subset="6", seed=SUBSET_SEED)
+    assert subset["counts_per_class"] == {"0": 3, "1": 3}  # class a has 3 sound images
+    replaced = {os.path.basename(r["path"]) for r in subset["subset"]["replaced"]}
+    skipped = {os.path.basename(s["path"]) for s in subset["skipped"]}
+    assert replaced == skipped and {"1.jpg", "4.jpg"} <= replaced
+
+
+@pytest.mark.parametrize("stop_at", [2, 5, 8])
+def test_an_interrupted_run_with_damaged_images_resumes_identically(tmp_path, monkeypatch,
+                                                                    stop_at):
+    import sslpipe.data.sharding as sharding
+
+    root = damaged_tree(tmp_path / "src")
+    for damaged in ("use", "skip"):
+        reference = _shard(root, tmp_path / f"ref-{damaged}", damaged=damaged, shard_size=2,
+                           name="s")
+        real, calls = sharding.encode_record, []
+
+        def dying(record, options, real=real, calls=calls):
+            calls.append(record.key)
+            if len(calls) == stop_at:
+                raise KeyboardInterrupt
+            return real(record, options)
+
+        monkeypatch.setattr(sharding, "encode_record", dying)
+        with pytest.raises(KeyboardInterrupt):
+            _shard(root, tmp_path / f"cut-{damaged}", damaged=damaged, shard_size=2, name="s")
+        monkeypatch.setattr(sharding, "encode_record", real)
+        if (tmp_path / f"cut-{damaged}" / sharding.JOURNAL).exists():  # a shard was finished
+            with pytest.raises(ValueError, match="other options"):  # the policy is the run's
+                _shard(root, tmp_path / f"cut-{damaged}", shard_size=2, name="s", resume=True,
+                       damaged={"use": "skip", "skip": "use"}[damaged])
+        resumed = _shard(root, tmp_path / f"cut-{damaged}", damaged=damaged, shard_size=2,
+                         name="s", resume=True)
+        assert resumed == reference, damaged
+
+
+def test_cli_shard_info_and_verify_name_damaged_images(tmp_path):
+    from click.testing import CliRunner
+
+    from sslpipe.cli import main
+
+    root = damaged_tree(tmp_path / "src")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    result = runner.invoke(main, ["shard", "imagefolder", str(root), "--out", str(out), "-j",
+                                  "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 damaged image(s)" in result.output  # CliRunner mixes stderr in
+    info = runner.invoke(main, ["shard", "info", str(out)]).output
+    assert "damaged     2 written" in info and "(key a_4): Corrupt JPEG data" in info
+    # recorded in the manifest: listed and counted, not a failure
+    result = runner.invoke(main, ["shard", "verify", str(out), "--decode"])
+    assert result.exit_code == 0, result.output
+    named = re.findall(r"^DAMAGED out-\d{6}\.tar: (a_\d)\.jpg is damaged: Corrupt JPEG",
+                       result.output, re.M)
+    assert sorted(named) == ["a_1", "a_4"]
+    assert "2 of them only past damage" in result.output
+    # a manifest that does not record them (older sslpipe, other tools): a failure by name
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["damaged"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(main, ["shard", "verify", str(out), "--decode"])
+    assert result.exit_code == 1
+    assert result.output.count("FAIL ") == 2 and ".tar: a_1.jpg is damaged: Corrupt JPEG" in \
+        result.output
+    assert "2 of them damaged image(s) the manifest does not record" in result.output
+    assert "damaged     not recorded" in runner.invoke(main, ["shard", "info", str(out)]).output
+
+
+def test_verify_decode_finds_damage_in_shards_another_tool_wrote(tmp_path):
+    from sslpipe.data import verify_shards
+    from sslpipe.data.dali_index import index_text, members_of_tar
+    from sslpipe.data.writer import sha256_of
+    from tests.data.loader_shards import write_test_manifest
+
+    path = write_damaged_shard(tmp_path)
+    (tmp_path / "d-000000.idx").write_text(index_text(members_of_tar(path)))
+    write_test_manifest(str(tmp_path), "d", [{
+        "file": "d-000000.tar", "index_file": "d-000000.idx", "samples": COUNT,
+        "bytes": os.path.getsize(path), "sha256": sha256_of(path)}])
+    assert verify_shards(str(tmp_path)) == []  # without --decode nothing is decoded
+    problems = verify_shards(str(tmp_path), decode=True)
+    damaged = sorted(p.split(": ")[1].split(".")[0] for p in problems if "is damaged" in p)
+    assert damaged == [f"{i:08d}" for i in sorted(DAMAGED)]
+    assert [p for p in problems if "does not decode" in p] == [
+        p for p in problems if "00000007.jpg" in p]
