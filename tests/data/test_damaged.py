@@ -71,6 +71,34 @@ def test_the_damage_is_what_libjpeg_reports_and_pil_passes_over():
     assert jpeg_damage(b"\x89PNG not a jpeg") is None
 
 
+@pytest.mark.parametrize("progressive_jpeg", [False, True])
+def test_the_check_finds_what_a_decode_at_any_dct_scale_finds(progressive_jpeg):
+    """The GPU paths check at 1/8 scale; the cpu backend decodes at whatever scale the crops
+    allow: libjpeg-turbo decodes the entropy-coded data whole at every scale, so both meet
+    the same damage (and the same message)."""
+    from sslpipe.ops.jpeg import JpegWarning, decode_jpeg
+
+    buf = io.BytesIO()
+    Image.fromarray(image(5, (240, 320))).save(buf, "JPEG", quality=90,
+                                              progressive=progressive_jpeg)
+    good = buf.getvalue()
+    sos = good.find(b"\xff\xda")
+    variants = [good, extraneous(good), cut(good), good[:-2], good[: len(good) // 3]]
+    for offset in range(200, len(good) - sos - 50, 997):  # bytes flipped in the scan
+        flipped = bytearray(good)
+        for i in range(sos + offset, sos + offset + 6):
+            flipped[i] ^= 0x5A
+        variants.append(bytes(flipped))
+    for data in variants:
+        for reduce in (1, 2, 4, 8):
+            try:
+                decode_jpeg(data, reduce)
+                message = None
+            except JpegWarning as err:
+                message = str(err)
+            assert jpeg_damage(data) == message, reduce
+
+
 def _labels(samples, generator=None):
     return Batch(torch.zeros(len(samples), 1), labels=collect(samples).labels)
 
