@@ -57,12 +57,16 @@ class ShardSource:
         samples: samples per shard where a manifest says so, else None.
         index_files: the DALI ``.idx`` file of each local shard where it exists, else None.
         labeled: the manifest's ``labeled`` flag, or None when unknown.
+        damaged_keys: keys of the images the manifest records as damaged (``sslpipe shard``
+            checks every image as it writes it), or None when no manifest records damage
+            (then the nvjpeg and dali workers check each JPEG themselves).
     """
 
     urls: tuple[str, ...]
     samples: tuple[int | None, ...]
     index_files: tuple[str | None, ...]
     labeled: bool | None = None
+    damaged_keys: frozenset[str] | None = None
 
     @property
     def num_samples(self) -> int | None:
@@ -582,7 +586,8 @@ def _from_manifest_url(url: str) -> ShardSource:
     if not urls:
         raise ValueError(f"shards: the manifest {url!r} lists no shard")
     counts = tuple(int(shard["samples"]) for shard in manifest["shards"])
-    return ShardSource(urls, counts, (None,) * len(urls), bool(manifest["labeled"]))
+    return ShardSource(urls, counts, (None,) * len(urls), bool(manifest["labeled"]),
+                       recorded_damage(manifest))
 
 
 def _shuffle(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
@@ -645,7 +650,17 @@ def _from_directory(directory: str) -> ShardSource:
         index.append(idx if idx and os.path.isfile(idx) else None)
     if not urls:
         raise ValueError(f"shards: the manifest of {directory!r} lists no shard")
-    return ShardSource(tuple(urls), tuple(counts), tuple(index), bool(manifest["labeled"]))
+    return ShardSource(tuple(urls), tuple(counts), tuple(index), bool(manifest["labeled"]),
+                       recorded_damage(manifest))
+
+
+def recorded_damage(manifest: dict[str, Any]) -> frozenset[str] | None:
+    """The keys of the damaged images a manifest lists, None when it does not record damage
+    (written by an sslpipe before that, or by another tool)."""
+    damaged = manifest.get("damaged")
+    if not isinstance(damaged, list):
+        return None
+    return frozenset(str(d["key"]) for d in damaged if isinstance(d, dict) and "key" in d)
 
 
 def _counts_from_manifests(urls: list[str]) -> tuple[tuple[int | None, ...], bool | None]:

@@ -119,11 +119,14 @@ class BatchStream(IterableDataset):
             sample); ``on_error="raise"`` raises.
         cpu_decode_share: without a collator, decode in the worker every image that is not a
             JPEG and this share (0..1) of the JPEGs, spread evenly over the batch, so the
-            worker's cores decode alongside the GPU; None decodes nothing here. A JPEG left to
-            the GPU is first checked with libjpeg-turbo (:func:`~sslpipe.ops.jpeg.jpeg_damage`:
-            nvJPEG and DALI decode past damage in silence); one it complains about is decoded
-            here, by the CPU decoder, as the cpu backend decodes it, so a damaged image is met,
-            counted, named, used or skipped the same way on every backend.
+            worker's cores decode alongside the GPU; None decodes nothing here. nvJPEG and DALI
+            decode past damage in silence, so a damaged JPEG is decoded here, by the CPU
+            decoder, as the cpu backend decodes it: a damaged image is met, counted, named,
+            used or skipped the same way on every backend. Which JPEGs are damaged: those the
+            shards' manifest records (``sslpipe shard`` checked each image as it wrote it;
+            ``sslpipe shard verify --decode`` finds damage done since), else each JPEG left to
+            the GPU is checked here with libjpeg-turbo (:func:`~sslpipe.ops.jpeg.jpeg_damage`,
+            a 1/8-scale decode: about a quarter of a full CPU decode).
     """
 
     def __init__(self, plan: ReadPlan, collate: Callable[..., Any] | None, on_error: str,
@@ -255,7 +258,7 @@ class BatchStream(IterableDataset):
                     if gpu_decodable(item):
                         k += 1
                         if (math.floor(k * share) == math.floor((k - 1) * share)
-                                and jpeg_damage(bytes(item)) is None):
+                                and not self._is_damaged(encoded.keys[i], item)):
                             continue  # a clean JPEG left to the GPU
                     try:
                         encoded.data[i] = decode(bytes(item), where=f"samples[{i}]")
@@ -267,9 +270,18 @@ class BatchStream(IterableDataset):
             if not self._replace_bad(encoded, bad, size):
                 return None
 
+    def _is_damaged(self, where: str, data: Any) -> bool:
+        """Whether the JPEG ``data`` of sample ``where`` (``"url:key"``) is damaged: as its
+        manifest records, or else as libjpeg-turbo finds."""
+        recorded = self.plan.source.damaged_keys
+        if recorded is not None:
+            return where.rpartition(":")[2] in recorded
+        return jpeg_damage(bytes(data)) is not None
+
     def _damaged(self, encoded: EncodedBatch, caught: list[warnings.WarningMessage]
                  ) -> list[tuple[int, str]]:
-        """Report the damaged images among ``caught``: the ``(index, why)`` to skip under
+        """Report the damaged images among ``caught`` and those the shards' manifest records
+        (:attr:`~sslpipe.data.reading.ShardSource.damaged_keys`): the ``(index, why)`` to skip under
         ``damaged="skip"``, none under ``"use"`` (each is a ``"damaged"`` event instead)."""
         found = []
         for w in caught:
@@ -279,6 +291,13 @@ class BatchStream(IterableDataset):
             index = sample_index(w.message.where)
             if index is not None and index < len(encoded.keys):
                 found.append((index, f"damaged: {w.message.why}"))
+        recorded = self.plan.source.damaged_keys
+        if recorded:  # damage the manifest records, seen or not in these bytes (re-encoded)
+            met = {i for i, _ in found}
+            found += [(i, "damaged: recorded so in the shards' manifest.json")
+                      for i, where in enumerate(encoded.keys)
+                      if i not in met and where.rpartition(":")[2] in recorded]
+            found.sort()
         if self.damaged == "skip" or self.on_error == "raise":
             return found
         for i, why in found:
