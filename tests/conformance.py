@@ -92,6 +92,14 @@ def corpus() -> dict[str, tuple[bytes, str, np.ndarray | None]]:
     out["png_exif_6"] = (png(Image.fromarray(rgb), exif=exif.tobytes()), "png",
                          np.ascontiguousarray(ORIENT_OPS[6](rgb)))
     out["png_1px"] = (png(Image.fromarray(rgb[:1, :1])), "png", rgb[:1, :1])
+    # damage inside the pixel data: zlib's "broken data stream", and a file cut mid-IDAT;
+    # PIL decoded both past the damage in silence when asked for EXIF before the pixels
+    whole = png(Image.fromarray(rgb))
+    idat = whole.index(b"IDAT") + 4
+    broken = bytearray(whole)
+    broken[idat + (len(whole) - idat) // 2] ^= 0xFF
+    out["png_broken_stream"] = (bytes(broken), "png", None)
+    out["png_cut"] = (whole[: idat + (len(whole) - idat) // 2], "png", None)
 
     def webp(frames: list[np.ndarray], **kw: object) -> bytes:
         buf = io.BytesIO()

@@ -14,7 +14,6 @@ and listed either way.
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 import warnings
@@ -151,15 +150,8 @@ def _check_sample(shard: str, key: str, files: dict[str, bytes], manifest: dict[
 def _check_decode(shard: str, key: str, ext: str, data: bytes, tally: _Tally) -> list[str]:
     """Decode as the loader does: a failure is a problem, damage one unless recorded."""
     from sslpipe.ops.images import DamagedImageWarning, decode
-    from sslpipe.ops.jpeg import is_jpeg
 
     name = f"{key}.{ext}"
-    if not is_jpeg(data):
-        # PIL on its own first: the loader's decode reads a PNG's EXIF before its pixels, which
-        # swallows a broken data stream and leaves a black image (sslpipe.ops.images)
-        problem = _pil_problem(data)
-        if problem is not None:
-            return [f"{shard}: {name} does not decode: {problem}"]
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DamagedImageWarning)
@@ -176,17 +168,6 @@ def _check_decode(shard: str, key: str, ext: str, data: bytes, tally: _Tally) ->
     if found.recorded:
         return []
     return [f"{found} (it decodes only past the damage, which the manifest does not record)"]
-
-
-def _pil_problem(data: bytes) -> str | None:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-    except Exception as error:  # whatever a PIL plugin raises
-        return f"{type(error).__name__}: {error}"
-    return None
 
 
 def _check_label(shard: str, key: str, data: bytes | None, num_classes: int,

@@ -279,7 +279,7 @@ class EncodedImage:
             self._pil = pil
             size = (pil.size[1], pil.size[0])
             self.format = pil.format or ""
-            self.orientation = _pil_orientation(pil)
+            self.orientation = _pil_orientation(pil, header_only=True)
         self.raw_hw = size
         h, w = size
         if h * w > max_pixels:
@@ -398,7 +398,17 @@ def _open(data: bytes, where: str) -> Image.Image:
         ) from err
 
 
-def _pil_orientation(image: Image.Image) -> int:
+def _pil_orientation(image: Image.Image, header_only: bool = False) -> int:
+    """The EXIF orientation tag (1-8) of ``image``, 1 when it has none.
+
+    ``header_only``: an image opened but not decoded. PIL looks for a PNG's eXIf chunk by
+    decoding the whole image when the chunk does not precede the pixels, and a broken data
+    stream met there would be swallowed with the EXIF error (the image then decodes black
+    past the break, unreported): such a PNG is taken as upright instead, and the decode
+    reports the broken stream.
+    """
+    if header_only and image.format == "PNG" and "exif" not in image.info:
+        return 1
     try:
         value = image.getexif().get(0x0112, 1)
     except Exception:  # a broken EXIF block: show the image as stored
