@@ -43,7 +43,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sslpipe.ops.jpeg import JpegWarning, decode_jpeg, exif_orientation, jpeg_reduction, jpeg_size
+from sslpipe.ops.jpeg import (
+    JpegWarning,
+    decode_jpeg,
+    exif_orientation,
+    jpeg_damage,
+    jpeg_reduction,
+    jpeg_size,
+)
 
 # a uint8 B x 3 x H x W batch, or a ragged list (EncodedImage: bytes kept for lazy decoding)
 ImageList: TypeAlias = "torch.Tensor | list[torch.Tensor | EncodedImage]"
@@ -330,6 +337,8 @@ class EncodedImage:
             else:
                 if fast is not None:
                     return orient(torch.from_numpy(fast).permute(2, 0, 1), self.orientation)
+        elif self.format == "JPEG":  # CMYK / YCCK: PIL decodes, libjpeg-turbo checks
+            damage = jpeg_damage(self.data)
         kept, self._pil = self._pil, None  # a kept image decodes once; later calls reopen
         try:
             if kept is None and damage is not None:

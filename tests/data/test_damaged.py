@@ -42,8 +42,15 @@ def progressive(index: int) -> bytes:
     return buf.getvalue()
 
 
+def cmyk(index: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image(index, (40, 56))).convert("CMYK").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
 # sample index -> what is wrong with it; the others are clean JPEGs
-DAMAGED = {1: extraneous, 4: cut, 6: lambda good: cut(progressive(6)), 9: extraneous}
+DAMAGED = {1: extraneous, 4: cut, 6: lambda good: cut(progressive(6)), 9: extraneous,
+           10: lambda good: extraneous(cmyk(10))}  # PIL decodes CMYK: libjpeg-turbo checks
 UNDECODABLE = {7: lambda good: good[: len(good) // 2]}  # truncated, no EOI: PIL refuses too
 COUNT = 12
 
