@@ -205,6 +205,13 @@ class Task(ABC):
         float would wait for the step to finish); none by default."""
         return {}
 
+    def probe_views(self, outputs: Any, batch: Batch) -> list[Batch]:
+        """Where an online probe looks for the labels of the backbone's features: the Batches
+        whose ``labels`` (one per image) and ``meta["source"]`` (the image of each row the
+        backbone saw) may match them, in the order the backbone ran on them. One task: the
+        batch itself; a multi-task: each member's own batch (see ``MultiTask``)."""
+        return [batch]
+
     def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
         """Pictures for ``sslpipe show``: rows of ``(caption, N x 3 x H x W float in [0, 1])``.
 

@@ -185,6 +185,12 @@ class MultiTask(Task):
                         for k, v in member.metrics(outputs[name], sub).items()})
         return out
 
+    def probe_views(self, outputs: Any, batch: Batch) -> list[Batch]:
+        """The members' own batches, of the members that ran (the keys of ``outputs``) in the
+        order they ran: the backbone's first features are the first member's, whose rows
+        ``meta["source"]`` maps to images (``"rotation.source"`` in the multi-task Batch)."""
+        return [self.member_batch(batch, name) for name in self._present(outputs)]
+
     def visualize(self, batch: Batch, max_images: int = 8) -> list[tuple[str, torch.Tensor]]:
         rows = []
         for name, member in self.members.items():

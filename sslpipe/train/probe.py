@@ -38,6 +38,7 @@ class OnlineProbe:
                  distributed: bool) -> None:
         self.backbone, self.num_classes = backbone, num_classes
         self.features: torch.Tensor | None = None
+        self.unmatched: str | None = None  # why the last step could not probe
         self.linear: nn.Module | None = None
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -93,10 +94,13 @@ class OnlineProbe:
             if self.features is None and pooled:
                 self.features = pooled[0]
 
-    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def step(self, views: Batch | list[Batch]) -> dict[str, torch.Tensor]:
         """One SGD step on the captured features; ``{"loss", "acc"}`` (0-dim tensors on the
-        device, not read here) or ``{}`` when it can't."""
-        pair = self._pair(batch)
+        device, not read here) or ``{}`` when it can't (``unmatched`` says why).
+
+        ``views``: the batch, or the batches the features' labels may come from
+        (``task.probe_views(outputs, batch)``); the first whose rows match is used."""
+        pair = self._pair(views)
         if pair is None or self.optimizer is None or self.model is None:
             return {}
         features, labels = pair
@@ -108,9 +112,9 @@ class OnlineProbe:
         acc = (logits.argmax(1) == labels).float().mean()
         return {"loss": loss.detach(), "acc": acc}
 
-    def evaluate(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def evaluate(self, views: Batch | list[Batch]) -> dict[str, torch.Tensor]:
         """Accuracy on the captured features (no update), a 0-dim tensor on the device."""
-        pair = self._pair(batch)
+        pair = self._pair(views)
         if pair is None or self.linear is None:
             return {}
         with torch.no_grad():
@@ -131,16 +135,26 @@ class OnlineProbe:
             self.linear.load_state_dict(state["linear"])
             self.optimizer.load_state_dict(state["optimizer"])
 
-    def _pair(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
-        features, labels = self.features, batch.labels
-        if features is None or labels is None:
+    def _pair(self, views: Batch | list[Batch]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        features = self.features
+        self.unmatched = None
+        if not self.enabled:
             return None
-        if features.shape[0] != labels.shape[0]:
+        if features is None:
+            self.unmatched = "the backbone gave no pooled features to probe"
+            return None
+        for batch in [views] if isinstance(views, Batch) else views:
+            labels = batch.labels
+            if labels is None:
+                continue
+            if features.shape[0] == labels.shape[0]:
+                return features.float(), labels
             source = batch.meta.get("source")
-            if source is None or source.shape[0] != features.shape[0]:
-                return None
-            labels = labels[source.to(labels.device, non_blocking=True)]
-        return features.float(), labels
+            if source is not None and source.shape[0] == features.shape[0]:
+                return features.float(), labels[source.to(labels.device, non_blocking=True)]
+        self.unmatched = (f"no label for each of the {features.shape[0]} feature rows (the batch "
+                          "has no labels, or no meta['source'] mapping the rows to images)")
+        return None
 
 
 def _last_stage(backbone: nn.Module) -> nn.Module | None:
