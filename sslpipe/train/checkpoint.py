@@ -11,6 +11,7 @@ Layout: ``RUN_DIR/checkpoints/step-00000042.pt``.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -24,7 +25,7 @@ from sslpipe.atomic import atomic_write
 from sslpipe.train.config import RESUME_FREE_FIELDS
 
 __all__ = ["save_checkpoint", "latest_checkpoint", "load_checkpoint", "check_resume_config",
-           "rng_state", "set_rng_state"]
+           "saved_config", "rng_state", "set_rng_state"]
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
@@ -50,6 +51,16 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> str | None:
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint on the CPU."""
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def saved_config(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The config a run in ``run_dir`` was started with: its ``config.json``, else its newest
+    checkpoint's (None when it has neither: killed before it wrote anything)."""
+    saved_file = Path(run_dir) / "config.json"
+    if saved_file.is_file():
+        return dict(json.loads(saved_file.read_text()))
+    last = latest_checkpoint(run_dir)
+    return dict(load_checkpoint(last)["config"]) if last is not None else None
 
 
 def check_resume_config(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:

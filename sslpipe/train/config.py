@@ -24,7 +24,7 @@ RESUME_FREE_FIELDS = frozenset({
     "resume", "overwrite", "out", "progress", "num_workers", "log_every", "checkpoint_every",
     "checkpoint_minutes",
     "keep_checkpoints", "max_steps", "backend", "compile", "tensorboard", "hw_decoder_load",
-    "cpu_decode_share",
+    "cpu_decode_share", "memory_check",
 })
 
 
@@ -74,6 +74,10 @@ class TrainConfig:
         probe_lr: learning rate of the probe's own SGD.
         progress, tensorboard: tqdm bar; TensorBoard events when tensorboard is installed.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        memory_check: before training, estimate a step's memory (activations measured on two
+            images, gradients, optimizer state, the loader's batches in flight) and refuse a
+            batch that would not fit in the device's available memory
+            (:mod:`sslpipe.train.footprint`).
     """
 
     task: str = "rotation"
@@ -121,6 +125,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     device: str = "auto"
+    memory_check: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "lr", "procs", "keep_checkpoints", "log_every"):

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "launch", "under_torchrun", "all_reduce_sum", "barrier", "cleanup"]
+__all__ = ["DistInfo", "launch", "under_torchrun", "all_reduce_sum", "all_reduce_min", "barrier",
+           "cleanup"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,13 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum ``x`` over every process (a no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
+    """The minimum of ``x`` over every process (a no-op without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(x, op=dist.ReduceOp.MIN)
     return x
 
 
