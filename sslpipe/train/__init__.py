@@ -10,10 +10,16 @@ if TYPE_CHECKING:
     from sslpipe.train.config import TrainConfig, load_config, parse_task_options
     from sslpipe.train.export import export_run
     from sslpipe.train.memory import MemoryLoader
-    from sslpipe.train.trainer import Trainer, TrainingDiverged, TrainResult, train
+    from sslpipe.train.trainer import (
+        Trainer,
+        TrainingDiverged,
+        TrainingInterrupted,
+        TrainResult,
+        train,
+    )
 
 __all__ = ["MemoryLoader", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged",
-           "export_run", "load_config", "parse_task_options", "train"]
+           "TrainingInterrupted", "export_run", "load_config", "parse_task_options", "train"]
 
 __getattr__, __dir__ = lazy_names(__name__, {
     "MemoryLoader": "sslpipe.train.memory",
@@ -21,6 +27,7 @@ __getattr__, __dir__ = lazy_names(__name__, {
     "TrainResult": "sslpipe.train.trainer",
     "Trainer": "sslpipe.train.trainer",
     "TrainingDiverged": "sslpipe.train.trainer",
+    "TrainingInterrupted": "sslpipe.train.trainer",
     "export_run": "sslpipe.train.export",
     "load_config": "sslpipe.train.config",
     "parse_task_options": "sslpipe.train.config",

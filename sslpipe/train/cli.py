@@ -1,12 +1,19 @@
 """``sslpipe train`` and ``sslpipe export``.
 
 Every option defaults to None here: only what the user typed overrides the config file
-(``--config``), which overrides :class:`~sslpipe.train.config.TrainConfig`'s defaults.
+(``--config``), which overrides :class:`~sslpipe.train.config.TrainConfig`'s defaults. What
+the user gave (typed or in the file) is also what decides the rest:
+
+* a new run fits what was not given to the data (image size, small stem: ``fit.py``) and, when
+  ``--batch-size`` was not given, the batch to the memory (``footprint.py``);
+* ``--resume`` takes what was not given from the run's own config, so the command that
+  started a run (or less) continues it; what was given must match the run.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -17,7 +24,7 @@ _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batc
            "backend", "num_workers", "hw_decoder_load", "cpu_decode_share", "gpus", "procs",
            "sync_bn", "out", "resume", "overwrite", "seed",
            "checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "log_every", "probe",
-           "num_classes", "progress", "device")
+           "num_classes", "progress", "device", "memory_check")
 
 
 @click.command(context_settings={"show_default": True})
@@ -60,7 +67,8 @@ _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batc
 @click.option("--sync-bn/--no-sync-bn", default=None, help="SyncBatchNorm under DDP.")
 @click.option("--out", help="Run directory. [runs/train]")
 @click.option("--resume", is_flag=True, default=None,
-              help="Continue the run in --out from its newest checkpoint.")
+              help="Continue the run in --out from its newest checkpoint; options not given "
+              "are the run's.")
 @click.option("--overwrite", is_flag=True, default=None,
               help="Delete the run in --out (checkpoints, metrics, exports, eval) and start anew.")
 @click.option("--seed", type=int, help="[0]")
@@ -74,6 +82,9 @@ _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batc
 @click.option("--num-classes", type=int, help="Probe classes (default: from the manifest).")
 @click.option("--progress/--no-progress", default=None)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--memory-check/--no-memory-check", default=None,
+              help="Estimate a step's memory first: refuse a --batch-size that does not fit; "
+              "without --batch-size, train with the largest power of two that fits. [on]")
 @click.option("--task-option", "-o", "task_option", multiple=True, metavar="KEY=VALUE",
               help="Task option, repeatable: -o size=32 -o jigsaw.grid=3.")
 def train(task: str | None, config_file: str | None, print_config: bool, task_option: tuple[str],
@@ -85,27 +96,41 @@ def train(task: str | None, config_file: str | None, print_config: bool, task_op
         --epochs 10 --batch-size 256 -o size=32 --out runs/rot
     sslpipe train jigsaw --data shards/in60k --arch resnet50 --gpus 4
     sslpipe train rotation --out runs/rot --resume
+
+    Ctrl-C (or SIGTERM) stops after the current step with a checkpoint (exit status 130, 143);
+    a second one stops at once, keeping the newest checkpoint.
     """
     from sslpipe.atomic import WriteError
-    from sslpipe.train.config import TrainConfig, load_config, merge, parse_task_options
-    from sslpipe.train.trainer import TrainingDiverged
+    from sslpipe.train.config import TrainConfig, merge, parse_task_options, read_config_file
+    from sslpipe.train.trainer import TrainingDiverged, TrainingInterrupted
     from sslpipe.train.trainer import train as run
 
     try:
-        config = load_config(config_file) if config_file else TrainConfig()
+        in_file = read_config_file(config_file) if config_file else {}
+        config = merge(TrainConfig(), in_file)
         values = {k: v for k, v in options.items() if k in _FIELDS and v is not None}
         if task:
             values["task"] = task
         if task_option:
             values["task_options"] = parse_task_options(task_option)
         config = merge(config, values)
-        if config.data is not None and not config.resume:
-            config = _fit(config, "small_input" in values or _file_has(config_file,
-                                                                         "small_input"))
+        given = set(in_file) | set(values)
+        resumed = _resume(config, given) if config.resume else None
+        if resumed is not None:
+            config = resumed
+        elif config.data is not None:
+            config = _fit(config, "small_input" in given)
         if print_config:
             click.echo(json.dumps(config.to_dict(), indent=2, sort_keys=True))
             return
-        result = run(config)
+        result = run(config, fit_batch=resumed is None and "batch_size" not in given)
+    except TrainingInterrupted as stop:
+        click.echo(f"interrupted: {stop}", err=True)
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted: the run's newest checkpoint is kept; the same command with "
+                   "--resume continues from it", err=True)
+        sys.exit(130)
     except (ValueError, TrainingDiverged, WriteError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"run directory: {result.run_dir}")
@@ -126,12 +151,32 @@ def _fit(config: Any, small_input_chosen: bool) -> Any:
                           small_input=config.small_input if small is None else small)
 
 
-def _file_has(path: str | None, key: str) -> bool:
-    if path is None:
-        return False
-    from sslpipe.train.config import read_config_file
+def _resume(config: Any, given: set[str]) -> Any:
+    """``config`` with what the user did not give taken from the run in ``config.out`` (None
+    when there is no run to take it from: it resumes from the start, fitted as a new run).
 
-    return key in read_config_file(path)
+    The settings that may change on a resume (``RESUME_FREE_FIELDS``: workers, logging,
+    ``max_steps``, ...) are not taken: their defaults apply unless given. Task options are
+    merged option by option (a multi-task's member options too).
+    """
+    import dataclasses
+
+    from sslpipe.train.checkpoint import saved_config
+    from sslpipe.train.config import RESUME_FREE_FIELDS, TrainConfig
+
+    saved = saved_config(config.out)
+    if saved is None:
+        return None
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    taken = {k: v for k, v in saved.items()
+             if k in fields and k not in given and k not in RESUME_FREE_FIELDS
+             and k != "task_options"}
+    options = dict(saved.get("task_options") or {})
+    for key, value in config.task_options.items():
+        own = options.get(key)
+        options[key] = ({**own, **value} if isinstance(own, dict) and isinstance(value, dict)
+                        else value)
+    return config.replace(**taken, task_options=options)
 
 
 @click.command()

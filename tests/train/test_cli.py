@@ -55,3 +55,42 @@ def test_train_streams_from_a_manifest_url(tmp_path):
         assert bad.exit_code != 0 and "cannot read the manifest" in bad.output
     finally:
         memory.rm("/remote", recursive=True)
+
+
+def test_the_same_command_with_resume_continues_a_run_fitted_to_its_data(tmp_path):
+    # 28 px images: the run trains at 32 px with the small stem, chosen for it (not given);
+    # the resume used to compare the unfitted command with the run and refuse it
+    import shutil
+
+    from tests.data.loader_shards import make_shards
+
+    make_shards(str(tmp_path / "d"), 2, 8, size=(28, 28))
+    out = tmp_path / "run"
+    args = ["train", "rotation", "--data", str(tmp_path / "d"), "--arch", "resnet18",
+            "--batch-size", "4", "--epochs", "1", "--num-workers", "0", "--no-progress",
+            "--log-every", "1", "--out", str(out)]
+    runner = CliRunner()
+    first = runner.invoke(main, args + ["--max-steps", "1"])
+    assert first.exit_code == 0, first.output
+    assert "images of at most 28 px" in first.stderr
+    assert "4 steps of 4 per epoch x 1 epoch = 4 steps, stopping at 1" in first.stdout
+    assert "1 process)" in first.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["small_input"] is True and config["task_options"] == {"size": 32}
+    again = runner.invoke(main, args + ["--max-steps", "1", "--resume"])  # a finished run
+    assert again.exit_code == 0, again.output
+    resumed = runner.invoke(main, args + ["--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming at step 1" in resumed.stdout
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").open()
+            if json.loads(x)["event"] == "step"] == [1, 2, 3, 4]
+    # a given option that differs is still refused
+    other = runner.invoke(main, args + ["--resume", "--no-small-input"])
+    assert other.exit_code != 0 and "small_input: run has True, now False" in other.output
+    # the finished run, moved: what is printed is where it is now, not final.json's old path
+    moved = tmp_path / "moved"
+    shutil.move(str(out), str(moved))
+    done = runner.invoke(main, ["train", "--out", str(moved), "--resume", "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert f"run directory: {moved}\n" in done.stdout
+    assert f"backbone: {moved / 'backbone.safetensors'}\n" in done.stdout

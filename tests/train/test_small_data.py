@@ -72,7 +72,9 @@ def test_fewer_images_than_a_batch_train_in_partial_batches(tmp_path, capsys):
     make_shards(str(tmp_path / "d"), 1, 5, size=(16, 16))
     result = train(_config(tmp_path, data=str(tmp_path / "d"), task_options={"size": 16}))
     assert result.steps == 1 and result.metrics["images"] == 5
-    assert "less than one batch" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "less than one batch" in out and "drop_last (--drop-last) would leave no step" in out
+    assert "1 step of 8 per epoch x 1 epoch = 1 step\n" in out
 
 
 def test_a_last_batch_the_task_cannot_use_kills_nothing(tmp_path):

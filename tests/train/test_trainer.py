@@ -75,12 +75,86 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path):
     images, labels = fake_data(32)
     task = sslpipe.create_task("rotation", **OPTIONS)
     loader = _PoisonedLoader(images, labels, task.collator, 8, seed=3)
-    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 0, step 2.*step-00000002"):
+    # the third step (step 3 in metrics.jsonl) made the loss NaN; the checkpoint after step 2
+    # is the last good one
+    with pytest.raises(TrainingDiverged,
+                       match=r"loss is nan at step 3 \(epoch 0, lr .*step-00000002"):
         train(config, loader=loader)
     last = latest_checkpoint(config.out)
     assert last.endswith("step-00000002.pt")
     state = load_checkpoint(last)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_divergence_names_the_lr_of_the_step_that_made_it(tmp_path):
+    # warm-up over the first epoch: lr 0.0125, 0.025, 0.0375 (the NaN step), 0.05; with
+    # log_every=4 the NaN is read at step 4, whose lr is not the one that made it
+    config = _config(tmp_path, warmup_epochs=1.0, log_every=4, checkpoint_minutes=0)
+    images, labels = fake_data(32)
+    task = sslpipe.create_task("rotation", **OPTIONS)
+    loader = _PoisonedLoader(images, labels, task.collator, 8, seed=3)
+    with pytest.raises(TrainingDiverged,
+                       match=r"loss is nan at step 3 \(epoch 0, lr 0.0375\).*none written yet"):
+        train(config, loader=loader)
+
+
+def _lines(run_dir, event: str) -> list[dict]:
+    """metrics.jsonl's lines of ``event``, without the timings (which vary run to run)."""
+    out = []
+    for line in (run_dir / "metrics.jsonl").open():
+        record = json.loads(line)
+        if record["event"] == event:
+            out.append({k: v for k, v in record.items() if k not in ("img_per_s", "data_wait")})
+    return out
+
+
+class _CrashLoader(MemoryLoader):
+    """Dies fetching batch ``index`` of epoch ``epoch``: a kill at that instant."""
+
+    crash_at = (1, 2)
+
+    def iter_from(self, start):
+        for i, batch in enumerate(super().iter_from(start), start):
+            if (self.epoch, i) == self.crash_at:
+                raise RuntimeError("killed")
+            yield batch
+
+
+def test_metric_lines_after_a_resume_mid_epoch_equal_an_unbroken_runs(tmp_path):
+    # 4 steps per epoch, a line every 3 steps and at epoch ends: lines at steps 3, 4, 6, 8. The
+    # crashed run's last checkpoint is step 5, one step into the window of the line at 6 and
+    # into epoch 1, whose line must still count all of its 32 images
+    full = _config(tmp_path, "full", log_every=3)
+    train(full, loader=_loader(full))
+    part = _config(tmp_path, "part", log_every=3, checkpoint_every=5)
+    images, labels = fake_data(32)
+    task = sslpipe.create_task("rotation", **OPTIONS)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(part, loader=_CrashLoader(images, labels, task.collator, 8, seed=3))
+    assert latest_checkpoint(part.out).endswith("step-00000005.pt")
+    resumed = part.replace(resume=True)
+    train(resumed, loader=_loader(resumed))
+    for event in ("step", "epoch"):
+        expected, got = _lines(tmp_path / "full", event), _lines(tmp_path / "part", event)
+        assert [x["step"] for x in got] == [x["step"] for x in expected]
+        for a, b in zip(got, expected):
+            assert a == pytest.approx(b, rel=1e-9, abs=1e-9), (event, a, b)
+    assert [x["images"] for x in _lines(tmp_path / "part", "epoch")] == [32, 32]
+
+
+def test_the_last_step_is_logged_at_a_max_steps_stop(tmp_path):
+    for max_steps, expected in ((1, [1]), (3, [2, 3])):
+        config = _config(tmp_path, f"max{max_steps}", log_every=2, max_steps=max_steps)
+        train(config, loader=_loader(config))
+        lines = _lines(tmp_path / f"max{max_steps}", "step")
+        assert [x["step"] for x in lines] == expected
+        assert lines[-1]["images"] == 8 and lines[-1]["lr"] > 0
+    # resumed, the run's next line covers the steps after the stop's (no step twice)
+    resumed = config.replace(max_steps=0, resume=True)
+    train(resumed, loader=_loader(resumed))
+    lines = _lines(tmp_path / "max3", "step")
+    assert [x["step"] for x in lines] == [2, 3, 4, 6, 8]
+    assert [x["images"] for x in lines] == [16, 8, 8, 16, 16]
 
 
 def test_bad_input_fails_before_work(tmp_path):
