@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from sslpipe.cli import user_error
 from sslpipe.data.sources import SOURCES
 
 _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*$")
@@ -119,7 +120,7 @@ def _make_source_command(source: str) -> click.Command:
             )
             write_shards(data, out, options)
         except (ValueError, WriteError) as error:  # WriteError: a full disk, named
-            raise click.ClickException(str(error)) from error
+            raise user_error(error) from error
 
     command.__doc__ = f"Shard {source} from ROOT ({split_help})."
     return click.command(name=source)(command)
@@ -144,7 +145,7 @@ def verify(directory: str, decode: bool) -> None:
     try:
         report = verify_report(directory, decode=decode)
     except ValueError as error:
-        raise click.ClickException(str(error)) from error
+        raise user_error(error) from error
     for problem in report.problems:
         click.echo(f"FAIL {problem}")
     recorded = [d for d in report.damaged if d.recorded]
@@ -172,7 +173,7 @@ def info(directory: str) -> None:
     try:
         m = read_manifest(directory)
     except ValueError as error:
-        raise click.ClickException(str(error)) from error
+        raise user_error(error) from error
     counts = list(m["counts_per_class"].values())
     subset = m["subset"]
     damaged = m.get("damaged")

@@ -18,6 +18,8 @@ from typing import Any
 
 import click
 
+from sslpipe.cli import user_error
+
 _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batch_size",
            "max_steps", "drop_last", "optimizer", "lr", "momentum", "weight_decay", "scale_lr",
            "warmup_epochs", "schedule", "min_lr", "precision", "channels_last", "compile",
@@ -132,7 +134,7 @@ def train(task: str | None, config_file: str | None, print_config: bool, task_op
                    "--resume continues from it", err=True)
         sys.exit(130)
     except (ValueError, TrainingDiverged, WriteError) as err:
-        raise click.ClickException(str(err)) from err
+        raise user_error(err) from err
     click.echo(f"run directory: {result.run_dir}")
     click.echo(f"backbone: {result.backbone}")
     click.echo("final: " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
@@ -198,5 +200,5 @@ def export(run_dir: str, out: str, checkpoint: str | None) -> None:
     try:
         path = export_run(run_dir, out, checkpoint)
     except ValueError as err:
-        raise click.ClickException(str(err)) from err
+        raise user_error(err) from err
     click.echo(path)
