@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pathlib
 import stat
 
 import numpy as np
@@ -29,7 +30,7 @@ def test_files_follow_the_umask_and_replace_whole(tmp_path, monkeypatch, umask, 
     atomic_write_text(tmp_path / "a.json", "{}")
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == mode
     with pytest.raises(RuntimeError):
-        atomic_write(tmp_path / "a.json", lambda tmp: (open(tmp, "w").write("half"),
+        atomic_write(tmp_path / "a.json", lambda tmp: (pathlib.Path(tmp).write_text("half"),
                                                        (_ for _ in ()).throw(RuntimeError())))
     assert (tmp_path / "a.json").read_text() == "{}"  # the old file, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
@@ -75,7 +76,7 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     # torch.save's zip writer says "unexpected pos" when it runs out of space
     def torch_full(tmp: str) -> None:
-        open(tmp, "wb").write(b"x")
+        pathlib.Path(tmp).write_bytes(b"x")
         raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 64 vs 0")
 
     with pytest.raises(WriteError, match="the disk is full"):
@@ -105,7 +106,7 @@ def test_checkpoint_on_a_full_disk_then_resume(tmp_path, monkeypatch):
     def failing_save(obj, f, *args, **kw):  # the second checkpoint finds the disk full
         saves.append(f)
         if len(saves) == 2:
-            open(f, "wb").write(b"partial")
+            pathlib.Path(f).write_bytes(b"partial")
             raise RuntimeError("unexpected pos 1024 vs 0")
         return real(obj, f, *args, **kw)
 
@@ -120,8 +121,7 @@ def test_checkpoint_on_a_full_disk_then_resume(tmp_path, monkeypatch):
 
 
 def test_a_full_disk_while_sharding_names_the_shard_and_resumes(tmp_path, monkeypatch):
-    from sslpipe.data import ShardOptions, open_source, write_shards
-    from sslpipe.data import writer
+    from sslpipe.data import ShardOptions, open_source, write_shards, writer
 
     for i in range(12):
         (tmp_path / "src" / "c").mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import pathlib
 import threading
 import time
 
@@ -314,7 +315,7 @@ def test_a_frozen_http_server_is_retried_then_named(shard_dir, monkeypatch, free
     monkeypatch.setattr(reading, "HTTP_RETRIES", 2)
     monkeypatch.setattr(reading, "_backoff", lambda failures: None)  # no waiting in the test
     handler = type("H", (_FreezingHandler,), {
-        "body": open(os.path.join(shard_dir, "t-000000.tar"), "rb").read(),
+        "body": pathlib.Path(shard_dir, "t-000000.tar").read_bytes(),
         "freezes": freezes, "requests": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
