@@ -323,9 +323,13 @@ class Trainer:
         count = getattr(samples, "num_samples", None)
         data = config.data or "an injected loader"
         backend = getattr(loader, "backend", None)
-        workers = getattr(getattr(loader, "_impl", None), "num_workers", None)
+        workers = getattr(loader, "num_workers", None)
+        stage = {"device": f"the collator's float work on {self.device}",
+                 "workers": "the collator's float work in the workers" if workers else
+                 "the whole collator in this process"}.get(
+                     getattr(loader, "device_stage", ""), "")
         where = (f"backend {backend} ({loader.reason}), {plural(workers or 0, 'worker')}"
-                 if backend else type(loader).__name__)
+                 + (f", {stage}" if stage else "") if backend else type(loader).__name__)
         probe = (f"on ({self.probe.num_classes} classes)" if self.probe.enabled else
                  "off (--no-probe)" if not config.probe else
                  "off (no class labels known: pass --num-classes)")

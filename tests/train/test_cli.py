@@ -18,6 +18,9 @@ def test_train_resume_export_on_embedded_sample(tmp_path):
             "--no-progress", "--log-every", "1"]
     first = CliRunner().invoke(main, args + ["--max-steps", "2"])
     assert first.exit_code == 0, first.output
+    # the summary says where the loader runs what (device_stage="auto" on the CPU: workers)
+    assert "backend cpu (" in first.output and "0 workers, the whole collator in this " \
+        "process" in first.output
     resumed = CliRunner().invoke(main, args + ["--max-steps", "3", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     steps = [json.loads(line) for line in (out / "metrics.jsonl").open()]
