@@ -262,6 +262,10 @@ def make_corpus(directory: str, count: int, per_shard: int = 64) -> None:
         "root": "", "split": "train", "classes": ["photo"], "labeled": True,
         "num_samples": count, "image_format": "jpg", "resize": None, "quality": 90,
         "subset": None, "counts_per_class": {"0": count}, "shards": shards, "skipped": [],
+        # encoded here by PIL, none damaged: recorded as `sslpipe shard` records it, so the
+        # GPU backends trust the record rather than check each JPEG (what shards made by
+        # sslpipe get; shards without the record are checked in the workers)
+        "damaged": [],
         "created_by": "benchmarks/input_pipeline.py",
     })
 
