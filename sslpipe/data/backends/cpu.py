@@ -9,12 +9,13 @@ two steps ahead of the training step (:func:`~sslpipe.data.prefetch.run_ahead`).
 crosses the bus: for SimCLR at 224 px, 0.3 MB per image instead of 1.2 MB of float32.
 
 On a CPU target the workers run both stages by default. Measured on 2 cores
-(``benchmarks/host_device.py``, table 3): the loader alone is 1.2-1.3x faster finishing in the
-main process (float batches are 4x the bytes through the workers' shared memory), but a
-training run, whose main process is busy with the model, is 10-20% faster with the float work
-in the workers, and a training run is what a CPU target is for. A collator without the two
-stages (any plain callable) runs whole in the workers, and its float batches are copied ahead
-on a side stream (:func:`~sslpipe.data.prefetch.prefetch_to_device`).
+(``benchmarks/host_device.py``, table 3, each placement timed twice in A B B A order): the
+loader alone is 1.0-1.2x faster finishing in the main process (float batches are 4x the bytes
+through the workers' shared memory), but a training run, whose main process is busy with the
+model, is 8-12% faster with the float work in the workers, and a training run is what a CPU
+target is for. ``Loader.device_stage`` says which placement a loader runs. A collator
+without the two stages (any plain callable) runs whole in the workers, and its float batches
+are copied ahead on a side stream (:func:`~sslpipe.data.prefetch.prefetch_to_device`).
 """
 
 from __future__ import annotations
