@@ -38,18 +38,20 @@ def _run(cmd: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def _interrupt(cmd: list[str], cwd: Path, delay: float, sig: int) -> None:
+def _interrupt(cmd: list[str], cwd: Path, delay: float, sig: int) -> int | None:
+    """Send ``sig`` after ``delay`` seconds; the exit status, None when it ended before."""
     process = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(delay)
-    if process.poll() is None:
-        # a shell's Ctrl-C goes to the whole process group (workers too); kill -TERM to one
-        if sig == signal.SIGINT:
-            os.killpg(process.pid, sig)
-        else:
-            process.send_signal(sig)
+    if process.poll() is not None:
+        return None
+    # a shell's Ctrl-C goes to the whole process group (workers too); kill -TERM to one
+    if sig == signal.SIGINT:
+        os.killpg(process.pid, sig)
+    else:
+        process.send_signal(sig)
     try:
-        process.wait(timeout=PROMPT)
+        return process.wait(timeout=PROMPT)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         pytest.fail(f"{signal.Signals(sig).name} after {delay:.2f}s: the process did not end "
@@ -111,7 +113,11 @@ def test_train_killed_at_random_instants_resumes_to_the_same_weights(tmp_path):
     for trial in range(2):
         out = tmp_path / f"run{trial}"
         sig = rng.choice(SIGNALS)
-        _interrupt(_sslpipe(*args, "--out", str(out)), tmp_path, rng.uniform(1.0, seconds), sig)
+        delay = rng.uniform(1.0, seconds)
+        status = _interrupt(_sslpipe(*args, "--out", str(out)), tmp_path, delay, sig)
+        if status is not None and delay < 0.8 * seconds:  # not in the run's last moments
+            # Ctrl-C and SIGTERM stop the run with a checkpoint: 128 + the signal's number
+            assert status == (-sig if sig == signal.SIGKILL else 128 + sig), (sig, status)
         _run(_sslpipe(*args, "--out", str(out), "--resume"), tmp_path)
         weights = load_file(str(out / "backbone.safetensors"))
         assert weights.keys() == reference.keys()
