@@ -21,6 +21,7 @@ are copied ahead on a side stream (:func:`~sslpipe.data.prefetch.prefetch_to_dev
 from __future__ import annotations
 
 import functools
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -97,5 +98,20 @@ def _worker_loader(stream: BatchStream, num_workers: int, pin: bool) -> Iterator
         pin_memory=pin,
         prefetch_factor=4 if num_workers else None,
         persistent_workers=False,
+        worker_init_fn=ignore_stop_signals if num_workers else None,
     )
     yield from loader
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """In a loader worker: leave SIGINT and SIGTERM to the main process.
+
+    A shell's Ctrl-C, ``kill -TERM -PGID``, and schedulers that signal a job's whole process
+    group (Slurm, systemd) reach the workers too. torch's worker dies of an outside SIGTERM,
+    and the main process then fails with "DataLoader worker is killed by signal: Terminated"
+    before it can stop cleanly (``sslpipe train`` checkpoints and exits 143). The main process
+    ends its workers when it stops; a worker whose main process is killed outright sees it gone
+    and exits (torch's watchdog).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
