@@ -88,3 +88,16 @@ def test_a_worker_error_reads_as_its_cause(workers) -> None:
     message = user_error(caught.value).message
     assert message == "shard-000001.tar: truncated at member 'x.jpg'\nsecond line"
     assert user_error(ValueError("plain")).message == "plain"
+
+
+def test_ctrl_c_ends_any_command_with_status_130(monkeypatch, tmp_path) -> None:
+    import sslpipe.data.sharding as sharding
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sharding, "write_shards", interrupted)
+    (tmp_path / "c").mkdir()
+    result = CliRunner().invoke(main, ["shard", "imagefolder", str(tmp_path), "--out",
+                                       str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 130 and "interrupted" in result.output, result.output

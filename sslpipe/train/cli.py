@@ -107,6 +107,7 @@ def train(task: str | None, config_file: str | None, print_config: bool, task_op
     from sslpipe.train.trainer import TrainingDiverged, TrainingInterrupted
     from sslpipe.train.trainer import train as run
 
+    out: str | None = options.get("out")  # where an interrupted command left its run
     try:
         in_file = read_config_file(config_file) if config_file else {}
         config = merge(TrainConfig(), in_file)
@@ -117,7 +118,11 @@ def train(task: str | None, config_file: str | None, print_config: bool, task_op
             values["task_options"] = parse_task_options(task_option)
         config = merge(config, values)
         given = set(in_file) | set(values)
+        out = config.out
         resumed = _resume(config, given) if config.resume else None
+        if config.resume and resumed is None:
+            click.echo(f"--resume: {config.out} holds no run yet (no config.json): starting "
+                       "a new one", err=True)
         if resumed is not None:
             config = resumed
         elif config.data is not None:
@@ -130,14 +135,25 @@ def train(task: str | None, config_file: str | None, print_config: bool, task_op
         click.echo(f"interrupted: {stop}", err=True)
         sys.exit(stop.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted: the run's newest checkpoint is kept; the same command with "
-                   "--resume continues from it", err=True)
+        click.echo(f"interrupted: {_what_is_kept(out)}", err=True)
         sys.exit(130)
     except (ValueError, TrainingDiverged, WriteError) as err:
         raise user_error(err) from err
     click.echo(f"run directory: {result.run_dir}")
     click.echo(f"backbone: {result.backbone}")
     click.echo("final: " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
+
+
+def _what_is_kept(out: str | None) -> str:
+    """What an interrupted command leaves to resume from, for its last message."""
+    from sslpipe.train.checkpoint import latest_checkpoint
+
+    newest = latest_checkpoint(out) if out else None
+    if newest is None:
+        return ("no checkpoint was written yet: the same command starts the run from the "
+                "beginning")
+    return f"the newest checkpoint, {newest}, is kept; the same command with --resume " \
+        "continues from it"
 
 
 def _fit(config: Any, small_input_chosen: bool) -> Any:

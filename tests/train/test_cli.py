@@ -97,3 +97,19 @@ def test_the_same_command_with_resume_continues_a_run_fitted_to_its_data(tmp_pat
     assert done.exit_code == 0, done.output
     assert f"run directory: {moved}\n" in done.stdout
     assert f"backbone: {moved / 'backbone.safetensors'}\n" in done.stdout
+
+
+def test_an_early_ctrl_c_and_a_resume_of_nothing_say_what_happens(tmp_path, monkeypatch):
+    import sslpipe.train.trainer as trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # before the trainer wrote anything
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    args = ["train", "rotation", "--data", sample_path("train"), "--arch", "resnet18",
+            "--batch-size", "8", "--out", str(tmp_path / "run"), "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130
+    assert "no checkpoint was written yet" in result.output  # not a promise of one
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert "holds no run yet (no config.json): starting a new one" in result.output
