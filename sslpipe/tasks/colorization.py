@@ -70,6 +70,10 @@ class ColorizationOptions(CollatorOptions):
             :func:`estimate_ab_prior`).
         regression_loss: ``"smooth_l1"`` or ``"l2"`` (``mode="regression"`` only).
         hidden_dim: width of the head's hidden 1x1 conv.
+        gray_threshold: an image counts as colour when any of its ab target values exceeds
+            this in absolute value (Lab units); the others, grayscale images (ImageNet holds
+            thousands), are left out of the loss, as the authors' training code does (its
+            NonGrayMaskLayer, threshold 5). None trains on every image.
     """
 
     size: int = 176
@@ -83,6 +87,7 @@ class ColorizationOptions(CollatorOptions):
     prior: Prior = None
     regression_loss: str = "smooth_l1"
     hidden_dim: int = 256
+    gray_threshold: float | None = 5.0
 
     def __post_init__(self) -> None:
         check_positive("size", self.size)
@@ -100,6 +105,8 @@ class ColorizationOptions(CollatorOptions):
         check_probability("rebalance", self.rebalance)
         check_choice("regression_loss", self.regression_loss, ("smooth_l1", "l2"))
         check_positive("hidden_dim", self.hidden_dim)
+        if self.gray_threshold is not None:
+            check_positive("gray_threshold", self.gray_threshold, allow_zero=True)
         load_ab_prior(self.prior)
 
 
@@ -113,7 +120,10 @@ class ColorizationCollator(Collator):
     * ``ab``: float ``B x 2 x h x w``, the true ab (both modes);
     * ``bins``: int64 ``B x k x h x w``, the k nearest bins, nearest first (classification);
     * ``soft``: float ``B x k x h x w``, their soft-encoding weights, summing to 1;
-    * ``weights``: float ``B x h x w``, the rebalancing weight of each pixel's nearest bin.
+    * ``weights``: float ``B x h x w``, the rebalancing weight of each pixel's nearest bin,
+      0 on a grayscale image (classification);
+    * ``color``: float ``B``, 1 for a colour image, 0 for a grayscale one (``gray_threshold``;
+      all 1 when it is None); the losses leave the grayscale ones out.
     """
 
     options: ColorizationOptions
@@ -137,11 +147,15 @@ class ColorizationCollator(Collator):
         inputs = normalize(grey, opt.mean, opt.std)
         side = opt.size // opt.target_stride
         ab = F.interpolate(lab[:, 1:], size=(side, side), mode="area")
-        targets = {"ab": ab}
+        if opt.gray_threshold is None:
+            color = ab.new_ones(len(ab))
+        else:
+            color = (ab.abs().amax(dim=(1, 2, 3)) > opt.gray_threshold).float()
+        targets = {"ab": ab, "color": color}
         if opt.mode == "classification":
             bins, soft = encode_ab(ab, opt.neighbours, opt.sigma)
             weights = self.bin_weights.to(ab.device, non_blocking=True)[bins[:, 0]]
-            targets.update(bins=bins, soft=soft, weights=weights)
+            targets.update(bins=bins, soft=soft, weights=weights * color[:, None, None])
         device = inputs.device
         return Batch(inputs, targets, labels_on(host, device), meta_on(host.meta, device))
 
@@ -163,7 +177,8 @@ class Colorization(Task):
         t = _targets(batch)
         if self.options.mode == "classification":
             return colorization_loss(outputs, t["bins"], t["soft"], t["weights"])
-        return colorization_regression_loss(outputs, t["ab"], self.options.regression_loss)
+        return colorization_regression_loss(outputs, t["ab"], self.options.regression_loss,
+                                            t.get("color"))
 
     def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         t = _targets(batch)
@@ -230,13 +245,19 @@ def colorization_loss(logits: torch.Tensor, bins: torch.Tensor, soft: torch.Tens
 
 
 def colorization_regression_loss(pred: torch.Tensor, ab: torch.Tensor,
-                                 kind: str = "smooth_l1") -> torch.Tensor:
+                                 kind: str = "smooth_l1",
+                                 color: torch.Tensor | None = None) -> torch.Tensor:
     """Mean smooth-L1 (beta 1) or squared error between ``pred`` (``B x 2 x h x w``, ab / 100)
-    and the true ``ab / 100``."""
+    and the true ``ab / 100``, over every element; ``color`` (float ``B``, 0 or 1) leaves the
+    grayscale images' elements out of the sum, not the count (a batch of them: 0, no NaN)."""
     target = ab / AB_SCALE
     if kind == "l2":
-        return F.mse_loss(pred.float(), target)
-    return F.smooth_l1_loss(pred.float(), target)
+        per = F.mse_loss(pred.float(), target, reduction="none")
+    else:
+        per = F.smooth_l1_loss(pred.float(), target, reduction="none")
+    if color is not None:
+        per = per * color[:, None, None, None]
+    return per.mean()
 
 
 def rebalance_weights(prior: torch.Tensor, rebalance: float = 0.5,

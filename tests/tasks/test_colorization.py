@@ -47,7 +47,7 @@ def test_seed_reproduces_a_batch_and_regression_mode_has_only_ab():
     b = sslpipe.create_task("colorization", size=32, seed=3).collator(_images())
     assert torch.equal(a.inputs, b.inputs) and torch.equal(a.meta["flip"], b.meta["flip"])
     r = sslpipe.create_task("colorization", size=32, mode="regression", seed=0).collator(_images())
-    assert set(r.targets) == {"ab"}
+    assert set(r.targets) == {"ab", "color"}
 
 
 def test_rebalancing_weights_formula_and_normalisation():
@@ -131,7 +131,44 @@ def test_visualize_rows():
 
 @pytest.mark.parametrize("bad", [{"mode": "gan"}, {"size": 0}, {"rebalance": 1.5},
                                  {"neighbours": 0}, {"size": 8, "target_stride": 16},
-                                 {"prior": "/no/such/prior.pt"}])
+                                 {"prior": "/no/such/prior.pt"}, {"gray_threshold": -1}])
 def test_wrong_options_raise(bad):
     with pytest.raises(ValueError):
         sslpipe.create_task("colorization", **bad)
+
+
+@pytest.mark.parametrize("mode", ["classification", "regression"])
+def test_grayscale_images_are_left_out_of_the_loss(mode):
+    # the authors' NonGrayMaskLayer: colour when any |ab| > 5; a gray image teaches nothing
+    task = sslpipe.create_task("colorization", size=32, crop="center", flip=0.0, mode=mode,
+                               seed=0)
+    colour = _images(2, 32, 32, seed=1)
+    gray = colour[:1, :1].expand(-1, 3, -1, -1).clone()  # R = G = B: ab = 0
+    batch = task.collator(torch.cat([colour, gray]))
+    assert batch.targets["color"].tolist() == [1.0, 1.0, 0.0]
+    if mode == "classification":
+        assert not batch.targets["weights"][2].any() and batch.targets["weights"][:2].all()
+    side = 32 // task.options.target_stride
+    out = 313 if mode == "classification" else 2
+    logits = torch.randn(3, out, side, side, generator=torch.Generator().manual_seed(0))
+    loss = task.loss(logits, batch)
+    changed = logits.clone()
+    changed[2] = torch.randn(out, side, side)  # another prediction for the gray image
+    assert task.loss(changed, batch).item() == pytest.approx(loss.item())
+    # the mean over every pixel of the batch, the gray image's counting as zeros
+    colour_only = task.loss(logits[:2], _first(batch, 2))
+    assert loss.item() == pytest.approx(colour_only.item() * 2 / 3, rel=1e-5)
+    # a batch of gray images only: zero loss and gradients, never NaN
+    all_gray = task.collator(gray.expand(2, -1, -1, -1).clone())
+    pred = torch.randn(2, out, side, side, requires_grad=True)
+    zero = task.loss(pred, all_gray)
+    zero.backward()
+    assert zero.item() == 0.0 and torch.isfinite(pred.grad).all() and not pred.grad.any()
+    # gray_threshold=None trains on every image
+    every = sslpipe.create_task("colorization", size=32, crop="center", flip=0.0, mode=mode,
+                                gray_threshold=None, seed=0)
+    assert every.collator(gray).targets["color"].tolist() == [1.0]
+
+
+def _first(batch, n):
+    return sslpipe.Batch(batch.inputs[:n], {k: v[:n] for k, v in batch.targets.items()})
