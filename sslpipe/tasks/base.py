@@ -186,6 +186,9 @@ class Task(ABC):
     # the fewest images a batch needs for the loss (VICReg's variance needs 2); the trainer
     # passes over a shorter (last) batch and says so
     min_batch_size: ClassVar[int] = 1
+    # SyncBatchNorm under DDP by default (TrainConfig.sync_bn=None): for losses that compare
+    # the samples of the batch, whose authors normalise over the global batch
+    sync_bn: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = make_options(self.Options, options, owner=f"task {self.name!r}")

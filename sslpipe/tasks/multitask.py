@@ -159,6 +159,8 @@ class MultiTask(Task):
         self.options = make_options(MultiTaskOptions, {**base, **own}, owner=f"task {name!r}")
         self.collator = MultiCollator(self.options, self.members)
         self.min_batch_size = max(t.min_batch_size for t in self.members.values())  # type: ignore[misc]
+        self.sync_bn = any(getattr(t, "sync_bn", False)  # type: ignore[misc]
+                           for t in self.members.values())
 
     def build(self, backbone: nn.Module) -> nn.Module:
         return MultiTaskModel(backbone, {n: t.build(backbone) for n, t in self.members.items()},

@@ -96,6 +96,8 @@ class SimCLROptions(TwoViewOptions):
         solarize: probability of solarisation per view (not in SimCLR; BYOL uses it).
         hidden_dim, projection_dim: projection MLP ``Linear-BN-ReLU-Linear`` widths.
         temperature: NT-Xent temperature.
+        gather: under data parallelism, every rank's embeddings are the negatives (the global
+            batch, as the authors' code); False: each rank's own (see :func:`nt_xent`).
     """
 
     flip: float = 0.5
@@ -109,6 +111,7 @@ class SimCLROptions(TwoViewOptions):
     hidden_dim: int = 2048
     projection_dim: int = 128
     temperature: float = 0.5
+    gather: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -207,6 +210,8 @@ class TwoViewModel(nn.Module):
 class SimCLR(Task):
     """SimCLR: two views per image, projection MLP, NT-Xent loss."""
 
+    sync_bn = True  # the paper's global BN: mean and variance over every device
+
     Options = SimCLROptions
     Collator = TwoViewCollator
     options: SimCLROptions
@@ -217,7 +222,7 @@ class SimCLR(Task):
         return TwoViewModel(backbone, projector)
 
     def loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch) -> torch.Tensor:
-        return nt_xent(outputs[0], outputs[1], self.options.temperature)
+        return nt_xent(outputs[0], outputs[1], self.options.temperature, self.options.gather)
 
     def metrics(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch
                 ) -> dict[str, torch.Tensor]:
@@ -230,16 +235,24 @@ class SimCLR(Task):
         return view_rows(batch, self.options, max_images)
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
+            gather: bool = True) -> torch.Tensor:
     """NT-Xent (normalized temperature-scaled cross-entropy) of SimCLR.
 
     With ``u = z / ||z||`` over the ``2B`` rows of ``[z1; z2]`` and ``s_ij = u_i . u_j / t``,
     ``loss = 1/(2B) sum_i -log( exp(s_{i,p(i)}) / sum_{k != i} exp(s_ik) )`` where ``p(i)`` is
     the other view of the same image: both views serve as anchors.
 
+    Under data parallelism (an initialized process group of ``W > 1`` ranks) and ``gather``,
+    the negatives are the global batch's, as in the authors' code: each rank's rows are the
+    anchors, every rank's rows (:func:`~sslpipe.ops.gather.gather_rows`) the keys, so the mean
+    of the ranks' losses is the loss above on the whole ``W*B`` batch, and with DDP averaging
+    the gradients are exactly its. ``gather=False``: each rank's ``B`` rows alone.
+
     Args:
         z1, z2: float ``B x D`` projections of the two views (row i of each: the same image).
         temperature: ``t`` > 0.
+        gather: use every rank's rows as negatives (no effect in a single process).
     """
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ValueError(
@@ -247,12 +260,26 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
             f"{tuple(z2.shape)}"
         )
     check_positive("temperature", temperature)
+    from sslpipe.ops.gather import gather_rows, world
+
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    sim = z @ z.T / temperature
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(self_mask, float("-inf"))
-    return F.cross_entropy(sim, _partners(n, z.device))
+    rank, size = world() if gather else (0, 1)
+    u1, u2 = F.normalize(wide_float(z1), dim=1), F.normalize(wide_float(z2), dim=1)
+    if size > 1:
+        u1, u2 = gather_rows(u1), gather_rows(u2)
+    keys = torch.cat([u1, u2])  # 2N rows: every rank's first views, then its second views
+    total = size * n
+    device = keys.device
+    mine = torch.arange(rank * n, (rank + 1) * n, device=device)
+    anchors = torch.cat([mine, mine + total])  # this rank's rows among the keys
+    sim = keys[anchors] @ keys.T / temperature
+    sim = sim.masked_fill(anchors[:, None] == torch.arange(2 * total, device=device), float("-inf"))
+    return F.cross_entropy(sim, (anchors + total) % (2 * total))
+
+
+def wide_float(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision embeddings (autocast), float64 kept."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def _partners(n: int, device: torch.device) -> torch.Tensor:

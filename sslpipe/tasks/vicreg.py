@@ -30,6 +30,7 @@ from sslpipe.tasks.simclr import (
     TwoViewOptions,
     check_blur,
     view_rows,
+    wide_float,
 )
 
 
@@ -49,6 +50,9 @@ class VICRegOptions(TwoViewOptions):
         expander_dim: width of every expander layer (8192 in the paper).
         expander_layers: number of Linear layers (BN + ReLU between them).
         sim_coeff, std_coeff, cov_coeff: the loss weights lambda, mu, nu.
+        gather: under data parallelism, the loss is computed on every rank's embeddings (the
+            global batch, as the authors' code); False: on each rank's own (see
+            :func:`vicreg_loss`).
     """
 
     flip: float = 0.5
@@ -64,6 +68,7 @@ class VICRegOptions(TwoViewOptions):
     sim_coeff: float = 25.0
     std_coeff: float = 25.0
     cov_coeff: float = 1.0
+    gather: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -104,6 +109,7 @@ class VICReg(Task):
     Options = VICRegOptions
     Collator = TwoViewCollator
     min_batch_size = 2  # the variance and covariance terms are over the batch
+    sync_bn = True  # the authors' code converts to SyncBatchNorm
     options: VICRegOptions
 
     def build(self, backbone: nn.Module) -> nn.Module:
@@ -114,7 +120,8 @@ class VICReg(Task):
 
     def loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch) -> torch.Tensor:
         o = self.options
-        return vicreg_loss(outputs[0], outputs[1], o.sim_coeff, o.std_coeff, o.cov_coeff)
+        return vicreg_loss(outputs[0], outputs[1], o.sim_coeff, o.std_coeff, o.cov_coeff,
+                           o.gather)
 
     def metrics(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch
                 ) -> dict[str, torch.Tensor]:
@@ -131,6 +138,7 @@ def vicreg_loss(
     sim_coeff: float = 25.0,
     std_coeff: float = 25.0,
     cov_coeff: float = 1.0,
+    gather: bool = True,
 ) -> torch.Tensor:
     """The VICReg loss, as the paper's equation (6) and Algorithm 1.
 
@@ -145,9 +153,16 @@ def vicreg_loss(
     The paper sums the variance terms of both branches; the authors' released code averages
     them (a factor 1/2 on ``mu``): this function follows the paper.
 
+    Under data parallelism (an initialized process group of ``W > 1`` ranks) and ``gather``,
+    every term is computed on the global batch, as the authors' code does: the embeddings of
+    every rank are gathered (:func:`~sslpipe.ops.gather.gather_rows`), each rank computes the
+    same loss on all ``W*B`` rows, and with DDP averaging the gradients are exactly those of
+    the single-process loss on the whole batch. ``gather=False``: each rank's ``B`` rows alone.
+
     Args:
         z1, z2: float ``B x D`` embeddings of the two views, ``B >= 2``.
         sim_coeff, std_coeff, cov_coeff: lambda, mu, nu.
+        gather: compute on every rank's rows (no effect in a single process).
     """
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ValueError(
@@ -156,7 +171,11 @@ def vicreg_loss(
         )
     if z1.shape[0] < 2:
         raise ValueError(f"vicreg_loss needs a batch of at least 2 (variance). Got {z1.shape[0]}")
-    z1, z2 = z1.float(), z2.float()
+    z1, z2 = wide_float(z1), wide_float(z2)
+    if gather:
+        from sslpipe.ops.gather import gather_rows
+
+        z1, z2 = gather_rows(z1), gather_rows(z2)
     invariance = F.mse_loss(z1, z2)
     return (sim_coeff * invariance
             + std_coeff * (_variance(z1) + _variance(z2))

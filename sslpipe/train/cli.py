@@ -66,7 +66,9 @@ _FIELDS = ("data", "val", "arch", "small_input", "freeze_until", "epochs", "batc
               help="nvjpeg: share of JPEGs the CPU workers decode beside nvJPEG. [0]")
 @click.option("--gpus", type=int, help="GPUs (processes, NCCL) on this node.")
 @click.option("--procs", type=int, help="CPU processes (gloo DDP).")
-@click.option("--sync-bn/--no-sync-bn", default=None, help="SyncBatchNorm under DDP.")
+@click.option("--sync-bn/--no-sync-bn", default=None,
+              help="SyncBatchNorm under DDP (default: on for simclr and vicreg, whose losses "
+                   "compare the samples of the batch).")
 @click.option("--out", help="Run directory. [runs/train]")
 @click.option("--resume", is_flag=True, default=None,
               help="Continue the run in --out from its newest checkpoint; options not given "

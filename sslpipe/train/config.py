@@ -57,7 +57,10 @@ class TrainConfig:
         hw_decoder_load, cpu_decode_share: how ``create_loader`` splits JPEG decoding: the
             hardware decoder's share (dali on CUDA), the CPU workers' share (nvjpeg).
         gpus: processes on this node, one per GPU (NCCL). ``procs``: CPU processes (gloo).
-        sync_bn: convert BatchNorm layers to SyncBatchNorm under DDP.
+        sync_bn: convert BatchNorm layers to SyncBatchNorm under DDP (CUDA only); None (the
+            default): on GPUs, for tasks whose loss compares the samples of the batch (SimCLR,
+            VICReg: their authors normalise over the global batch; ``Task.sync_bn``), off for
+            the others and on CPU processes.
         out: run directory. It must not hold a run already unless ``resume`` (continue from
             its latest checkpoint; from the start when none was written yet) or ``overwrite``
             (delete that run's files first).
@@ -109,7 +112,7 @@ class TrainConfig:
     cpu_decode_share: float = 0.0
     gpus: int = 0
     procs: int = 1
-    sync_bn: bool = False
+    sync_bn: bool | None = None
     out: str = "runs/train"
     resume: bool = False
     overwrite: bool = False

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sslpipe.ops.gather import local
+
 __all__ = ["Footprint", "available_memory", "measure", "fitting_batch", "gigabytes"]
 
 BACKWARD_FACTOR = 1.3  # peak of a step / activations kept for backward (measured 1.18-1.30)
@@ -86,7 +88,8 @@ def measure(task: Any, model: nn.Module, dtype: torch.dtype | None, optimizer: s
 
         autocast: Any = (torch.autocast("cpu", dtype=dtype) if dtype is not None
                          else torch.autocast("cpu", enabled=False))
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        # local(): no collective from this rank's private estimate (a CPU copy under NCCL)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast, local():
             loss = task.loss(probe(batch.inputs), batch)
         del loss, probe
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)

@@ -210,7 +210,14 @@ class Trainer:
         self._footprint = (footprint.measure(self.task, model, self.dtype, config.optimizer,
                                              config.momentum)
                            if config.memory_check else None)
-        if self.info.distributed and config.sync_bn:
+        # SyncBatchNorm runs on CUDA only: the default turns it on there for the tasks that
+        # want it; asked for on CPU processes, it is an error
+        sync_bn = (config.sync_bn if config.sync_bn is not None
+                   else self.task.sync_bn and self.device.type == "cuda")
+        if self.info.distributed and sync_bn and self.device.type != "cuda":
+            raise ValueError("sync_bn: SyncBatchNorm works on CUDA devices only; pass "
+                             "--no-sync-bn for CPU processes (--procs)")
+        if self.info.distributed and sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device)
         if config.channels_last:

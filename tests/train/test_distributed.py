@@ -63,3 +63,33 @@ def test_validation_reads_every_sample_once_over_ranks_with_uneven_steps(tmp_pat
     # the two processes run 4 and 1 validation steps and still meet at the end
     result = train(config)
     assert result.steps == 4 and "val_loss" in result.metrics
+
+
+def test_two_process_simclr_gathers_its_negatives(tmp_path):
+    # nt_xent all-gathers the embeddings inside the DDP step (and the memory estimate does
+    # not): the run finishes with a finite loss on every step
+    config = TrainConfig(task="simclr", arch="resnet18", epochs=1, batch_size=8, procs=2,
+                         task_options={"size": 32, "hidden_dim": 64, "projection_dim": 16},
+                         out=str(tmp_path / "ddp"), log_every=1, progress=False, probe=False)
+    result = train(config, make_loader=RankLoader())
+    assert result.steps == 4
+    steps = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").open()]
+    losses = [s["loss"] for s in steps if s["event"] == "step"]
+    assert len(losses) == 4 and all(0 < loss < 10 for loss in losses)
+
+
+def test_sync_bn_defaults_follow_the_authors_and_need_cuda(tmp_path):
+    import pytest
+
+    import sslpipe
+
+    # SimCLR's global BN and VICReg's SyncBatchNorm: on by default under DDP on GPUs
+    assert [sslpipe.create_task(n).sync_bn for n in ("simclr", "vicreg", "rotation",
+                                                     "rotation+simclr")] == [
+        True, True, False, True]
+    assert TrainConfig().sync_bn is None
+    config = TrainConfig(task="rotation", arch="resnet18", epochs=1, batch_size=8, procs=2,
+                         task_options={"size": 32, "mode": "random"}, sync_bn=True,
+                         out=str(tmp_path / "cpu"), progress=False, probe=False)
+    with pytest.raises(Exception, match="SyncBatchNorm works on CUDA devices only"):
+        train(config, make_loader=RankLoader())
