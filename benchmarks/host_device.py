@@ -42,6 +42,7 @@ from collators import make_corpus, task_options  # sibling scripts (benchmarks/ 
 from input_pipeline import make_corpus as make_shards
 
 import sslpipe
+from sslpipe.batch import nbytes
 from sslpipe.data import create_loader
 from sslpipe.ops.color import IMAGENET_MEAN, IMAGENET_STD
 
@@ -70,7 +71,7 @@ def main() -> None:
         collator = sslpipe.create_collator(name, **task_options(name, 224), seed=0)
         host = collator.host_stage(corpus)
         batch = collator.device_stage(host)
-        fused_bytes = _nbytes((batch.inputs, batch.targets)) / len(corpus)
+        fused_bytes = nbytes((batch.inputs, batch.targets)) / len(corpus)
         rows.append((name, f"{fused_bytes / 1e3:,.0f}", f"{host.nbytes / len(corpus) / 1e3:,.0f}",
                      f"{fused_bytes / (host.nbytes / len(corpus)):.1f}"))
     _table("1. kB per image crossing to the device (224 px)",
@@ -220,14 +221,6 @@ def _torchvision_v2(blur: float) -> Callable[[list[Any]], Any]:
     return collate
 
 
-def _nbytes(value: Any) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, (tuple, list)):
-        return sum(_nbytes(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_nbytes(v) for v in value.values())
-    return 0
 
 
 def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

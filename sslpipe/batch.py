@@ -109,8 +109,19 @@ class HostBatch:
         parameters, which the device stage moves itself where its kernels need them).
         ``benchmarks/host_device.py`` (table 1) sets this against the finished float Batch's
         inputs and targets."""
-        tensors = [*self.pixels.values(), *([self.labels] if self.labels is not None else [])]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return nbytes(self.pixels) + nbytes(self.labels)
+
+
+def nbytes(value: Any) -> int:
+    """Bytes of the tensors in ``value`` (a tensor, or tuples, lists and dicts of them; other
+    values count 0): what a Batch's inputs or targets occupy."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(nbytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(nbytes(v) for v in value.values())
+    return 0
 
 
 def _map(fn: Any, value: Any) -> Any:

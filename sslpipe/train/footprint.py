@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sslpipe.batch import nbytes
 from sslpipe.ops.gather import local
 
 __all__ = ["Footprint", "available_memory", "measure", "fitting_batch", "gigabytes"]
@@ -95,7 +96,7 @@ def measure(task: Any, model: nn.Module, dtype: torch.dtype | None, optimizer: s
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     states = {"sgd": 1 if momentum else 0, "lars": 1, "adamw": 2}.get(optimizer, 2)
     return Footprint(activations=sum(saved.values()) / images,
-                     inputs=_nbytes(batch.inputs) / images,
+                     inputs=nbytes(batch.inputs) / images,
                      state=float(trainable * (1 + states)))
 
 
@@ -163,11 +164,3 @@ def _min_side(collator: Any) -> int:
     return max(32, side)
 
 
-def _nbytes(value: Any) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, (tuple, list)):
-        return sum(_nbytes(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_nbytes(v) for v in value.values())
-    return 0
