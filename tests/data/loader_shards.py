@@ -5,8 +5,10 @@ Each sample's class index is its global index, so a test can tell which samples 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import webdataset as wds
@@ -82,3 +84,24 @@ def write_test_manifest(directory: str, name: str, shards: list[dict], labeled: 
         "subset": None, "counts_per_class": {str(i): 1 for i in range(classes)},
         "shards": shards, "skipped": [], "created_by": "tests",
     })
+
+
+@contextlib.contextmanager
+def encoding_interrupted_at(monkeypatch, count: int) -> Iterator[None]:
+    """Within it, `sslpipe shard`'s ``count``-th image encode raises KeyboardInterrupt (a
+    Ctrl-C mid-run); the real encoder is back on the way out."""
+    import sslpipe.data.sharding as sharding
+
+    real, calls = sharding.encode_record, []
+
+    def dying(record, options):
+        calls.append(record.key)
+        if len(calls) == count:
+            raise KeyboardInterrupt
+        return real(record, options)
+
+    monkeypatch.setattr(sharding, "encode_record", dying)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(sharding, "encode_record", real)

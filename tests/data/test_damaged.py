@@ -23,7 +23,7 @@ from sslpipe.data.backends.nvjpeg import NvImageCodecDecoder, TorchvisionJpegDec
 from sslpipe.data.reading import ReadPlan, resolve_shards
 from sslpipe.ops.images import DamagedImageWarning, collect
 from sslpipe.ops.jpeg import jpeg_damage
-from tests.data.loader_shards import encode, image
+from tests.data.loader_shards import encode, encoding_interrupted_at, image
 
 
 def extraneous(good: bytes) -> bytes:
@@ -261,18 +261,8 @@ def test_an_interrupted_run_with_damaged_images_resumes_identically(tmp_path, mo
     for damaged in ("use", "skip"):
         reference = _shard(root, tmp_path / f"ref-{damaged}", damaged=damaged, shard_size=2,
                            name="s")
-        real, calls = sharding.encode_record, []
-
-        def dying(record, options, real=real, calls=calls):
-            calls.append(record.key)
-            if len(calls) == stop_at:
-                raise KeyboardInterrupt
-            return real(record, options)
-
-        monkeypatch.setattr(sharding, "encode_record", dying)
-        with pytest.raises(KeyboardInterrupt):
+        with encoding_interrupted_at(monkeypatch, stop_at), pytest.raises(KeyboardInterrupt):
             _shard(root, tmp_path / f"cut-{damaged}", damaged=damaged, shard_size=2, name="s")
-        monkeypatch.setattr(sharding, "encode_record", real)
         if (tmp_path / f"cut-{damaged}" / sharding.JOURNAL).exists():  # a shard was finished
             with pytest.raises(ValueError, match="other options"):  # the policy is the run's
                 _shard(root, tmp_path / f"cut-{damaged}", shard_size=2, name="s", resume=True,

@@ -23,6 +23,7 @@ from sslpipe.data import (
     verify_shards,
     write_shards,
 )
+from tests.data.loader_shards import encoding_interrupted_at
 
 WNIDS = ["n01440764", "n01443537", "n02102040"]
 PER_CLASS = 6
@@ -204,18 +205,8 @@ def test_an_interrupted_subset_run_with_replacements_resumes_identically(tree, t
     options = dict(subset="15", seed=5, shard_size=2, name="s")
     reference = write_shards(source, str(tmp_path / "ref"), _options(**options))
     assert reference["subset"]["replaced"]
-    real, calls = sharding.encode_record, []
-
-    def dying(record, options):
-        calls.append(record.key)
-        if len(calls) == stop_at:
-            raise KeyboardInterrupt
-        return real(record, options)
-
-    monkeypatch.setattr(sharding, "encode_record", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with encoding_interrupted_at(monkeypatch, stop_at), pytest.raises(KeyboardInterrupt):
         write_shards(source, str(tmp_path / "cut"), _options(**options))
-    monkeypatch.setattr(sharding, "encode_record", real)
     resumed = write_shards(source, str(tmp_path / "cut"), _options(**options, resume=True))
     assert resumed == reference
     assert sorted(os.listdir(tmp_path / "cut")) == sorted(os.listdir(tmp_path / "ref"))
