@@ -3,6 +3,11 @@
 As in timm's model registry: a duplicate name is an error, ``list_tasks("rot*")`` filters with
 fnmatch, and an unknown name fails with the closest registered names. A name joined with ``+``
 (``"rotation+jigsaw"``) builds a multi-task over one shared backbone.
+
+The registry sits below the tasks and imports none of them: a task module registers itself
+(``@register_task``), and ``tasks/multitask.py`` registers the factory of ``+`` names
+(:func:`register_multitask`). The built-in task modules are loaded by name on first use
+(``importlib``, as plugins), so that ``import sslpipe`` stays cheap.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ _BUILTIN_MODULES = (
     "simclr",
     "vicreg",
     "supervised",
+    "multitask",
 )
 _loaded = False
+# builds a "+"-joined name: set by sslpipe.tasks.multitask (register_multitask)
+_MULTITASK: list[Callable[..., Any]] = []
 
 T = TypeVar("T", bound=type)
 
@@ -53,6 +61,21 @@ def register_task(name: str, description: str | None = None) -> Callable[[T], T]
         return cls
 
     return wrap
+
+
+def register_multitask(factory: Callable[..., Any]) -> Callable[..., Any]:
+    """Register ``factory(name, **options)``, which builds the Task of a ``+``-joined name.
+
+    Used once, by ``sslpipe.tasks.multitask`` (``@register_multitask`` on ``MultiTask``);
+    registering a second, different factory raises ValueError.
+    """
+    if _MULTITASK and _MULTITASK[0] is not factory:
+        raise ValueError(
+            f"the multi-task factory is already registered by {_MULTITASK[0].__module__}."
+            f"{_MULTITASK[0].__qualname__}"
+        )
+    _MULTITASK[:] = [factory]
+    return factory
 
 
 def list_tasks(pattern: str | None = None) -> list[str]:
@@ -84,9 +107,7 @@ def create_task(name: str, **options: Any) -> Any:
     """
     _load_builtins()
     if "+" in name:
-        from sslpipe.tasks.multitask import MultiTask
-
-        return MultiTask(name, **options)
+        return _MULTITASK[0](name, **options)
     return _TASKS[_resolve(name)](**options)
 
 
@@ -105,8 +126,8 @@ def _resolve(name: str) -> str:
 
 
 def _load_builtins() -> None:
-    # Import lazily so that `import sslpipe` stays cheap and task modules may import the
-    # registry without a cycle.
+    # Load by name, on first use: `import sslpipe` stays cheap, and the registry imports no
+    # task module (they import it, to register themselves).
     global _loaded
     if _loaded:
         return

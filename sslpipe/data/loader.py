@@ -33,7 +33,8 @@ from sslpipe.data.reading import (
     steps_per_epoch,
 )
 from sslpipe.devices import default_workers
-from sslpipe.tasks.base import check_choice, check_positive
+from sslpipe.options import check_choice, check_positive
+from sslpipe.registry import create_task
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +306,6 @@ class Loader:
 
 def _collator(task_or_collator: Any) -> Any:
     if isinstance(task_or_collator, str):
-        from sslpipe.registry import create_task
-
         return create_task(task_or_collator).collator
     collator = getattr(task_or_collator, "collator", task_or_collator)
     if not callable(collator):

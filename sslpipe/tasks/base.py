@@ -18,12 +18,13 @@ A task is declared in one file of ``sslpipe/tasks/``::
         def loss(self, outputs, batch) -> Tensor: ...
 
 ``Task(**options)`` validates the options against the dataclass (an unknown name is a
-ValueError listing the valid ones) and builds ``self.collator`` from them.
+ValueError listing the valid ones) and builds ``self.collator`` from them. The option helpers
+(``make_options``, ``check_positive``, ...) live in :mod:`sslpipe.options` and are re-exported
+here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -35,6 +36,19 @@ from torch import nn
 from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import IMAGENET_MEAN, IMAGENET_STD
 from sslpipe.ops.images import DEFAULT_MAX_PIXELS, Images, collect
+from sslpipe.options import (
+    check_choice,
+    check_positive,
+    check_probability,
+    make_options,
+    option_docs,
+)
+
+# the option helpers live in sslpipe.options (below the tasks, so that the loader and the
+# configs can use them); re-exported here for the task modules that import them from here
+__all__ = ["Collator", "CollatorOptions", "SeededStream", "Task", "check_choice",
+           "check_positive", "check_probability", "labels_on", "make_options", "meta_on",
+           "option_docs"]
 
 
 @dataclass(frozen=True)
@@ -234,45 +248,3 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options})"
-
-
-def make_options(cls: type, options: dict[str, Any], owner: str) -> Any:
-    """Instantiate the options dataclass ``cls``; unknown names give a ValueError listing
-    the valid ones, and wrong values the dataclass' own ``__post_init__`` errors."""
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ValueError(
-            f"{owner}: unknown option(s) {', '.join(unknown)}. Valid options: "
-            f"{', '.join(sorted(valid))}"
-        )
-    return cls(**options)
-
-
-def option_docs(cls: type) -> list[tuple[str, Any]]:
-    """``(name, default)`` of every option of an options dataclass, for `sslpipe tasks`."""
-    out = []
-    for f in dataclasses.fields(cls):
-        if f.name in ("generator",):
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else None
-        out.append((f.name, default))
-    return out
-
-
-def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
-    """Raise ValueError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}. Got {value!r}")
-
-
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    """Raise ValueError unless ``value`` > 0 (or >= 0)."""
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}. Got {value!r}")
-
-
-def check_probability(name: str, value: float) -> None:
-    """Raise ValueError unless 0 <= ``value`` <= 1."""
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1]. Got {value!r}")

@@ -19,6 +19,9 @@ and resumed with the weights) and runs only member ``step % M``; the collator st
 member's inputs, so a batch can feed any step. Members not run in a step get no gradient, so
 DistributedDataParallel needs ``find_unused_parameters=True`` with this schedule. In eval mode
 the model runs every member and the counter does not move.
+
+``MultiTask`` registers itself as the registry's factory of ``+`` names
+(:func:`sslpipe.registry.register_multitask`): the registry never imports this module.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from torch import nn
 
 from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.images import Images, collect
-from sslpipe.registry import task_class
-from sslpipe.tasks.base import Collator, CollatorOptions, Task, check_choice, make_options
+from sslpipe.options import check_choice, make_options
+from sslpipe.registry import register_multitask, task_class
+from sslpipe.tasks.base import Collator, CollatorOptions, Task
 
 SEPARATOR = "."
 
@@ -113,6 +117,7 @@ class MultiCollator(Collator):
         return Batch(tuple(inputs), targets, labels, meta)  # type: ignore[arg-type]
 
 
+@register_multitask
 class MultiTask(Task):
     """Members joined by ``+`` on one shared backbone (see the module docstring).
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sslpipe.tasks.base import check_choice, check_positive
+from sslpipe.options import check_choice, check_positive
 
 __all__ = ["TrainConfig", "load_config", "merge", "parse_task_options", "RESUME_FREE_FIELDS"]
 
