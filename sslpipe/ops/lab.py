@@ -6,7 +6,8 @@ function with its linear segment below ``(6/29)^3``. L is in [0, 100]; a and b o
 colours lie in about [-86, 98] and [-108, 94].
 
 It also holds the quantised ab space of Zhang, Isola & Efros (ECCV 2016): :func:`ab_bins` (the
-313 in-gamut centres of a grid of 10), :func:`encode_ab` (soft encoding on the 5 nearest bins),
+authors' 313 in-gamut centres of a grid of 10, in their order), :func:`encode_ab` (soft
+encoding on the nearest bins),
 :func:`nearest_ab_bin` and :func:`decode_ab` (the annealed mean).
 """
 
@@ -97,21 +98,28 @@ def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 AB_GRID = 10.0
-AB_GAMUT_MARGIN = 13.5
+
+# The authors' in-gamut bins (``resources/pts_in_hull.npy`` of richzhang/colorization), as
+# the run of b centres each a column holds: (a, first b, last b), every 10. Read in this
+# order, a then b, the columns give the 313 centres index for index as the authors' file, so a
+# prior, class weights or a classifier made with the official files line up with sslpipe's.
+_AUTHORS_AB_COLUMNS = (
+    (-90, 50, 90), (-80, 20, 90), (-70, 0, 90), (-60, -20, 90), (-50, -30, 100),
+    (-40, -40, 100), (-30, -50, 100), (-20, -50, 100), (-10, -60, 100), (0, -70, 100),
+    (10, -80, 90), (20, -80, 90), (30, -90, 90), (40, -100, 90), (50, -100, 80),
+    (60, -110, 80), (70, -110, 80), (80, -110, 70), (90, -110, 70), (100, -90, 0),
+)
 
 
 def ab_bins() -> torch.Tensor:
-    """The 313 in-gamut ab bin centres, float32 ``313 x 2`` (a, b), sorted by a then b.
+    """The 313 in-gamut ab bin centres of Zhang et al. (2016): float32 ``313 x 2`` (a, b).
 
-    Derivation (deterministic, no data): the ab projection of the sRGB gamut is the projection
-    of the RGB cube's surface (every vertical line through the solid in Lab enters and leaves
-    it through the surface), sampled at 256 levels per face edge. A centre of the grid of 10
-    is kept when it lies within ``AB_GAMUT_MARGIN`` = 13.5 ab units of that region. The
-    stricter rules (centre exactly reachable: 229; cell containing an sRGB colour: 261) give
-    fewer than the paper's 313; 13.5 is the margin at which the count is 313 (any margin in
-    [13.22, 13.71) gives the same set), so every sRGB colour keeps its 4 nearest grid centres in
-    the set. The set spans a in [-90, 110], b in [-120, 100]; it has the paper's size, but it
-    is not guaranteed to be the same set as the paper's ``pts_in_hull.npy``.
+    Row ``q`` is bin ``q`` of the authors' ``pts_in_hull.npy`` (richzhang/colorization), in
+    their order: sorted by a, then b, on a grid of 10 ab units. The set spans a in [-90, 100]
+    and b in [-110, 100]; every sRGB colour's nearest centre is within 5 * sqrt(2) of it.
+    Keeping the authors' set and order (rather than deriving one from the sRGB gamut, which
+    gives a set that differs in 4 centres and shifts 111 indices) lets priors, rebalancing
+    weights and classifier layers from the official release be used as they are.
     """
     return _ab_bins().clone()
 
@@ -133,7 +141,8 @@ def encode_ab(
 
     Args:
         ab: float ``B x 2 x h x w``; values are clamped to [-125, 125].
-        neighbours: how many nearest bins share each pixel (5 in the paper, at most 36).
+        neighbours: how many nearest bins share each pixel, 1..36 (the paper's text says 5;
+            the authors' training code, ``NNEncLayer``, uses 10).
         sigma: width of the Gaussian kernel on the distance to each bin (5 in the paper).
 
     Returns:
@@ -148,13 +157,18 @@ def encode_ab(
     device = ab.device
     table, lo = _bin_table(device)
     ab = ab.float().clamp(-125.0, 125.0)
-    # Only the 6 x 6 grid centres around each pixel can be among its nearest in-gamut bins:
-    # every in-gamut colour has 4 set members within 7.1 and the window reaches 20 further.
-    offsets = torch.arange(-2, 4, device=device, dtype=torch.float32)
+    # Only the grid centres in a window around each pixel can be among its nearest in-gamut
+    # bins: the window reaches ``reach`` grid steps beyond the pixel's cell on every side,
+    # so any bin outside it is farther than ``reach * AB_GRID``. Pixels whose k-th nearest
+    # bin in the window is farther than that (ab near or outside the gamut's edge, or many
+    # neighbours) search all bins.
+    reach = 2 if neighbours <= 5 else 3
+    side = 2 * reach + 2
+    offsets = torch.arange(-reach, reach + 2, device=device, dtype=torch.float32)
     base = torch.floor(ab / AB_GRID)
-    ga = (base[:, 0, None, None] + offsets.view(1, 6, 1, 1, 1)).expand(-1, -1, 6, -1, -1)
-    gb = (base[:, 1, None, None] + offsets.view(1, 1, 6, 1, 1)).expand(-1, 6, -1, -1, -1)
-    ga, gb = ga.flatten(1, 2), gb.flatten(1, 2)  # B x 36 x h x w
+    ga = (base[:, 0, None, None] + offsets.view(1, side, 1, 1, 1)).expand(-1, -1, side, -1, -1)
+    gb = (base[:, 1, None, None] + offsets.view(1, 1, side, 1, 1)).expand(-1, side, -1, -1, -1)
+    ga, gb = ga.flatten(1, 2), gb.flatten(1, 2)  # B x side^2 x h x w
     d2 = (ab[:, :1] - ga * AB_GRID) ** 2 + (ab[:, 1:] - gb * AB_GRID) ** 2
     ia = (ga - lo).long().clamp(0, table.shape[0] - 1)
     ib = (gb - lo).long().clamp(0, table.shape[1] - 1)
@@ -162,9 +176,7 @@ def encode_ab(
     d2 = torch.where(bins >= 0, d2, torch.full_like(d2, float("inf")))
     d2, pick = d2.topk(neighbours, dim=1, largest=False)
     index = bins.gather(1, pick)
-    # The window holds every set member within 20 of the pixel; beyond that (ab far outside
-    # the sRGB gamut) search all bins, for the few pixels that need it.
-    far = d2[:, -1] > 400.0
+    far = d2[:, -1] > (reach * AB_GRID) ** 2
     if bool(far.any()):
         centres = _ab_bins().to(device)
         where = far.nonzero(as_tuple=True)
@@ -202,32 +214,19 @@ def decode_ab(logits: torch.Tensor, T: float = 0.38) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def _ab_bins() -> torch.Tensor:
-    from scipy.spatial import cKDTree
-
-    levels = torch.linspace(0.0, 1.0, 256, dtype=torch.float64)
-    u, v = torch.meshgrid(levels, levels, indexing="ij")
-    u, v = u.reshape(-1), v.reshape(-1)
-    faces = []
-    for channel in range(3):
-        for value in (0.0, 1.0):
-            cols = [u, v]
-            cols.insert(channel, torch.full_like(u, value))
-            faces.append(torch.stack(cols))
-    surface = torch.cat(faces, 1).view(1, 3, 1, -1)
-    ab = rgb_to_lab(surface)[0, 1:, 0].T.numpy()
-    grid = torch.arange(-13, 14, dtype=torch.float64) * AB_GRID
-    centres = torch.cartesian_prod(grid, grid)
-    distance, _ = cKDTree(ab).query(centres.numpy())
-    keep = torch.from_numpy(distance <= AB_GAMUT_MARGIN)
-    return centres[keep].float()
+    columns = [
+        torch.tensor([(a, b) for b in range(lo, hi + 1, int(AB_GRID))], dtype=torch.float32)
+        for a, lo, hi in _AUTHORS_AB_COLUMNS
+    ]
+    return torch.cat(columns)
 
 
 @functools.lru_cache(maxsize=8)
 def _bin_table(device: torch.device) -> tuple[torch.Tensor, int]:
-    """Grid index -> bin index (-1 outside the gamut), padded so 6 x 6 windows stay inside."""
+    """Grid index -> bin index (-1 outside the gamut), padded so 8 x 8 windows stay inside."""
     bins = (_ab_bins() / AB_GRID).round().long()
-    lo = int(bins.min()) - 3
-    hi = int(bins.max()) + 3
+    lo = int(bins.min()) - 4
+    hi = int(bins.max()) + 4
     table = torch.full((hi - lo + 1, hi - lo + 1), -1, dtype=torch.long)
     table[bins[:, 0] - lo, bins[:, 1] - lo] = torch.arange(bins.shape[0])
     return table.to(device), lo

@@ -2,13 +2,17 @@
 
 The backbone sees only lightness and predicts the colour. Input: the L channel of CIE Lab,
 as ``L / 100`` repeated to 3 channels and normalised with ``mean``/``std`` (a grey picture, so
-every timm backbone and its pretrained stem work unchanged). Target: the ab channels at
-``1/target_stride`` of the input resolution (area-averaged), either
+every timm backbone and its pretrained stem work unchanged; the authors feed ``L - 50`` on one
+channel, the same information up to an affine change of the first layer). Target: the ab
+channels at ``1/target_stride`` of the input resolution, point-sampled every
+``target_stride`` pixels as the authors' training net does (``target_sampling="area"``
+averages instead), either
 
-* ``mode="classification"`` (the paper): a distribution over the 313 in-gamut ab bins of a
-  grid of 10 (:func:`sslpipe.ops.ab_bins`), soft-encoded on the 5 nearest bins with a
-  Gaussian of sigma 5, and a per-pixel class-rebalancing weight; the loss is the rebalanced
-  multinomial cross-entropy; or
+* ``mode="classification"`` (the paper): a distribution over the authors' 313 in-gamut ab
+  bins of a grid of 10 (:func:`sslpipe.ops.ab_bins`, in their order), soft-encoded on the 10
+  nearest bins with a Gaussian of sigma 5 (the authors' ``NNEncLayer``; the paper's text says
+  5), and a per-pixel class-rebalancing weight; the loss is the rebalanced multinomial
+  cross-entropy; or
 * ``mode="regression"``: ab itself (the model predicts ``ab / 100``), smooth-L1 or L2 loss.
 
 The head is dense: the backbone's last feature map (``forward_features``), a 1x1 conv,
@@ -58,11 +62,15 @@ class ColorizationOptions(CollatorOptions):
     Attributes:
         size: input side in pixels (the paper trains on 176 px crops).
         target_stride: the targets (and the head's output) are ``size // target_stride``.
+        target_sampling: how ab is reduced to the target resolution: ``"point"`` takes every
+            ``target_stride``-th pixel (the authors' net: a 1x1 convolution of stride 4),
+            ``"area"`` averages each ``target_stride`` square.
         mode: ``"classification"`` (313 ab bins, the paper) or ``"regression"`` (ab values).
         crop: square crop of non-square images, ``"random"`` or ``"center"``.
         flip: probability of a horizontal flip.
         neighbours, sigma: soft encoding on the ``neighbours`` nearest bins with a Gaussian of
-            width ``sigma`` (5 and 5 in the paper).
+            width ``sigma``: 10 and 5 in the authors' training code (``NNEncLayer``), which
+            produced the published numbers; the paper's text says 5 neighbours.
         rebalance: lambda of the class rebalancing, ``w ~ ((1 - lambda) p + lambda / Q)^-1``
             (0.5 in the paper; 1 turns rebalancing off).
         prior: the ab bin prior p: None (the default prior, see :func:`default_ab_prior`),
@@ -78,10 +86,11 @@ class ColorizationOptions(CollatorOptions):
 
     size: int = 176
     target_stride: int = 4
+    target_sampling: str = "point"
     mode: str = "classification"
     crop: str = "random"
     flip: float = 0.5
-    neighbours: int = 5
+    neighbours: int = 10
     sigma: float = 5.0
     rebalance: float = 0.5
     prior: Prior = None
@@ -96,6 +105,7 @@ class ColorizationOptions(CollatorOptions):
             raise ValueError(
                 f"size // target_stride must be >= 1. Got {self.size} // {self.target_stride}"
             )
+        check_choice("target_sampling", self.target_sampling, ("point", "area"))
         check_choice("mode", self.mode, ("classification", "regression"))
         check_choice("crop", self.crop, ("random", "center"))
         check_probability("flip", self.flip)
@@ -146,7 +156,7 @@ class ColorizationCollator(Collator):
         grey = (lab[:, :1] * 2.55).expand(-1, 3, -1, -1)  # L / 100 on the 0..255 scale
         inputs = normalize(grey, opt.mean, opt.std)
         side = opt.size // opt.target_stride
-        ab = F.interpolate(lab[:, 1:], size=(side, side), mode="area")
+        ab = _reduce_ab(lab[:, 1:], side, opt.target_stride, opt.target_sampling)
         if opt.gray_threshold is None:
             color = ab.new_ones(len(ab))
         else:
@@ -341,6 +351,13 @@ def load_ab_prior(prior: Prior) -> torch.Tensor:
             f"Got {values.numel()} values from {prior if isinstance(prior, str) else 'a sequence'}"
         )
     return (values / values.sum()).float()
+
+
+def _reduce_ab(ab: torch.Tensor, side: int, stride: int, sampling: str) -> torch.Tensor:
+    """``B x 2 x H x W`` ab -> ``B x 2 x side x side`` by point sampling or area averaging."""
+    if sampling == "point":
+        return ab[:, :, : side * stride : stride, : side * stride : stride].contiguous()
+    return F.interpolate(ab, size=(side, side), mode="area")
 
 
 def _compose(light: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:

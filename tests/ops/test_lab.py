@@ -69,6 +69,43 @@ def test_ab_bins_are_313_grid_centres_covering_every_srgb_colour():
     assert (nearest - ab).norm(dim=1).max() <= 5 * 2**0.5 + 1e-4
 
 
+def test_ab_bins_are_the_authors_set_in_their_order():
+    # Facts of the authors' pts_in_hull.npy (richzhang/colorization): sorted by a then b,
+    # these many b centres per a column, these first and last bins, and the 4 centres where
+    # a set derived from the sRGB gamut differs from theirs.
+    bins = ab_bins()
+    keys = [(int(a), int(b)) for a, b in bins.tolist()]
+    assert keys == sorted(keys)
+    columns = [sum(1 for a, _ in keys if a == column) for column in range(-90, 101, 10)]
+    assert columns == [5, 8, 10, 12, 14, 15, 16, 16, 17, 18, 18, 18, 19, 20, 19, 20, 20, 19, 19, 10]
+    assert keys[0] == (-90, 50) and keys[-1] == (100, 0)
+    assert keys[120] == (0, 0)  # the neutral bin
+    for present in [(100, 0), (40, 90), (100, -90), (-30, -50)]:
+        assert present in keys
+    for absent in [(80, 80), (110, -60), (-60, 100), (80, -120)]:
+        assert absent not in keys
+
+
+@pytest.mark.parametrize("neighbours", [1, 5, 10, 36])
+def test_soft_encoding_matches_brute_force_for_any_neighbour_count(neighbours):
+    bins = ab_bins().double()
+    g = torch.Generator().manual_seed(3)
+    ab = rgb_to_lab(torch.rand(2, 3, 6, 6, generator=g))[:, 1:]
+    # the corners of the RGB cube sit on the gamut's edge, where the window search falls back
+    corners = torch.tensor([[0, 0, 1], [1, 0, 1], [0, 1, 0], [1, 1, 0], [1, 0, 0], [0, 1, 1]])
+    edge = rgb_to_lab(corners.T.reshape(1, 3, 1, 6).float())[:, 1:].expand(1, 2, 6, 6)
+    ab = torch.cat([ab, edge, torch.full((1, 2, 6, 6), -124.0)])
+    index, weight = encode_ab(ab, neighbours=neighbours)
+    points = ab.permute(0, 2, 3, 1).reshape(-1, 2).double()
+    d = (points[:, None] - bins[None]).norm(dim=-1)
+    nearest = d.topk(neighbours, largest=False)
+    got = index.permute(0, 2, 3, 1).reshape(-1, neighbours)
+    # ties (equidistant bins) may come in either order: compare the distances, then the sets
+    assert torch.allclose(d.gather(1, got), nearest.values, atol=1e-3)
+    expected = torch.softmax(-nearest.values**2 / 50, dim=1).float()
+    assert torch.allclose(weight.permute(0, 2, 3, 1).reshape(-1, neighbours), expected, atol=1e-5)
+
+
 def test_soft_encoding_matches_brute_force_and_centres_encode_to_themselves():
     bins = ab_bins()
     ab = rgb_to_lab(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)))[:, 1:]

@@ -33,13 +33,32 @@ def test_inputs_are_the_l_channel_and_targets_its_colour():
     assert torch.allclose(grey, (lab[:, :1] / 100).expand(-1, 3, -1, -1), atol=1e-5)
     t = batch.targets
     assert t["ab"].shape == (2, 2, 8, 8)
-    pooled = torch.nn.functional.avg_pool2d(lab[:, 1:], 4)
-    assert torch.allclose(t["ab"], pooled, atol=1e-4)
+    # the authors' net point-samples ab every 4 pixels (a 1x1 convolution of stride 4)
+    assert torch.allclose(t["ab"], lab[:, 1:, ::4, ::4], atol=1e-4)
+    assert t["soft"].shape == (2, 10, 8, 8)  # the authors' 10 nearest bins
     # the soft encoding's first entry is the nearest bin, and carries the largest weight
     d = (t["ab"].permute(0, 2, 3, 1)[..., None, :] - ab_bins()).norm(dim=-1)
     assert torch.equal(t["bins"][:, 0], d.argmin(-1))
     assert torch.equal(t["soft"].argmax(1), torch.zeros_like(t["bins"][:, 0]))
     assert torch.allclose(t["weights"], task.collator.bin_weights[t["bins"][:, 0]])
+
+
+def test_area_sampling_averages_each_stride_square():
+    task = sslpipe.create_task("colorization", size=32, crop="center", flip=0.0,
+                               target_sampling="area", neighbours=5, seed=0)
+    x = _images(2, 32, 32)
+    t = task.collator(x).targets
+    pooled = torch.nn.functional.avg_pool2d(rgb_to_lab(x.float() / 255)[:, 1:], 4)
+    assert torch.allclose(t["ab"], pooled, atol=1e-4)
+    assert t["soft"].shape == (2, 5, 8, 8)
+
+
+def test_point_sampling_with_a_size_not_divisible_by_the_stride():
+    task = sslpipe.create_task("colorization", size=30, crop="center", flip=0.0, seed=0)
+    x = _images(1, 30, 30)
+    ab = task.collator(x).targets["ab"]
+    assert ab.shape == (1, 2, 7, 7)
+    assert torch.allclose(ab, rgb_to_lab(x.float() / 255)[:, 1:, :28:4, :28:4], atol=1e-4)
 
 
 def test_seed_reproduces_a_batch_and_regression_mode_has_only_ab():
@@ -131,7 +150,8 @@ def test_visualize_rows():
 
 @pytest.mark.parametrize("bad", [{"mode": "gan"}, {"size": 0}, {"rebalance": 1.5},
                                  {"neighbours": 0}, {"size": 8, "target_stride": 16},
-                                 {"prior": "/no/such/prior.pt"}, {"gray_threshold": -1}])
+                                 {"prior": "/no/such/prior.pt"}, {"gray_threshold": -1},
+                                 {"target_sampling": "nearest"}])
 def test_wrong_options_raise(bad):
     with pytest.raises(ValueError):
         sslpipe.create_task("colorization", **bad)
