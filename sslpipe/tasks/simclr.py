@@ -95,7 +95,8 @@ class SimCLROptions(TwoViewOptions):
         blur_kernel: blur taps (odd); None means 10% of ``size`` (23 at 224 px).
         solarize: probability of solarisation per view (not in SimCLR; BYOL uses it).
         hidden_dim, projection_dim: projection MLP ``Linear-BN-ReLU-Linear`` widths.
-        temperature: NT-Xent temperature.
+        temperature: NT-Xent temperature: 0.1, the authors' ImageNet setting (their code's
+            ``--temperature`` for ImageNet, LARS and batch 4096); 0.5 is their CIFAR-10 one.
         gather: under data parallelism, every rank's embeddings are the negatives (the global
             batch, as the authors' code); False: each rank's own (see :func:`nt_xent`).
     """
@@ -110,7 +111,7 @@ class SimCLROptions(TwoViewOptions):
     solarize: float = 0.0
     hidden_dim: int = 2048
     projection_dim: int = 128
-    temperature: float = 0.5
+    temperature: float = 0.1
     gather: bool = True
 
     def __post_init__(self) -> None:
@@ -235,7 +236,7 @@ class SimCLR(Task):
         return view_rows(batch, self.options, max_images)
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
             gather: bool = True) -> torch.Tensor:
     """NT-Xent (normalized temperature-scaled cross-entropy) of SimCLR.
 
@@ -251,7 +252,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
 
     Args:
         z1, z2: float ``B x D`` projections of the two views (row i of each: the same image).
-        temperature: ``t`` > 0.
+        temperature: ``t`` > 0 (0.1: SimCLR's ImageNet setting; 0.5 its CIFAR-10 one).
         gather: use every rank's rows as negatives (no effect in a single process).
     """
     if z1.ndim != 2 or z1.shape != z2.shape:

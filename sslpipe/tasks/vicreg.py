@@ -22,7 +22,7 @@ from torch import nn
 from sslpipe.batch import Batch
 from sslpipe.ops.augment import ViewAugment
 from sslpipe.registry import register_task
-from sslpipe.tasks.base import Task, check_positive, check_probability
+from sslpipe.tasks.base import Task, check_choice, check_positive, check_probability
 from sslpipe.tasks.heads import feature_dim, mlp
 from sslpipe.tasks.simclr import (
     TwoViewCollator,
@@ -50,6 +50,9 @@ class VICRegOptions(TwoViewOptions):
         expander_dim: width of every expander layer (8192 in the paper).
         expander_layers: number of Linear layers (BN + ReLU between them).
         sim_coeff, std_coeff, cov_coeff: the loss weights lambda, mu, nu.
+        variance_terms: ``"mean"`` averages the two branches' variance terms, as the authors'
+            released code (facebookresearch/vicreg, ``main_vicreg.py``) that produced the
+            published numbers; ``"sum"`` adds them, as the paper's equation (6).
         gather: under data parallelism, the loss is computed on every rank's embeddings (the
             global batch, as the authors' code); False: on each rank's own (see
             :func:`vicreg_loss`).
@@ -68,6 +71,7 @@ class VICRegOptions(TwoViewOptions):
     sim_coeff: float = 25.0
     std_coeff: float = 25.0
     cov_coeff: float = 1.0
+    variance_terms: str = "mean"
     gather: bool = True
 
     def __post_init__(self) -> None:
@@ -88,6 +92,7 @@ class VICRegOptions(TwoViewOptions):
         check_blur(self.blur_sigma, self.blur_kernel)
         check_positive("expander_dim", self.expander_dim)
         check_positive("expander_layers", self.expander_layers)
+        check_choice("variance_terms", self.variance_terms, ("mean", "sum"))
         for name in ("sim_coeff", "std_coeff", "cov_coeff"):
             check_positive(name, getattr(self, name), allow_zero=True)
 
@@ -121,7 +126,7 @@ class VICReg(Task):
     def loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch) -> torch.Tensor:
         o = self.options
         return vicreg_loss(outputs[0], outputs[1], o.sim_coeff, o.std_coeff, o.cov_coeff,
-                           o.gather)
+                           o.gather, o.variance_terms)
 
     def metrics(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch
                 ) -> dict[str, torch.Tensor]:
@@ -139,10 +144,11 @@ def vicreg_loss(
     std_coeff: float = 25.0,
     cov_coeff: float = 1.0,
     gather: bool = True,
+    variance_terms: str = "mean",
 ) -> torch.Tensor:
-    """The VICReg loss, as the paper's equation (6) and Algorithm 1.
+    """The VICReg loss (Bardes et al. 2022), as the authors' released code computes it.
 
-    ``loss = lambda s(Z, Z') + mu [v(Z) + v(Z')] + nu [c(Z) + c(Z')]`` with
+    ``loss = lambda s(Z, Z') + mu [v(Z) + v(Z')] / 2 + nu [c(Z) + c(Z')]`` with
 
     * invariance ``s = mean((Z - Z')^2)`` over all ``B x D`` entries;
     * variance ``v(Z) = 1/D sum_j max(0, 1 - sqrt(Var(z_j) + 1e-4))`` (unbiased variance over
@@ -150,8 +156,9 @@ def vicreg_loss(
     * covariance ``c(Z) = 1/D sum_{i != j} C(Z)_ij^2`` with ``C(Z)`` the ``D x D`` covariance
       (``1 / (B - 1)``) of the centred embeddings.
 
-    The paper sums the variance terms of both branches; the authors' released code averages
-    them (a factor 1/2 on ``mu``): this function follows the paper.
+    The paper's equation (6) sums the two branches' variance terms; the authors' released code
+    (``main_vicreg.py``), which produced the published numbers, averages them (a factor 1/2 on
+    ``mu``). ``variance_terms="mean"`` (the default) follows the code, ``"sum"`` the paper.
 
     Under data parallelism (an initialized process group of ``W > 1`` ranks) and ``gather``,
     every term is computed on the global batch, as the authors' code does: the embeddings of
@@ -163,6 +170,11 @@ def vicreg_loss(
         z1, z2: float ``B x D`` embeddings of the two views, ``B >= 2``.
         sim_coeff, std_coeff, cov_coeff: lambda, mu, nu.
         gather: compute on every rank's rows (no effect in a single process).
+        variance_terms: ``"mean"`` or ``"sum"`` of the two branches' variance terms.
+
+    Raises:
+        ValueError: shapes that differ or are not ``B x D``, ``B < 2``, or another
+            ``variance_terms``.
     """
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ValueError(
@@ -171,14 +183,18 @@ def vicreg_loss(
         )
     if z1.shape[0] < 2:
         raise ValueError(f"vicreg_loss needs a batch of at least 2 (variance). Got {z1.shape[0]}")
+    check_choice("variance_terms", variance_terms, ("mean", "sum"))
     z1, z2 = wide_float(z1), wide_float(z2)
     if gather:
         from sslpipe.ops.gather import gather_rows
 
         z1, z2 = gather_rows(z1), gather_rows(z2)
     invariance = F.mse_loss(z1, z2)
+    variance = _variance(z1) + _variance(z2)
+    if variance_terms == "mean":
+        variance = variance / 2
     return (sim_coeff * invariance
-            + std_coeff * (_variance(z1) + _variance(z2))
+            + std_coeff * variance
             + cov_coeff * (_covariance(z1) + _covariance(z2)))
 
 

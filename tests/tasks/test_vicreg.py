@@ -22,14 +22,21 @@ def test_vicreg_loss_hand_made_case():
     v = (max(0.0, 1 - math.sqrt(1 + 1e-4)) + max(0.0, 1 - math.sqrt(3 + 1e-4))) / 2
     # covariance: centred columns (-1, 0, 1) and (-1, -1, 2): cov = 3 / 2; c = 2 * 1.5^2 / 2
     c = 2 * 1.5**2 / 2
-    expected = 25 * inv + 25 * (v + v) + 1 * (c + c)
+    # the authors' released code averages the two variance terms; the paper's eq. (6) sums them
+    expected = 25 * inv + 25 * (v + v) / 2 + 1 * (c + c)
     assert abs(float(vicreg_loss(z1, z2)) - expected) < 1e-5
+    summed = 25 * inv + 25 * (v + v) + 1 * (c + c)
+    assert abs(float(vicreg_loss(z1, z2, variance_terms="sum")) - summed) < 1e-5
     # small variances are pushed up: the hinge is active below std 1
     z = torch.tensor([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3]])
     std = torch.sqrt(z.var(0) + 1e-4)
     hinge = float((1 - std).clamp(min=0).mean())
-    expected = 25 * 2 * hinge + 2 * (float(torch.cov(z.T)[0, 1]) ** 2 * 2 / 2)
+    expected = 25 * hinge + 2 * (float(torch.cov(z.T)[0, 1]) ** 2 * 2 / 2)
     assert abs(float(vicreg_loss(z, z)) - expected) < 1e-5
+    task = create_task("vicreg", variance_terms="sum")
+    assert task.options.variance_terms == "sum"
+    with pytest.raises(ValueError, match="variance_terms"):
+        create_task("vicreg", variance_terms="max")
 
 
 def test_vicreg_loss_gradient_and_errors():
