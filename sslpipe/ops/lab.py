@@ -98,6 +98,7 @@ def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 AB_GRID = 10.0
+NUM_AB_BINS = 313
 
 # The authors' in-gamut bins (``resources/pts_in_hull.npy`` of richzhang/colorization), as
 # the run of b centres each a column holds: (a, first b, last b), every 10. Read in this

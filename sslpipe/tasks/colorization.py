@@ -23,19 +23,24 @@ resolution ``H / target_stride``. Pictures decode a prediction with the annealed
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sslpipe.batch import Batch, HostBatch
+from sslpipe.ops.ab_prior import (
+    Prior,
+    default_ab_prior,
+    estimate_ab_prior,
+    load_ab_prior,
+    rebalance_weights,
+)
 from sslpipe.ops.color import denormalize, normalize
 from sslpipe.ops.geometry import hflip, square_crops
-from sslpipe.ops.images import Images, collect
-from sslpipe.ops.lab import ab_bins, encode_ab, lab_to_rgb, nearest_ab_bin, rgb_to_lab
+from sslpipe.ops.images import Images
+from sslpipe.ops.lab import NUM_AB_BINS, ab_bins, encode_ab, lab_to_rgb, nearest_ab_bin, rgb_to_lab
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
     Collator,
@@ -47,12 +52,15 @@ from sslpipe.tasks.base import (
     labels_on,
     meta_on,
 )
-from sslpipe.tasks.heads import feature_dim, feature_map
+from sslpipe.tasks.heads import DenseHeadModel
 
-NUM_AB_BINS = 313
+__all__ = [
+    "Colorization", "ColorizationCollator", "ColorizationOptions", "colorization_loss",
+    "colorization_regression_loss", "default_ab_prior", "estimate_ab_prior", "load_ab_prior",
+    "rebalance_weights",
+]
+
 AB_SCALE = 100.0  # regression outputs are ab / AB_SCALE
-DEFAULT_PRIOR_SCALE = 10.0
-Prior = str | Sequence[float] | torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,8 @@ class ColorizationOptions(CollatorOptions):
             (0.5 in the paper; 1 turns rebalancing off).
         prior: the ab bin prior p: None (the default prior, see :func:`default_ab_prior`),
             313 probabilities, or a ``.pt`` / ``.npy`` file of them (from
-            :func:`estimate_ab_prior`).
+            :func:`estimate_ab_prior`, or the authors' ImageNet prior
+            ``resources/prior_probs.npy``: the bins are theirs, in their order).
         regression_loss: ``"smooth_l1"`` or ``"l2"`` (``mode="regression"`` only).
         hidden_dim: width of the head's hidden 1x1 conv.
         gray_threshold: an image counts as colour when any of its ab target values exceeds
@@ -216,28 +225,6 @@ class Colorization(Task):
         return rows
 
 
-class DenseHeadModel(nn.Module):
-    """Backbone feature map -> 1x1 conv, BN, ReLU -> 1x1 conv -> bilinear upsampling.
-
-    ``forward(x)``: ``B x 3 x H x W`` -> ``B x out_channels x H//stride x W//stride``.
-    """
-
-    def __init__(self, backbone: nn.Module, out_channels: int, stride: int, hidden_dim: int):
-        super().__init__()
-        self.backbone = backbone
-        self.stride = stride
-        dim = feature_dim(backbone)
-        self.head = nn.Sequential(
-            nn.Conv2d(dim, hidden_dim, 1, bias=False), nn.BatchNorm2d(hidden_dim),
-            nn.ReLU(inplace=True), nn.Conv2d(hidden_dim, out_channels, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.head(feature_map(self.backbone, x))
-        size = (max(1, x.shape[-2] // self.stride), max(1, x.shape[-1] // self.stride))
-        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-
-
 def colorization_loss(logits: torch.Tensor, bins: torch.Tensor, soft: torch.Tensor,
                       weights: torch.Tensor) -> torch.Tensor:
     """Rebalanced multinomial cross-entropy with soft targets (Zhang et al. 2016, eq. 2).
@@ -268,89 +255,6 @@ def colorization_regression_loss(pred: torch.Tensor, ab: torch.Tensor,
     if color is not None:
         per = per * color[:, None, None, None]
     return per.mean()
-
-
-def rebalance_weights(prior: torch.Tensor, rebalance: float = 0.5,
-                      sigma: float = 5.0) -> torch.Tensor:
-    """Class-rebalancing weight of each bin (Zhang et al. 2016, eq. 3-4), float ``313``.
-
-    The prior p is smoothed with a Gaussian of width ``sigma`` over the bin centres (p~), then
-    ``w ~ ((1 - lambda) p~ + lambda / Q)^-1``, scaled so that ``sum_q p~_q w_q = 1`` (the
-    expected weight of a pixel under the prior is 1).
-    """
-    centres = ab_bins().double()
-    p = prior.double() / prior.double().sum()
-    kernel = torch.exp(-torch.cdist(centres, centres).pow(2) / (2 * sigma**2))
-    smooth = kernel @ p
-    smooth = smooth / smooth.sum()
-    w = 1.0 / ((1 - rebalance) * smooth + rebalance / NUM_AB_BINS)
-    return (w / (smooth * w).sum()).float()
-
-
-def default_ab_prior() -> torch.Tensor:
-    """The default bin prior, float ``313`` summing to 1: ``p_q ~ exp(-|c_q| / 10)``.
-
-    Natural photos are mostly unsaturated: a density decaying with chroma ``|ab|``, with a mean
-    chroma of 20 (2 x the scale), is a data-free stand-in for the paper's ImageNet prior. For
-    your own data, estimate it with :func:`estimate_ab_prior` and pass it as ``prior=``.
-    """
-    p = torch.exp(-ab_bins().norm(dim=1) / DEFAULT_PRIOR_SCALE)
-    return p / p.sum()
-
-
-def estimate_ab_prior(batches: Iterable[Any], max_batches: int | None = None) -> torch.Tensor:
-    """Empirical ab bin prior of some images: float ``313``, the fraction of pixels whose nearest
-    bin is q.
-
-    Args:
-        batches: an iterable of anything a collator takes (uint8 ``B x 3 x H x W`` tensors or
-            lists of samples: PIL, numpy, tensors, encoded bytes, ``(image, label)``).
-        max_batches: stop after this many batches.
-
-    Save it with ``torch.save(prior, "prior.pt")`` and pass ``prior="prior.pt"``.
-    """
-    counts = torch.zeros(NUM_AB_BINS, dtype=torch.float64)
-    for i, samples in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            break
-        images = collect(samples)
-        batch = images.images
-        singles = [] if isinstance(batch, torch.Tensor) else [im[None] for im in batch
-                                                              if isinstance(im, torch.Tensor)]
-        for im in ([batch] if isinstance(batch, torch.Tensor) else singles):
-            ab = rgb_to_lab(im.float() / 255.0)[:, 1:]
-            counts += torch.bincount(nearest_ab_bin(ab).flatten().cpu(),
-                                     minlength=NUM_AB_BINS).double()
-    if counts.sum() == 0:
-        raise ValueError("batches: expected at least one batch of images. Got none")
-    return (counts / counts.sum()).float()
-
-
-def load_ab_prior(prior: Prior) -> torch.Tensor:
-    """The ``prior=`` option as a float ``313`` probability vector (None: the default)."""
-    if prior is None:
-        return default_ab_prior()
-    if isinstance(prior, str):
-        try:
-            if prior.endswith(".npy"):
-                import numpy as np
-
-                values = torch.from_numpy(np.load(prior))
-            else:
-                values = torch.load(prior, map_location="cpu", weights_only=True)
-        except (OSError, ValueError, RuntimeError) as err:
-            raise ValueError(f"prior: cannot read {prior!r} (.pt or .npy expected): {err}") from err
-    else:
-        values = torch.as_tensor(prior)
-    values = values.double().flatten()
-    if values.numel() != NUM_AB_BINS or not bool(torch.isfinite(values).all()) or (
-        bool((values < 0).any()) or float(values.sum()) <= 0
-    ):
-        raise ValueError(
-            f"prior must hold {NUM_AB_BINS} non-negative finite numbers with a positive sum. "
-            f"Got {values.numel()} values from {prior if isinstance(prior, str) else 'a sequence'}"
-        )
-    return (values / values.sum()).float()
 
 
 def _reduce_ab(ab: torch.Tensor, side: int, stride: int, sampling: str) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Heads shared by several tasks: linear / MLP classifiers on pooled backbone features."""
+"""Heads shared by several tasks: linear / MLP classifiers on pooled backbone features, and a
+dense head on the last feature map (colorization)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -95,3 +97,25 @@ def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
         "backbone: forward_features must return B x C x h x w or B x N x C. Got shape "
         f"{tuple(f.shape)}"
     )
+
+
+class DenseHeadModel(nn.Module):
+    """Backbone feature map -> 1x1 conv, BN, ReLU -> 1x1 conv -> bilinear upsampling.
+
+    ``forward(x)``: ``B x 3 x H x W`` -> ``B x out_channels x H//stride x W//stride``.
+    """
+
+    def __init__(self, backbone: nn.Module, out_channels: int, stride: int, hidden_dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.stride = stride
+        dim = feature_dim(backbone)
+        self.head = nn.Sequential(
+            nn.Conv2d(dim, hidden_dim, 1, bias=False), nn.BatchNorm2d(hidden_dim),
+            nn.ReLU(inplace=True), nn.Conv2d(hidden_dim, out_channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.head(feature_map(self.backbone, x))
+        size = (max(1, x.shape[-2] // self.stride), max(1, x.shape[-1] // self.stride))
+        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
