@@ -23,15 +23,8 @@ from sslpipe.batch import Batch
 from sslpipe.data.backends import CpuBackend, DaliBackend, NvjpegBackend, select_backend
 from sslpipe.data.backends.workers import Event
 from sslpipe.data.prefetch import prefetch_to_device
-from sslpipe.data.reading import (
-    ReadPlan,
-    ShardSource,
-    peek_labeled,
-    rank_quota,
-    resolve_shards,
-    single_pass_steps,
-    steps_per_epoch,
-)
+from sslpipe.data.reading import ReadPlan, rank_quota, single_pass_steps, steps_per_epoch
+from sslpipe.data.shard_source import ShardSource, peek_labeled, resolve_shards
 from sslpipe.devices import default_workers
 from sslpipe.options import check_choice, check_positive
 from sslpipe.registry import create_task

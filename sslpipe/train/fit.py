@@ -26,7 +26,8 @@ def data_image_side(data: str, peek: int = 32) -> int | None:
     """The longer side of the largest image in the shards of ``data``: from the manifest's
     ``image_size``, else from the headers of the first ``peek`` images of the first shard
     (None when it cannot be read)."""
-    from sslpipe.data.reading import iter_shard, load_manifest, resolve_shards
+    from sslpipe.data.shard_source import load_manifest, resolve_shards
+    from sslpipe.data.tar_samples import iter_shard
     from sslpipe.ops.images import EncodedImage
 
     try:

@@ -175,7 +175,7 @@ def probe_classes(config: Any, loader: Any) -> int:
     if classes:
         return int(classes)
     if config.data is not None:
-        from sslpipe.data.reading import load_manifest
+        from sslpipe.data.shard_source import load_manifest
 
         manifest = load_manifest(config.data)
         if manifest.get("labeled", True):

@@ -136,7 +136,7 @@ def validate(config: TrainConfig, has_loader: bool) -> None:
     if not has_loader:
         if config.data is None:
             raise ValueError("data: a shard directory is required (or inject a loader)")
-        from sslpipe.data.reading import load_manifest
+        from sslpipe.data.shard_source import load_manifest
 
         for path in (config.data, config.val):
             if path is not None:
@@ -163,7 +163,7 @@ def default_loader(config: TrainConfig, task: Any, split: str, info: DistInfo) -
     per_rank = config.batch_size // info.world_size
     drop_last = config.drop_last
     if train and drop_last:
-        from sslpipe.data.reading import resolve_shards
+        from sslpipe.data.shard_source import resolve_shards
 
         samples = resolve_shards(data).num_samples
         if samples is not None and samples // info.world_size < per_rank:

@@ -309,11 +309,11 @@ class _FreezingHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize("freezes", [1, 5])
 def test_a_frozen_http_server_is_retried_then_named(shard_dir, monkeypatch, freezes):
-    from sslpipe.data import reading
+    from sslpipe.data import urls
 
-    monkeypatch.setattr(reading, "HTTP_TIMEOUT", 0.5)
-    monkeypatch.setattr(reading, "HTTP_RETRIES", 2)
-    monkeypatch.setattr(reading, "_backoff", lambda failures: None)  # no waiting in the test
+    monkeypatch.setattr(urls, "HTTP_TIMEOUT", 0.5)
+    monkeypatch.setattr(urls, "HTTP_RETRIES", 2)
+    monkeypatch.setattr(urls, "_backoff", lambda failures: None)  # no waiting in the test
     handler = type("H", (_FreezingHandler,), {
         "body": pathlib.Path(shard_dir, "t-000000.tar").read_bytes(),
         "freezes": freezes, "requests": []})

@@ -1,4 +1,5 @@
-"""Tests of sslpipe.data.reading: shard lists, epoch plans, shard streams, bad shards."""
+"""Tests of reading shards: shard lists (data.shard_source), epoch plans (data.reading), shard
+streams and bad shards (data.tar_samples), URL schemes (data.urls)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,9 @@ import os
 import pytest
 import torch
 
-from sslpipe.data.reading import (
-    ReadPlan,
-    iter_shard,
-    rank_quota,
-    resolve_shards,
-    steps_per_epoch,
-    worker_steps,
-)
+from sslpipe.data.reading import ReadPlan, rank_quota, steps_per_epoch, worker_steps
+from sslpipe.data.shard_source import resolve_shards
+from sslpipe.data.tar_samples import iter_shard
 from tests.data.loader_shards import make_shards
 
 
@@ -42,11 +38,11 @@ def test_resolve_directory_pattern_and_list(shard_dir):
 def test_unknown_schemes_go_to_fsspec_and_say_how_to_install_it(monkeypatch):
     import sys
 
-    from sslpipe.data.reading import _gopen
+    from sslpipe.data.urls import open_url
 
     monkeypatch.setitem(sys.modules, "fsspec", None)  # as if not installed
     with pytest.raises(ValueError, match=r"s3:// scheme.*fsspec.*not installed.*s3fs"):
-        _gopen("s3://bucket/a-000000.tar")
+        open_url("s3://bucket/a-000000.tar")
     events = []
     assert list(iter_shard("s3://bucket/a-000000.tar", events)) == []
     assert events[0][0] == "unreadable" and "pip install fsspec" in events[0][2]

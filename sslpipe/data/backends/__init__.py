@@ -11,7 +11,7 @@ import torch
 from sslpipe.data.backends.cpu import CpuBackend
 from sslpipe.data.backends.dali import DaliBackend, dali_available, require_dali
 from sslpipe.data.backends.nvjpeg import NvjpegBackend, decode_encoded
-from sslpipe.data.reading import ShardSource
+from sslpipe.data.shard_source import ShardSource
 
 BACKENDS = ("auto", "dali", "nvjpeg", "cpu")
 

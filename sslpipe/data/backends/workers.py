@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from sslpipe.data.reading import IMAGE_EXTS, LABEL_EXT, MALFORMED, ReadPlan
+from sslpipe.data.reading import ReadPlan
+from sslpipe.data.tar_samples import IMAGE_EXTS, LABEL_EXT, MALFORMED
 from sslpipe.ops.images import DamagedImageWarning, decode, sample_index
 from sslpipe.ops.jpeg import is_jpeg, jpeg_damage, jpeg_size
 
@@ -281,8 +282,9 @@ class BatchStream(IterableDataset):
     def _damaged(self, encoded: EncodedBatch, caught: list[warnings.WarningMessage]
                  ) -> list[tuple[int, str]]:
         """Report the damaged images among ``caught`` and those the shards' manifest records
-        (:attr:`~sslpipe.data.reading.ShardSource.damaged_keys`): the ``(index, why)`` to skip under
-        ``damaged="skip"``, none under ``"use"`` (each is a ``"damaged"`` event instead)."""
+        (:attr:`~sslpipe.data.shard_source.ShardSource.damaged_keys`): the ``(index, why)`` to
+        skip under ``damaged="skip"``, none under ``"use"`` (each is a ``"damaged"`` event
+        instead)."""
         found = []
         for w in caught:
             if not isinstance(w.message, DamagedImageWarning):
