@@ -16,6 +16,12 @@ patch can drop two of its three colour channels, replacing them with faint Gauss
 (``chroma="drop"``, the paper's colour dropping), or lose its green-magenta component
 (``chroma="project"``, the paper's projection towards gray).
 
+Against resolution and brightness cues, as the official code (``cdoersch/deepcontext``,
+``train.py``, ``prep_image``) does: a third of the patches (``pixelate=0.33``) are downsampled
+to between 100 pixels and 95 x 95 (at 96 px; scaled with ``size``) and upsampled back, and each
+patch has its per-channel mean subtracted and is scaled to unit root-mean-square
+(``patch_norm="rms"``; ``sslpipe.ops.degrade``).
+
 ``variant="nine"`` shows all 8 neighbours with the centre in a random order; the target is the
 position of each neighbour.
 """
@@ -32,6 +38,7 @@ from torch import nn
 
 from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import denormalize, normalize
+from sslpipe.ops.degrade import pixelate, sample_pixelation, standardize_patches
 from sslpipe.ops.geometry import square_crops
 from sslpipe.ops.images import Images
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_boxes, tile_origins
@@ -42,6 +49,7 @@ from sslpipe.tasks.base import (
     Task,
     check_choice,
     check_positive,
+    check_probability,
     labels_on,
     meta_on,
 )
@@ -69,7 +77,17 @@ class RelativePatchOptions(CollatorOptions):
             8 neighbours in random order, target ``B x 8``).
         chroma: ``"drop"`` (keep one random channel per patch, noise in the others),
             ``"project"`` (remove the green-magenta axis) or ``"none"``.
-        drop_noise: std of the noise in dropped channels, relative to the kept channel's std.
+        drop_noise: std of the noise in dropped channels, relative to the kept channel's std
+            (the paper: "~1/100"; the official code adds uniform noise of +-0.5 grey levels).
+        pixelate: probability that a patch is downsampled and upsampled back (the official
+            code: 0.33). Each fed patch draws its own.
+        pixelate_min: smallest side a pixelated patch is downsampled to; None uses
+            ``round(size * 10 / 96)`` (the official 10 px, 100 pixels, at 96 px). Sides are
+            drawn with a uniform area up to ``(size - 1)**2`` (``ops.degrade``).
+        patch_norm: ``"rms"`` (each patch's per-channel mean subtracted, then scaled to unit
+            root-mean-square over its channels and pixels: the official code), ``"mean"``
+            (mean subtraction only: the paper's words) or ``"none"`` (the dataset mean/std
+            normalisation only).
         patch_dim: width of the per-patch fc layer of the head.
         hidden_dim: width of the classifier's hidden layer on the concatenated pair.
     """
@@ -81,6 +99,9 @@ class RelativePatchOptions(CollatorOptions):
     variant: str = "pair"
     chroma: str = "drop"
     drop_noise: float = 0.01
+    pixelate: float = 0.33
+    pixelate_min: int | None = None
+    patch_norm: str = "rms"
     patch_dim: int = 512
     hidden_dim: int = 4096
 
@@ -94,6 +115,16 @@ class RelativePatchOptions(CollatorOptions):
         check_choice("variant", self.variant, ("pair", "nine"))
         check_choice("chroma", self.chroma, ("drop", "project", "none"))
         check_positive("drop_noise", self.drop_noise, allow_zero=True)
+        check_probability("pixelate", self.pixelate)
+        if self.size < 2:
+            raise ValueError(f"size must be >= 2 (pixelation needs a smaller side). "
+                             f"Got {self.size}")
+        if self.pixelate_min is not None and not 1 <= self.pixelate_min <= self.size - 1:
+            raise ValueError(
+                f"pixelate_min must be in 1..{self.size - 1} for size {self.size}. "
+                f"Got {self.pixelate_min}"
+            )
+        check_choice("patch_norm", self.patch_norm, ("rms", "mean", "none"))
         check_positive("patch_dim", self.patch_dim)
         check_positive("hidden_dim", self.hidden_dim)
 
@@ -104,6 +135,12 @@ class RelativePatchOptions(CollatorOptions):
     @property
     def jitter_px(self) -> int:
         return self.jitter if self.jitter is not None else round(self.size * 7 / 96)
+
+    @property
+    def pixelate_min_px(self) -> int:
+        if self.pixelate_min is not None:
+            return self.pixelate_min
+        return min(max(1, round(self.size * 10 / 96)), self.size - 1)
 
     @property
     def region(self) -> int:
@@ -121,7 +158,10 @@ class RelativePatchCollator(Collator):
     ``(x0, y0, x1, y1)`` of every grid patch in the resized crop, row-major), ``input_boxes``
     (``B x K x 4``: boxes of the patches fed, centre first, K = 2 or 9), ``position`` (the
     targets), ``source`` (int64 ``B * K``: the image of each patch the backbone sees, centres
-    first) and, with ``chroma="drop"``, ``kept_channel`` (int64 ``B x K``).
+    first), ``pixelate_side`` (int64 ``B x K``: the side each fed patch was downsampled to,
+    ``size`` where it was not) and, with ``chroma="drop"``, ``kept_channel`` (int64 ``B x K``).
+    With ``patch_norm="rms"`` every fed patch has zero mean per channel and unit
+    root-mean-square; otherwise inputs are normalised with ``mean`` / ``std``.
     """
 
     options: RelativePatchOptions
@@ -146,6 +186,9 @@ class RelativePatchCollator(Collator):
         if opt.chroma == "drop":
             meta["kept_channel"] = torch.randint(3, (n, cells.shape[1]), generator=generator)
             meta["noise_seed"] = torch.randint(2**62, (1,), generator=generator)
+        k = cells.shape[1]
+        meta["pixelate_side"] = sample_pixelation(
+            n * k, p, opt.pixelate, opt.pixelate_min_px, generator).view(n, k)
         return HostBatch({"patches": patches}, images.labels, meta)
 
     def make_device(self, host: HostBatch) -> Batch:
@@ -163,21 +206,28 @@ class RelativePatchCollator(Collator):
         return Batch((center, neighbours), position, labels_on(host, device), out_meta)
 
     def _colour(self, patches: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
-        """uint8 ``N x 3 x p x p`` to normalised float with the chromatic-aberration remedy."""
+        """uint8 ``N x 3 x p x p`` to float: normalised (projected with ``chroma="project"``),
+        pixelated, colour-dropped, then standardised per patch; the official code's order
+        (pixelation first: normalising and projecting are per-pixel affine maps, which commute
+        with a resize whose weights sum to 1)."""
         opt = self.options
+        matrix = None
         if opt.chroma == "project":
             v = torch.tensor(_GREEN_MAGENTA)
             m = torch.cat([torch.eye(3) - torch.outer(v, v), torch.zeros(3, 1)], dim=1)
-            return normalize(patches, opt.mean, opt.std, m.expand(len(patches), 3, 4))
-        x = normalize(patches, opt.mean, opt.std)
-        if opt.chroma == "none":
+            matrix = m.expand(len(patches), 3, 4)
+        x = normalize(patches, opt.mean, opt.std, matrix)
+        x = pixelate(x, meta["pixelate_side"].reshape(len(x)))
+        if opt.chroma == "drop":
+            n = len(patches)
+            kept = meta["kept_channel"].reshape(n).to(x.device, non_blocking=True)
+            keep = F.one_hot(kept, 3).bool().view(n, 3, 1, 1)
+            kept_std = x[torch.arange(n, device=x.device), kept].std(dim=(-2, -1))
+            noise = _randn(x.shape, x.device, int(meta["noise_seed"]))
+            x = torch.where(keep, x, noise * (opt.drop_noise * kept_std).view(n, 1, 1, 1))
+        if opt.patch_norm == "none":
             return x
-        n = len(patches)
-        kept = meta["kept_channel"].reshape(n).to(x.device, non_blocking=True)
-        keep = F.one_hot(kept, 3).bool().view(n, 3, 1, 1)
-        kept_std = x[torch.arange(n, device=x.device), kept].std(dim=(-2, -1))
-        noise = _randn(x.shape, x.device, int(meta["noise_seed"]))
-        return torch.where(keep, x, noise * (opt.drop_noise * kept_std).view(n, 1, 1, 1))
+        return standardize_patches(x, rms=opt.patch_norm == "rms")
 
 
 @register_task("relative_patch",

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from sslpipe.ops.color import normalize
@@ -25,6 +26,10 @@ def _task(**options):
     return create_task("relative_patch", **options)
 
 
+# no pixelation and no per-patch standardisation: inputs are the normalised pixels
+PLAIN = dict(pixelate=0.0, patch_norm="none")
+
+
 def _label_from_boxes(center: torch.Tensor, neighbour: torch.Tensor, pitch: int) -> torch.Tensor:
     """Position 0..7 (row-major, centre skipped) read off the two patch boxes; ``pitch`` is
     the distance between neighbouring patch centres before jitter."""
@@ -39,7 +44,7 @@ def _label_from_boxes(center: torch.Tensor, neighbour: torch.Tensor, pitch: int)
 
 
 def test_pair_label_matches_geometry_for_every_label() -> None:
-    task = _task(chroma="none")
+    task = _task(chroma="none", **PLAIN)
     images = _images(64)
     batch = task.collator(images)
     boxes = batch.meta["input_boxes"]
@@ -83,7 +88,7 @@ def test_nine_variant_targets_are_positions() -> None:
 
 
 def test_colour_dropping_keeps_one_channel() -> None:
-    task = _task(chroma="drop")
+    task = _task(chroma="drop", **PLAIN)
     batch = task.collator(_images(8))
     center, _ = batch.inputs
     kept = batch.meta["kept_channel"][:, 0]
@@ -93,20 +98,20 @@ def test_colour_dropping_keeps_one_channel() -> None:
         dropped = kept != c
         assert (std[dropped, c] < 0.05 * kept_std[dropped]).all()
         assert (std[dropped, c] > 0).all()  # noise, not a constant
-    ref = _task(chroma="none").collator(_images(8))
+    ref = _task(chroma="none", **PLAIN).collator(_images(8))
     same = center[torch.arange(8), kept]
     torch.testing.assert_close(same, ref.inputs[0][torch.arange(8), kept])
 
 
 def test_projection_removes_green_magenta() -> None:
-    task = _task(chroma="project")
+    task = _task(chroma="project", **PLAIN)
     batch = task.collator(_images(4))
     opt = task.options
     rgb = batch.inputs[0] * torch.tensor(opt.std).view(3, 1, 1) + torch.tensor(opt.mean).view(
         3, 1, 1)
     green_magenta = 2 * rgb[:, 1] - rgb[:, 0] - rgb[:, 2]
     assert float(green_magenta.abs().max()) < 1e-4
-    plain = _task(chroma="none").collator(_images(4)).inputs[0]
+    plain = _task(chroma="none", **PLAIN).collator(_images(4)).inputs[0]
     rgb_plain = plain * torch.tensor(opt.std).view(3, 1, 1) + torch.tensor(opt.mean).view(3, 1, 1)
     torch.testing.assert_close(rgb.sum(1), rgb_plain.sum(1), atol=1e-4, rtol=0)  # gray kept
 
@@ -125,6 +130,7 @@ def test_seed_reproduces_batch_and_mixed_inputs() -> None:
 @pytest.mark.parametrize("options", [
     dict(size=0), dict(gap=-1), dict(jitter=-2), dict(variant="four"), dict(chroma="gray"),
     dict(crop="top"), dict(drop_noise=-0.1), dict(patch_dim=0), dict(patches=2),
+    dict(pixelate=1.5), dict(pixelate_min=0), dict(pixelate_min=16), dict(patch_norm="l2"),
 ])
 def test_bad_options(options: dict) -> None:
     with pytest.raises(ValueError):
@@ -159,3 +165,46 @@ def test_model_forward_backward(variant: str) -> None:
     assert 0.0 <= task.metrics(out, batch)["pretext_acc"] <= 1.0
     caption, pic = task.visualize(batch)[0]
     assert pic.shape == (2, 3, 52, 52) and float(pic.min()) >= 0 and float(pic.max()) <= 1
+
+
+def test_defaults_are_the_official_preprocessing() -> None:
+    opt = create_task("relative_patch").options  # deepcontext/train.py, prep_image
+    assert (opt.size, opt.gap_px, opt.jitter_px) == (96, 48, 7)
+    assert opt.pixelate == 0.33 and opt.pixelate_min_px == 10 and opt.patch_norm == "rms"
+
+
+def test_pixelated_patches_are_the_plain_patches_resized_down_and_up() -> None:
+    images = _images(6)
+    plain = _task(chroma="none", **PLAIN).collator(images)
+    # the same seed draws the same crops and positions: pixelation is drawn last
+    pixelated = _task(chroma="none", pixelate=1.0, patch_norm="none").collator(images)
+    side = pixelated.meta["pixelate_side"]
+    assert side.shape == (6, 2) and bool((side >= 2).all()) and bool((side <= 14).all())
+    for got, ref, s in zip(pixelated.inputs, plain.inputs, side.unbind(1)):
+        for i in range(6):
+            k = int(s[i])
+            small = F.interpolate(ref[i:i + 1], size=(k, k), mode="bilinear", align_corners=False)
+            back = F.interpolate(small, size=(16, 16), mode="bilinear", align_corners=False)
+            torch.testing.assert_close(got[i:i + 1], back, atol=1e-4, rtol=0)
+            # at most k degrees of freedom per row and column: rank <= k per channel
+            assert int(torch.linalg.matrix_rank(got[i, 0].double(), atol=1e-4)) <= k
+
+
+def test_fraction_of_pixelated_patches_follows_the_rule() -> None:
+    collator = _task(chroma="none").collator
+    side = torch.cat([collator(_images(64, seed=s)).meta["pixelate_side"].flatten()
+                      for s in range(5)])
+    n = len(side)  # 640 patches; 0.33 within 4 binomial standard deviations
+    share = float((side < 16).float().mean())
+    assert abs(share - 0.33) < 4 * (0.33 * 0.67 / n) ** 0.5
+
+
+def test_patches_are_standardised_per_patch() -> None:
+    for chroma in ("drop", "project", "none"):
+        center, neighbour = _task(chroma=chroma).collator(_images(8)).inputs
+        for x in (center, neighbour):
+            assert float(x.mean(dim=(-2, -1)).abs().max()) < 1e-5  # every channel, every patch
+            torch.testing.assert_close(x.square().mean(dim=(1, 2, 3)), torch.ones(8))
+    x = _task(patch_norm="mean").collator(_images(4)).inputs[0]
+    assert float(x.mean(dim=(-2, -1)).abs().max()) < 1e-5
+    assert float(x.square().mean(dim=(1, 2, 3)).sub(1).abs().max()) > 1e-2  # not rescaled
