@@ -5,9 +5,13 @@ Each image is rotated by 0, 90, 180 or 270 degrees and the network predicts whic
 RotNet, the default puts all four rotations of every image in the batch (``4B`` inputs, target
 ``k`` means ``k * 90`` degrees counter-clockwise); ``mode="random"`` draws one rotation per image.
 
-Non-square images: the centre square on the shorter side is kept (``crop="center"``) or a random
-square along the longer side (``crop="random"``), then resized to ``size``. Rotating a square
-loses no pixels, so the rotation cannot be read off the image's outline.
+Crops (resized to ``size`` x ``size``): by default torchvision's random resized crop (area 8-100%,
+aspect ratio 3/4-4/3) and a horizontal flip with probability 1/2, the official ImageNet setting
+(``gidariss/FeatureLearningRotNet``, ``config/ImageNet_RotNet_AlexNet.py``:
+``random_sized_crop=True``; ``dataloader.py``: ``RandomSizedCrop(224)``,
+``RandomHorizontalFlip()``). ``crop="center"`` keeps the centre square on the shorter side and
+``crop="random"`` a random square along the longer side. The output is square, and rotating a
+square loses no pixels, so the rotation cannot be read off the image's outline.
 """
 
 from __future__ import annotations
@@ -21,7 +25,14 @@ from torch import nn
 
 from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import normalize
-from sslpipe.ops.geometry import all_rotations, hflip, rot90, square_crops
+from sslpipe.ops.geometry import (
+    all_rotations,
+    hflip,
+    random_resized_crop_boxes,
+    resized_crop,
+    rot90,
+    square_boxes,
+)
 from sslpipe.ops.images import Images
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
@@ -47,35 +58,49 @@ class RotationOptions(CollatorOptions):
         size: output side in pixels (images are square).
         mode: ``"all"`` (all four rotations of each image, 4B inputs, RotNet) or
             ``"random"`` (one random rotation per image, B inputs).
-        crop: square-crop policy for non-square images: ``"center"`` or ``"random"``.
-        flip: probability of a horizontal flip before rotating (a flip keeps the
-            rotation label valid).
+        crop: ``"random_resized"`` (torchvision's RandomResizedCrop with ``crop_scale`` and
+            ``crop_ratio``: the official ImageNet setting), ``"center"`` (the centre square on
+            the shorter side) or ``"random"`` (a random square of the shorter side).
+        crop_scale: range of the crop's share of the image area (``"random_resized"``).
+        crop_ratio: range of the crop's aspect ratio, log-uniform (``"random_resized"``).
+        flip: probability of a horizontal flip before rotating (a flip keeps the rotation label
+            valid); 0.5 as the official ``RandomHorizontalFlip``.
         head: ``"linear"`` or ``"mlp"`` on the pooled backbone features.
         hidden_dim: width of the MLP head.
     """
 
     size: int = 224
     mode: str = "all"
-    crop: str = "center"
-    flip: float = 0.0
+    crop: str = "random_resized"
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: float = 0.5
     head: str = "linear"
     hidden_dim: int = 512
 
     def __post_init__(self) -> None:
         check_positive("size", self.size)
         check_choice("mode", self.mode, ("all", "random"))
-        check_choice("crop", self.crop, ("center", "random"))
+        check_choice("crop", self.crop, ("random_resized", "center", "random"))
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"crop_scale must be (lo, hi) with 0 < lo <= hi <= 1. "
+                             f"Got {self.crop_scale}")
+        if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must be (lo, hi) with 0 < lo <= hi. "
+                             f"Got {self.crop_ratio}")
         check_probability("flip", self.flip)
         check_choice("head", self.head, ("linear", "mlp"))
 
 
 class RotationCollator(Collator):
-    """Square crop, resize, optional flip, rotate; targets are the rotation classes 0..3.
+    """Crop, resize, flip, rotate; targets are the rotation classes 0..3.
 
     Returns a Batch with ``inputs`` float ``N x 3 x size x size`` (N = 4B for ``mode="all"``,
     B otherwise), ``targets`` int64 ``N`` in 0..3, ``labels`` int64 ``B`` or None, and ``meta``:
-    ``boxes`` (``B x 4`` crop boxes), ``flip`` (bool ``B``), ``rotation`` (int64 ``N``, the same
-    as targets) and ``source`` (int64 ``N``, the index of each input's source image).
+    ``boxes`` (float ``B x 4`` crop boxes ``(x0, y0, x1, y1)`` in source pixels), ``flip``
+    (bool ``B``: mirrored before rotating), ``rotation`` (int64 ``N``, the same as targets) and
+    ``source`` (int64 ``N``, the index of each input's source image).
     """
 
     options: RotationOptions
@@ -83,7 +108,12 @@ class RotationCollator(Collator):
     def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
         opt = self.options
         n = len(images)
-        x, boxes = square_crops(images.images, opt.size, opt.crop, generator)
+        if opt.crop == "random_resized":
+            boxes = random_resized_crop_boxes(images.sizes(), generator, opt.crop_scale,
+                                              opt.crop_ratio)
+        else:
+            boxes = square_boxes(images.sizes(), opt.crop, generator)
+        x = resized_crop(images.images, boxes, opt.size)
         flip = torch.rand(n, generator=generator) < opt.flip
         if opt.mode == "all":
             source = torch.arange(n).repeat_interleave(NUM_ROTATIONS)

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import sslpipe
 from sslpipe.ops.color import normalize
-from sslpipe.ops.geometry import rot90
+from sslpipe.ops.geometry import hflip, resized_crop, rot90
 from sslpipe.tasks.rotation import rotation_loss
 
 
@@ -22,7 +22,7 @@ def _square_batch(n: int = 6, side: int = 32) -> torch.Tensor:
 
 def test_rotating_back_by_the_label_restores_the_input_exactly() -> None:
     x = _square_batch()
-    batch = sslpipe.create_collator("rotation", size=32, seed=0)(x)
+    batch = sslpipe.create_collator("rotation", size=32, crop="center", flip=0.0, seed=0)(x)
     expected = normalize(x)
     back = rot90(batch.inputs, -batch.targets)  # undo: rotate clockwise by the label
     assert torch.equal(back, expected[batch.meta["source"]])
@@ -59,7 +59,8 @@ def test_random_mode_labels_are_balanced() -> None:
 def test_non_square_images_use_the_centre_square() -> None:
     wide = np.zeros((20, 40, 3), dtype=np.uint8)
     wide[:, 10:30] = 255  # the centre 20x20 square is white, the sides black
-    batch = sslpipe.create_collator("rotation", size=20, mode="random")([wide])
+    batch = sslpipe.create_collator("rotation", size=20, mode="random", crop="center",
+                                    flip=0.0)([wide])
     assert batch.meta["boxes"].tolist() == [[10.0, 0.0, 30.0, 20.0]]
     assert torch.allclose(
         batch.inputs, normalize(torch.full((1, 3, 20, 20), 255, dtype=torch.uint8))
@@ -85,7 +86,8 @@ def test_loss_is_cross_entropy() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"size": 0}, {"mode": "some"}, {"crop": "left"}, {"flip": 2.0}, {"head": "conv"}]
+    "bad", [{"size": 0}, {"mode": "some"}, {"crop": "left"}, {"flip": 2.0}, {"head": "conv"},
+            {"crop_scale": (0.5, 1.5)}, {"crop_scale": (0.0, 1.0)}, {"crop_ratio": (2.0, 1.0)}]
 )
 def test_wrong_options_are_value_errors(bad: dict) -> None:
     key = next(iter(bad))
@@ -121,3 +123,41 @@ def test_all_rotations_equals_rot90_of_repeated_images() -> None:
     x = _square_batch(3, 7)
     expected = rot90(x.repeat_interleave(4, dim=0), torch.arange(4).repeat(3))
     assert torch.equal(all_rotations(x), expected)
+
+
+def test_defaults_are_the_official_imagenet_setting() -> None:
+    opt = sslpipe.create_task("rotation").options  # RandomSizedCrop(224) + RandomHorizontalFlip
+    assert (opt.size, opt.crop, opt.crop_scale, opt.flip, opt.mode) == (
+        224, "random_resized", (0.08, 1.0), 0.5, "all")
+    assert opt.crop_ratio == pytest.approx((3 / 4, 4 / 3))
+
+
+def test_random_resized_boxes_lie_inside_and_flip_is_recorded_and_applied() -> None:
+    g = torch.Generator().manual_seed(4)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+              for h, w in [(40, 60), (64, 30), (50, 50), (33, 90)] * 4]
+    batch = sslpipe.create_collator("rotation", size=24, seed=2)(images)
+    boxes, flip = batch.meta["boxes"], batch.meta["flip"]
+    assert boxes.shape == (16, 4) and flip.dtype == torch.bool and flip.shape == (16,)
+    for (x0, y0, x1, y1), im in zip(boxes.tolist(), images):
+        h, w = im.shape[1:]
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        area = (x1 - x0) * (y1 - y0) / (h * w)
+        assert 0.08 - 0.05 <= area <= 1.0  # rounding of small boxes
+    assert 0 < int(flip.sum()) < 16  # both outcomes happen in 16 draws at p = 1/2 (seeded)
+    assert not all(b == [0, 0, im.shape[2], im.shape[1]]
+                   for b, im in zip(boxes.tolist(), images))  # not whole images
+    # undoing the rotation, then the recorded flip, gives the recorded box resized
+    crops = normalize(hflip(resized_crop(images, boxes, 24), flip))
+    back = rot90(batch.inputs, -batch.targets)
+    assert torch.equal(back, crops[batch.meta["source"]])
+
+
+def test_seed_reproduces_a_batch_with_the_default_crops() -> None:
+    images = [_square_batch(1, 40)[0], torch.zeros(3, 30, 50, dtype=torch.uint8)]
+    a = sslpipe.create_collator("rotation", size=16, seed=9)(images)
+    b = sslpipe.create_collator("rotation", size=16, seed=9)(images)
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.meta["boxes"], b.meta["boxes"])
+    assert torch.equal(a.meta["flip"], b.meta["flip"])
+    c = sslpipe.create_collator("rotation", size=16, seed=10)(images)
+    assert not torch.equal(a.meta["boxes"], c.meta["boxes"])
