@@ -34,6 +34,8 @@ from sslpipe.ops.geometry import hflip
 
 # ITU-R 601 luma, as torchvision's rgb_to_grayscale.
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+# The plain average of R, G and B: the gray of Noroozi et al.'s jigsaw code and counting paper.
+AVERAGE_GRAY_WEIGHTS = (1 / 3, 1 / 3, 1 / 3)
 _RGB_TO_YIQ = torch.tensor(
     [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64
 )
@@ -134,10 +136,12 @@ def sample_grayscale(n: int, p: float, generator: torch.Generator | None = None
     return {"grayscale": torch.rand(n, generator=generator) < p}
 
 
-def grayscale_matrix(gray: torch.Tensor) -> torch.Tensor:
-    """``B x 3 x 4`` matrices: luma in all channels where ``gray`` (bool ``B``), else identity."""
+def grayscale_matrix(gray: torch.Tensor,
+                     weights: tuple[float, float, float] = GRAY_WEIGHTS) -> torch.Tensor:
+    """``B x 3 x 4`` matrices: the gray ``weights . (R, G, B)`` in all channels where ``gray``
+    (bool ``B``), else identity. Default weights: ITU-R 601 luma (:data:`GRAY_WEIGHTS`)."""
     n = gray.shape[0]
-    to_gray = _affine(torch.tensor(GRAY_WEIGHTS).expand(n, 3, 3))
+    to_gray = _affine(torch.tensor(weights, dtype=torch.float32).expand(n, 3, 3))
     return torch.where(gray.cpu().view(n, 1, 1), to_gray, identity_matrix(n))  # CPU params
 
 

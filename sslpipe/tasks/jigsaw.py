@@ -1,17 +1,25 @@
 """Jigsaw puzzles (Noroozi & Favaro, "Unsupervised Learning of Visual Representations by Solving
-Jigsaw Puzzles", ECCV 2016).
+Jigsaw Puzzles", ECCV 2016; official code: github.com/MehdiNoroozi/JigsawPuzzleSolver).
 
-A square crop of side ``size`` is split into a ``grid x grid`` grid of cells (the paper: a 225
-px crop, 75 px cells); from each cell a tile of ``round(cell * 64 / 75)`` px is cut at a random
-position (the paper's 64 px tiles), so tiles are separated by random gaps and edges do not
-continue across them. The tiles are shuffled by one of ``num_permutations`` permutations chosen
-to be far apart in Hamming distance (:func:`permutation_set`), and the network predicts which.
+The central square of the image, resized to ``size`` px (255), is split into a ``grid x grid``
+grid of cells (85 px); from each cell a tile of ``round(cell * 64 / 85)`` px (64) is cut at a
+random position, so tiles are separated by random gaps (up to 21 px) and edges do not continue
+across them. This is the geometry of the official code (``crop_size: 255``, cells of
+``crop_size / 3``, ``patch_size: 64``) and of the paper's shortcut study; the paper's method
+section describes a random 225 px crop with 75 px cells instead (``size=225, tile=64,
+crop="random"``). The tiles are shuffled by one of ``num_permutations`` permutations chosen to
+be far apart in Hamming distance (:func:`~sslpipe.ops.permutations.permutation_set`; the
+paper's rule maximises the mean distance), and the network predicts which.
 
-Shortcuts are removed as in the paper: each tile is normalised to zero mean and unit std per
-channel (``normalize_tiles``), some tiles are turned to grayscale (``grayscale``), and each
-colour channel of a tile is cut at a slightly different position (``channel_jitter``) against
-chromatic aberration. Optional per-tile brightness/saturation jitter (``color_jitter``) is
-folded into one 3x4 colour matrix per tile.
+Shortcuts are removed as in the paper: each tile is standardised to zero mean and unit std
+(``normalize_tiles``; over the whole tile, as the paper's "each patch" and the official
+``MVN across_channels``), 30 % of the puzzles are gray (``grayscale``; the whole puzzle, the
+paper's "composition of grayscale and color images with a ratio of 30% to 70%") and each colour
+channel of a tile is cut 0, 1 or 2 px away from the others along x and y (``channel_jitter``;
+the official code's per-channel ``rand() % 3``). The authors' later code (``caffe-master-jps++``)
+greys 50 % of the puzzles and applies Doersch et al.'s green-magenta projection to half of the
+colour ones: ``grayscale=0.5, color_projection=0.5``. Optional per-tile brightness/saturation
+jitter (``color_jitter``, not in the paper) is folded into the same 3x4 colour matrix per tile.
 
 Convention: with permutation ``p`` (a row of the permutation set), input tile ``i`` is grid
 cell ``p[i]`` (cells numbered row-major), so ``tiles[:, argsort(p)]`` is back in grid order.
@@ -19,25 +27,21 @@ cell ``p[i]`` (cells numbered row-major), so ``tiles[:, argsort(p)]`` is back in
 
 from __future__ import annotations
 
-import io
-import itertools
 import math
 import os
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import cast
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslpipe.atomic import atomic_write_bytes
 from sslpipe.batch import Batch, HostBatch
+from sslpipe.ops.augment import AVERAGE_GRAY_WEIGHTS
 from sslpipe.ops.color import denormalize, normalize
 from sslpipe.ops.geometry import square_crops
 from sslpipe.ops.images import Images
+from sslpipe.ops.permutations import PERMUTATION_RULES, permutation_set
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_origins
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
@@ -52,91 +56,75 @@ from sslpipe.tasks.base import (
 )
 from sslpipe.tasks.heads import feature_dim, mlp
 
+__all__ = ["Jigsaw", "JigsawCollator", "JigsawOptions", "SiameseTiles", "jigsaw_loss",
+           "permutation_set", "green_magenta_projection"]
+
 DEFAULT_CACHE_DIR = os.environ.get("SSLPIPE_CACHE", "~/.cache/sslpipe")
-_GRAY = (0.299, 0.587, 0.114)
 _TILE_STD_FLOOR = 1e-2  # keeps a flat tile flat instead of amplifying its noise
 
 
-def permutation_set(
-    num_permutations: int,
-    grid: int = 3,
-    seed: int = 0,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-) -> np.ndarray:
-    """Permutations of ``grid * grid`` tiles chosen greedily for maximal Hamming distance.
-
-    Starting from one permutation drawn with ``seed``, repeatedly adds the permutation whose
-    minimum Hamming distance to the chosen set is largest (ties broken by the seeded RNG). For
-    ``grid <= 3`` all ``(grid*grid)!`` permutations are candidates (vectorised with numpy, about
-    2 s for 1000 of 9! on one core); for larger grids a seeded pool of random permutations is.
-    Results are cached per ``(num_permutations, grid, seed)`` in the process and, with
-    ``cache_dir``, on disk (``jigsaw_perms_g{grid}_n{num}_s{seed}.npy``, written atomically).
-
-    Returns:
-        int64 ``num_permutations x grid*grid``; each row is a permutation of ``0..grid*grid-1``.
-    """
-    if grid < 2:
-        raise ValueError(f"grid must be >= 2. Got {grid}")
-    limit = math.factorial(grid * grid)
-    if not 1 <= num_permutations <= limit:
-        raise ValueError(
-            f"num_permutations must be between 1 and ({grid}*{grid})! = {limit}. "
-            f"Got {num_permutations}"
-        )
-    key = (num_permutations, grid, seed)
-    if key in _PERMUTATIONS:
-        return _PERMUTATIONS[key].copy()
-    path = None
-    if cache_dir is not None:
-        name = f"jigsaw_perms_g{grid}_n{num_permutations}_s{seed}.npy"
-        path = Path(cache_dir).expanduser() / name
-        perms = _load_cached(path, num_permutations, grid * grid)
-        if perms is not None:
-            _PERMUTATIONS[key] = perms
-            return perms.copy()
-    perms = _greedy_permutations(num_permutations, grid * grid, seed)
-    _PERMUTATIONS[key] = perms
-    if path is not None:
-        _save_atomic(path, perms)
-    return perms.copy()
-
-
-_PERMUTATIONS: dict[tuple[int, int, int], np.ndarray] = {}
+def green_magenta_projection() -> torch.Tensor:
+    """The ``3 x 3`` RGB projection ``I - a a^T / |a|^2``, ``a = (1, -2, 1)``: removes the
+    green-magenta colour axis (Doersch, Gupta & Efros 2015, against chromatic aberration; the
+    jigsaw ``caffe-master-jps++`` code applies it as ``[[5, 2, -1], [2, 2, 2], [-1, 2, 5]] / 6``).
+    Symmetric and idempotent; gray (R = G = B) is left unchanged."""
+    a = torch.tensor([1.0, -2.0, 1.0])
+    return torch.eye(3) - torch.outer(a, a) / a.dot(a)
 
 
 @dataclass(frozen=True)
 class JigsawOptions(CollatorOptions):
-    """Options of the jigsaw task (defaults: Noroozi & Favaro 2016).
+    """Options of the jigsaw task (defaults: Noroozi & Favaro 2016 and their official code).
 
     Attributes:
-        size: side of the square crop in pixels (the paper: 225); cells are ``size // grid``.
+        size: side of the square crop in pixels (the official code: 255); cells are
+            ``size // grid``.
         grid: tiles per side (``grid * grid`` tiles).
-        num_permutations: size of the permutation set (classes); 100 and 1000 are common.
+        num_permutations: size of the permutation set (classes); the paper's best: 1000.
+        permutation_rule: how the greedy set is grown: ``"mean"`` adds the permutation with the
+            largest mean Hamming distance to the set (the paper's Algorithm 1), ``"min"`` the
+            one with the largest minimum distance (max-min; a larger minimum distance).
         permutation_seed: seed of the greedy permutation set (keep it to compare runs).
-        tile: tile side in pixels; None uses ``round(cell * 64 / 75)`` (the paper's ratio).
+        tile: tile side in pixels; None uses ``round(cell * 64 / 85)`` (the official 64 px
+            tiles in 85 px cells).
         jitter: tile position inside its cell: True anywhere (random gaps), False centred.
-        crop: square-crop policy for the source image: ``"random"`` or ``"center"``.
-        normalize_tiles: standardise each tile per channel (zero mean, unit std).
-        grayscale: per-tile probability of grayscale.
+        crop: square-crop policy for the source image: ``"center"`` (the paper's central
+            square, against chromatic aberration, which grows towards the borders) or
+            ``"random"``.
+        normalize_tiles: standardise each tile (zero mean, unit std) in place of the dataset's
+            ``mean`` / ``std``, which are then not used.
+        normalize_over: ``"tile"``: one mean and std per tile, over its channels and pixels
+            (the official ``MVN across_channels``); ``"channel"``: per channel of each tile.
+        grayscale: probability that a puzzle (``grayscale_per="puzzle"``) or a tile
+            (``"tile"``) is gray: the average of R, G and B in every channel.
+        grayscale_per: ``"puzzle"`` (all tiles of an image, as the paper and the official code)
+            or ``"tile"`` (each tile on its own).
+        color_projection: probability that a colour puzzle is projected off the
+            green-magenta axis (:func:`green_magenta_projection`); the official jps++ code: 0.5.
         color_jitter: strength s of per-tile brightness and saturation factors in
             ``[1 - s, 1 + s]`` (0 turns it off).
-        channel_jitter: largest shift in pixels of each colour channel of a tile against the
-            others; None uses ``round(2 * tile / 64)`` (the paper's +-2 px at 64 px tiles).
+        channel_jitter: each colour channel of a tile is cut at its own offset in
+            ``[0, channel_jitter]`` px along x and y, so channels are at most
+            ``channel_jitter`` px apart; None uses ``round(2 * tile / 64)`` (the official 2 px
+            at 64 px tiles), reduced to fit the cell. Tile and offsets stay inside the cell.
         tile_dim: width of the per-tile fc layer of the siamese head.
         hidden_dim: width of the classifier's hidden layer on the concatenated tile features.
         cache_dir: where the permutation set is cached on disk (None: in-process only).
     """
 
-    size: int = 225
+    size: int = 255
     grid: int = 3
     num_permutations: int = 1000
+    permutation_rule: str = "mean"
     permutation_seed: int = 0
     tile: int | None = None
     jitter: bool = True
-    crop: str = "random"
+    crop: str = "center"
     normalize_tiles: bool = True
+    normalize_over: str = "tile"
     grayscale: float = 0.3
+    grayscale_per: str = "puzzle"
+    color_projection: float = 0.0
     color_jitter: float = 0.0
     channel_jitter: int | None = None
     tile_dim: int = 512
@@ -155,15 +143,25 @@ class JigsawOptions(CollatorOptions):
                 f"num_permutations must be between 1 and (grid*grid)! = {limit}. "
                 f"Got {self.num_permutations}"
             )
+        check_choice("permutation_rule", self.permutation_rule, PERMUTATION_RULES)
         cell = self.size // self.grid
         if self.tile is not None and not 1 <= self.tile <= cell:
             raise ValueError(f"tile must be between 1 and the cell side {cell}. Got {self.tile}")
         check_choice("crop", self.crop, ("random", "center"))
+        check_choice("normalize_over", self.normalize_over, ("tile", "channel"))
         check_probability("grayscale", self.grayscale)
+        check_choice("grayscale_per", self.grayscale_per, ("puzzle", "tile"))
+        check_probability("color_projection", self.color_projection)
         if not 0.0 <= self.color_jitter < 1.0:
             raise ValueError(f"color_jitter must be in [0, 1). Got {self.color_jitter}")
         if self.channel_jitter is not None:
             check_positive("channel_jitter", self.channel_jitter, allow_zero=True)
+            if self.tile_side + self.channel_jitter > cell:
+                raise ValueError(
+                    f"channel_jitter: a {self.tile_side} px tile with channels up to "
+                    f"{self.channel_jitter} px apart must fit the {cell} px cell, so "
+                    f"channel_jitter must be <= {cell - self.tile_side}. Got {self.channel_jitter}"
+                )
         check_positive("tile_dim", self.tile_dim)
         check_positive("hidden_dim", self.hidden_dim)
 
@@ -173,13 +171,13 @@ class JigsawOptions(CollatorOptions):
 
     @property
     def tile_side(self) -> int:
-        return self.tile if self.tile is not None else max(1, round(self.cell * 64 / 75))
+        return self.tile if self.tile is not None else max(1, round(self.cell * 64 / 85))
 
     @property
     def channel_shift(self) -> int:
         if self.channel_jitter is not None:
             return self.channel_jitter
-        return round(2 * self.tile_side / 64)
+        return min(math.floor(2 * self.tile_side / 64 + 0.5), self.cell - self.tile_side)
 
 
 class JigsawCollator(Collator):
@@ -190,9 +188,10 @@ class JigsawCollator(Collator):
     ``meta``: ``boxes`` (``B x 4`` crop boxes in the source image), ``permutation_index``
     (``B``), ``permutation`` (``B x T``), ``tile_origins`` (``B x T x 3 x 2`` int64 ``(x, y)``
     of each channel of each tile in the resized crop, grid order), ``grayscale`` (bool
-    ``B x T``, grid order), ``tile_colour`` (float ``B x T x 3 x 4``, each tile's colour
-    matrix on RGB in [0, 1], grid order) and ``source`` (int64 ``B*T``, the image of each tile
-    in input order).
+    ``B x T``, grid order), ``color_projection`` (bool ``B``), ``tile_colour`` (float
+    ``B x T x 3 x 4``, each tile's colour matrix on RGB in [0, 1], grid order) and ``source``
+    (int64 ``B*T``, the image of each tile in input order). Every random parameter is drawn
+    from the collator's generator, so a seed reproduces the batch.
     """
 
     options: JigsawOptions
@@ -201,22 +200,28 @@ class JigsawCollator(Collator):
         super().__init__(options)
         self.permutations = torch.from_numpy(
             permutation_set(options.num_permutations, options.grid, options.permutation_seed,
-                            cache_dir=options.cache_dir)
+                            rule=options.permutation_rule, cache_dir=options.cache_dir)
         )
 
     def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
         opt = self.options
-        n, k, t = len(images), opt.grid * opt.grid, opt.tile_side
+        n, k, t, shift = len(images), opt.grid * opt.grid, opt.tile_side, opt.channel_shift
         crops, boxes = square_crops(images.images, opt.size, opt.crop, generator)
-        origins = tile_origins(n, opt.grid, opt.cell, t, jitter=None if opt.jitter else 0,
-                               generator=generator)
-        origins = _channel_origins(origins, opt.channel_shift, opt.size - t, generator)
+        # a window of t + shift px holds the tile and every channel's offset, inside the cell
+        windows = tile_origins(n, opt.grid, opt.cell, t + shift,
+                               jitter=None if opt.jitter else 0, generator=generator)
+        offsets = torch.randint(0, shift + 1, (n, k, 3, 2), generator=generator)
         index = torch.randint(len(self.permutations), (n,), generator=generator)
-        gray = torch.rand(n, k, generator=generator) < opt.grayscale
-        matrix = _tile_colour_matrix(gray, opt.color_jitter, generator)
+        if opt.grayscale_per == "puzzle":
+            gray = (torch.rand(n, generator=generator) < opt.grayscale).view(n, 1).expand(n, k)
+        else:
+            gray = torch.rand(n, k, generator=generator) < opt.grayscale
+        project = (torch.rand(n, generator=generator) < opt.color_projection) & ~gray.all(1)
+        matrix = _tile_colour_matrix(gray, project, opt.color_jitter, generator)
         meta = {"boxes": boxes, "permutation_index": index,
-                "permutation": self.permutations[index], "tile_origins": origins,
-                "grayscale": gray, "tile_colour": matrix}
+                "permutation": self.permutations[index],
+                "tile_origins": windows.unsqueeze(2) + offsets, "grayscale": gray.contiguous(),
+                "color_projection": project, "tile_colour": matrix}
         return HostBatch({"crops": crops}, images.labels, meta)
 
     def make_device(self, host: HostBatch) -> Batch:
@@ -228,10 +233,14 @@ class JigsawCollator(Collator):
         rows = torch.arange(n).view(n, 1)
         perm = meta["permutation"]
         tiles = extract_tiles(host.pixels["crops"], meta["tile_origins"][rows, perm], t)
-        x = normalize(tiles.reshape(n * k, 3, t, t), opt.mean, opt.std,
-                      meta["tile_colour"][rows, perm].view(n * k, 3, 4))
+        matrix = meta["tile_colour"][rows, perm].view(n * k, 3, 4)
         if opt.normalize_tiles:
-            x = _standardize(x)
+            # each tile's own statistics replace the dataset's mean and std; standardising
+            # RGB in [0, 1] keeps a gray tile gray (a per-channel std first would tint it)
+            x = normalize(tiles.reshape(n * k, 3, t, t), (0.0,) * 3, (1.0,) * 3, matrix)
+            x = standardize_tiles(x, opt.normalize_over)
+        else:
+            x = normalize(tiles.reshape(n * k, 3, t, t), opt.mean, opt.std, matrix)
         inputs = x.view(n, k, 3, t, t)
         device = inputs.device
         targets = meta["permutation_index"].to(device, non_blocking=True)
@@ -312,85 +321,34 @@ def jigsaw_loss(logits: torch.Tensor, permutation_index: torch.Tensor) -> torch.
     return F.cross_entropy(logits, permutation_index)
 
 
-def _standardize(x: torch.Tensor) -> torch.Tensor:
-    """Each ``N x C x h x w`` tile to zero mean and unit (unbiased) std per channel."""
-    flat = x.flatten(2)
+def standardize_tiles(x: torch.Tensor, over: str = "tile") -> torch.Tensor:
+    """Float ``N x C x h x w`` tiles to zero mean and unit (unbiased) std: one mean and std per
+    tile over its channels and pixels (``over="tile"``, the official ``MVN across_channels``)
+    or per channel of each tile (``"channel"``). A near-flat tile (std below 0.01) is only
+    centred, not amplified."""
+    if over not in ("tile", "channel"):
+        raise ValueError(f"over must be 'tile' or 'channel'. Got {over!r}")
+    flat = x.flatten(1 if over == "tile" else 2)
     p = flat.shape[-1]
     mean = flat.mean(-1)
     # E[x^2] - E[x]^2: one pass less than torch.std_mean, and exact enough for unit-scale data
     var = ((flat * flat).mean(-1) - mean * mean).clamp_min(0) * (p / max(p - 1, 1))
     inv = var.sqrt().clamp_min(_TILE_STD_FLOOR).reciprocal()
-    return torch.addcmul((-mean * inv)[..., None, None], x, inv[..., None, None])
+    shape = (-1, 1, 1, 1) if over == "tile" else (*inv.shape, 1, 1)
+    return torch.addcmul((-mean * inv).view(shape), x, inv.view(shape))
 
 
-def _channel_origins(origins: torch.Tensor, shift: int, max_origin: int,
-                     generator: torch.Generator | None) -> torch.Tensor:
-    """Per-channel tile origins ``B x T x 3 x 2``: each channel moved by up to ``shift`` px."""
-    b, k, _ = origins.shape
-    delta = torch.randint(-shift, shift + 1, (b, k, 3, 2), generator=generator)
-    return (origins.unsqueeze(2) + delta).clamp(0, max_origin)
-
-
-def _tile_colour_matrix(gray: torch.Tensor, strength: float,
+def _tile_colour_matrix(gray: torch.Tensor, project: torch.Tensor, strength: float,
                         generator: torch.Generator | None) -> torch.Tensor:
-    """``B x T x 3 x 4`` matrices: brightness * (saturation blend of RGB and its luma)."""
+    """``B x T x 3 x 4`` matrices on RGB in [0, 1]: gray (the RGB average) where ``gray``
+    (``B x T``), else the green-magenta projection where ``project`` (``B``), after per-tile
+    brightness * saturation factors of strength ``strength`` (identity at 0)."""
     b, k = gray.shape
-    luma = torch.tensor(_GRAY).expand(3, 3)
     bright = 1 + (torch.rand(b, k, generator=generator) * 2 - 1) * strength
     sat = 1 + (torch.rand(b, k, generator=generator) * 2 - 1) * strength
-    sat = torch.where(gray, torch.zeros_like(sat), sat)
+    average = torch.tensor(AVERAGE_GRAY_WEIGHTS).expand(3, 3)
     s = sat.view(b, k, 1, 1)
-    m = s * torch.eye(3) + (1 - s) * luma
-    m = m * bright.view(b, k, 1, 1)
+    m = (s * torch.eye(3) + (1 - s) * average) * bright.view(b, k, 1, 1)
+    colour = torch.where(project.view(b, 1, 1, 1), green_magenta_projection() @ m, m)
+    m = torch.where(gray.view(b, k, 1, 1), average @ m, colour)
     return torch.cat([m, torch.zeros(b, k, 3, 1)], dim=-1)
-
-
-def _greedy_permutations(num: int, k: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if k <= 9:
-        candidates = np.array(list(itertools.permutations(range(k))), dtype=np.uint8)
-    else:  # (k)! candidates cannot be enumerated: a seeded random pool stands in
-        pool = max(50_000, 20 * num)
-        candidates = np.argsort(rng.random((pool, k)), axis=1).astype(np.uint8)
-    # match[i, v] is 1 where a candidate has value v at position i: the number of positions
-    # where a candidate agrees with p is then a sum of k precomputed rows.
-    match = np.stack([np.stack([candidates[:, i] == v for v in range(k)]) for i in range(k)])
-    match = match.astype(np.uint8)
-    chosen = [int(rng.integers(len(candidates)))]
-    min_dist = np.full(len(candidates), k + 1, dtype=np.uint8)
-    for _ in range(num - 1):
-        p = candidates[chosen[-1]]
-        agree = match[0, p[0]].copy()
-        for i in range(1, k):
-            agree += match[i, p[i]]
-        np.minimum(min_dist, k - agree, out=min_dist)
-        best = np.flatnonzero(min_dist == min_dist.max())
-        chosen.append(int(best[rng.integers(len(best))]))
-    return candidates[chosen].astype(np.int64)
-
-
-def _load_cached(path: Path, num: int, k: int) -> np.ndarray | None:
-    if not path.exists():
-        return None
-    try:
-        perms = np.load(path)
-    except (OSError, ValueError) as err:
-        warnings.warn(f"ignoring unreadable permutation cache {path}: {err}", stacklevel=3)
-        return None
-    valid = (perms.shape == (num, k) and np.issubdtype(perms.dtype, np.integer)
-             and (np.sort(perms, axis=1) == np.arange(k)).all()
-             and len(np.unique(perms, axis=0)) == num)
-    if not valid:
-        warnings.warn(f"ignoring invalid permutation cache {path}; regenerating it", stacklevel=3)
-        return None
-    return perms.astype(np.int64)
-
-
-def _save_atomic(path: Path, perms: np.ndarray) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.save(buffer, perms)
-        atomic_write_bytes(path, buffer.getvalue())
-    except OSError as err:  # a read-only home must not stop training: the set is recomputable
-        warnings.warn(f"could not cache permutations to {path}: {err}", stacklevel=3)
