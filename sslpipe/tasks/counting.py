@@ -12,7 +12,15 @@ The second, contrastive term (``y`` another image of the batch) keeps phi from t
 solution phi = 0. A square crop of each image is resized to ``2 * size``; its 2x2 tiles are
 ``size`` px and ``D(x)`` is the crop downsampled to ``size`` with a randomly chosen filter per
 image (``downsample``), so the network cannot tell ``D(x)`` from a tile by its resampling
-artefacts (the paper draws among bicubic, bilinear, Lanczos and area; torch has no Lanczos).
+artefacts: the paper draws among bicubic, bilinear, Lanczos and area (OpenCV's), and so does
+sslpipe by default (Lanczos as OpenCV's ``INTER_LANCZOS4``, :mod:`sslpipe.ops.resample`).
+
+Against chromatic aberration, which would also tell tiles from downsampled images, 67 % of the
+images are gray (``grayscale``; the paper's "color images 33% of the time and grayscale images
+67% of the time", gray being the average colour replicated in the 3 channels), and the choice
+is consistent across all the terms of an image's loss: ``D(x)``, its four tiles and the ``D(y)``
+it is contrasted with are all gray or all colour. No official code was released; the settings
+follow the paper.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslpipe.batch import Batch, HostBatch
+from sslpipe.ops.augment import AVERAGE_GRAY_WEIGHTS, grayscale_matrix
 from sslpipe.ops.color import denormalize, normalize
 from sslpipe.ops.geometry import square_crops
 from sslpipe.ops.images import Images
+from sslpipe.ops.resample import lanczos_resize
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_boxes, tile_origins
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
@@ -35,12 +45,13 @@ from sslpipe.tasks.base import (
     Task,
     check_choice,
     check_positive,
+    check_probability,
     labels_on,
     meta_on,
 )
 from sslpipe.tasks.heads import feature_dim
 
-DOWNSAMPLE_METHODS = ("bilinear", "bicubic", "area", "nearest")
+DOWNSAMPLE_METHODS = ("bilinear", "bicubic", "lanczos", "area", "nearest")
 NUM_TILES = 4
 
 
@@ -52,8 +63,13 @@ class CountingOptions(CollatorOptions):
         size: side of ``D(x)``, ``D(y)`` and of each tile in pixels (the paper: 114, from a
             228 px crop).
         crop: square-crop policy for the source image: ``"random"`` or ``"center"``.
-        downsample: filters ``D`` draws from, one per image, among ``"bilinear"``,
-            ``"bicubic"``, ``"area"``, ``"nearest"`` (a tuple, or a comma-separated string).
+        downsample: filters ``D`` draws from among ``"bilinear"``, ``"bicubic"`` (both
+            antialiased), ``"lanczos"`` (OpenCV's Lanczos-4), ``"area"``, ``"nearest"`` (a
+            tuple, or a comma-separated string); default: the paper's four.
+        downsample_per: ``"image"`` draws a filter per image; ``"batch"`` one per batch (the
+            paper's "at each stochastic gradient descent iteration").
+        grayscale: probability that an image is gray (the RGB average in every channel) in
+            all its terms: ``D(x)``, its tiles and the ``D(y)`` it is contrasted with.
         num_features: length of the counting vector phi.
         margin: M of the contrastive hinge.
         contrastive_weight: w of the contrastive term. Too small and phi collapses to zeros
@@ -63,7 +79,9 @@ class CountingOptions(CollatorOptions):
 
     size: int = 114
     crop: str = "random"
-    downsample: tuple[str, ...] | str = ("bilinear", "bicubic", "area")
+    downsample: tuple[str, ...] | str = ("bilinear", "bicubic", "lanczos", "area")
+    downsample_per: str = "image"
+    grayscale: float = 0.67
     num_features: int = 1000
     margin: float = 10.0
     contrastive_weight: float = 1.0
@@ -79,6 +97,8 @@ class CountingOptions(CollatorOptions):
             raise ValueError(f"downsample must name at least one of {DOWNSAMPLE_METHODS}. Got ()")
         for m in methods:
             check_choice("downsample", m, DOWNSAMPLE_METHODS)
+        check_choice("downsample_per", self.downsample_per, ("image", "batch"))
+        check_probability("grayscale", self.grayscale)
         check_positive("num_features", self.num_features)
         check_positive("margin", self.margin, allow_zero=True)
         check_positive("contrastive_weight", self.contrastive_weight, allow_zero=True)
@@ -97,7 +117,8 @@ class CountingCollator(Collator):
     ``B x 4 x 3 x s x s`` (row-major tiles) and ``B x 3 x s x s``; ``targets`` None (the loss
     needs no pseudo-label); ``labels``; and ``meta``: ``boxes`` (``B x 4`` crop boxes in the
     source image), ``tile_boxes`` (``B x 4 x 4`` in the ``2s`` crop), ``downsample`` (int64
-    ``B``, index into ``options.downsample``) and ``other`` (int64 ``B``: ``D(y)[i]`` is
+    ``B``, index into ``options.downsample``), ``grayscale`` (bool ``B``: image ``i``'s
+    ``D(x)``, tiles and ``D(y)`` are gray) and ``other`` (int64 ``B``: ``D(y)[i]`` is
     ``D(x)[other[i]]``, a random derangement, so ``other[i] != i``) and ``source`` (int64
     ``6B``: the image of each row the backbone sees, ``D(x)``, tiles, ``D(y)``). Needs B >= 2.
     """
@@ -115,10 +136,12 @@ class CountingCollator(Collator):
             )
         crops, boxes = square_crops(images.images, 2 * s, opt.crop, generator)
         origins = tile_origins(n, 2, s, s, jitter=0)
-        method = torch.randint(len(opt.downsample), (n,), generator=generator)
+        draws = n if opt.downsample_per == "image" else 1
+        method = torch.randint(len(opt.methods), (draws,), generator=generator).expand(n)
         other = random_derangement(n, generator)
-        meta = {"boxes": boxes, "tile_boxes": tile_boxes(origins, s), "downsample": method,
-                "other": other}
+        gray = torch.rand(n, generator=generator) < opt.grayscale
+        meta = {"boxes": boxes, "tile_boxes": tile_boxes(origins, s),
+                "downsample": method.contiguous(), "other": other, "grayscale": gray}
         return HostBatch({"crops": crops}, images.labels, meta)
 
     def make_device(self, host: HostBatch) -> Batch:
@@ -126,17 +149,21 @@ class CountingCollator(Collator):
         s = opt.size
         crops = host.pixels["crops"]
         n = crops.shape[0]
+        # one colour matrix per image, for all its terms: gray or colour throughout
+        colour = grayscale_matrix(meta["grayscale"], AVERAGE_GRAY_WEIGHTS)
         tiles = extract_tiles(crops, meta["tile_boxes"][..., :2].long(), s)
-        tiles = normalize(tiles.flatten(0, 1), opt.mean, opt.std).view(n, NUM_TILES, 3, s, s)
-        down = normalize(downsample(crops, meta["downsample"], opt.methods, s), opt.mean,
-                         opt.std)
+        tiles = normalize(tiles.flatten(0, 1), opt.mean, opt.std,
+                          colour.repeat_interleave(NUM_TILES, 0)).view(n, NUM_TILES, 3, s, s)
+        small = downsample(crops, meta["downsample"], opt.methods, s)
+        down = normalize(small, opt.mean, opt.std, colour)
         device = down.device
         other = meta["other"].to(device, non_blocking=True)
+        down_other = normalize(small[other], opt.mean, opt.std, colour)
         out_meta = meta_on(meta, device)
         # the image of each row the backbone sees: D(x), the 4 tiles of each image, D(y)
         rows = torch.arange(n, device=device)
         out_meta["source"] = torch.cat([rows, rows.repeat_interleave(NUM_TILES), other])
-        return Batch((down, tiles, down[other]), None, labels_on(host, device), out_meta)
+        return Batch((down, tiles, down_other), None, labels_on(host, device), out_meta)
 
 
 @register_task("counting",
@@ -223,7 +250,8 @@ def counting_loss(phi_dx: torch.Tensor, phi_tiles: torch.Tensor, phi_dy: torch.T
 def downsample(x: torch.Tensor, method: torch.Tensor, methods: tuple[str, ...],
                size: int) -> torch.Tensor:
     """Resize uint8 ``B x C x H x W`` to float ``B x C x size x size`` in [0, 255], image ``i``
-    with the filter ``methods[method[i]]`` (antialiased bilinear / bicubic, area, nearest)."""
+    with the filter ``methods[method[i]]``: antialiased bilinear / bicubic (torch), OpenCV's
+    Lanczos-4 (:func:`~sslpipe.ops.resample.lanczos_resize`), area or nearest."""
     out = x.new_empty((x.shape[0], x.shape[1], size, size), dtype=torch.float32)
     for m, name in enumerate(methods):
         # selected where ``method`` is (the CPU, in a device stage): no device sync
@@ -234,6 +262,8 @@ def downsample(x: torch.Tensor, method: torch.Tensor, methods: tuple[str, ...],
         src = x[sel].float()
         if name in ("bilinear", "bicubic"):
             res = F.interpolate(src, size=size, mode=name, antialias=True, align_corners=False)
+        elif name == "lanczos":
+            res = lanczos_resize(src, size)
         else:
             res = F.interpolate(src, size=size, mode=name)
         out[sel] = res.clamp_(0, 255)

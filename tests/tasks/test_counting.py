@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sslpipe.ops.color import normalize
+from sslpipe.ops.color import denormalize, normalize
 from sslpipe.ops.geometry import resized_crop
+from sslpipe.ops.resample import lanczos_resize
 from sslpipe.ops.tiling import assemble_grid
 from sslpipe.registry import create_task
 from sslpipe.tasks.counting import counting_loss, random_derangement
@@ -27,7 +28,7 @@ def _task(**options):
 
 
 def test_tiles_partition_the_crop_and_dx_is_its_downsampling() -> None:
-    task = _task(downsample=("area",))
+    task = _task(downsample=("area",), grayscale=0.0)
     images = _images(5)
     batch = task.collator(images)
     dx, tiles, dy = batch.inputs
@@ -42,22 +43,32 @@ def test_tiles_partition_the_crop_and_dx_is_its_downsampling() -> None:
 
 
 def test_downsample_filter_is_recorded() -> None:
-    methods = ("bilinear", "bicubic", "area", "nearest")
-    task = _task(downsample="bilinear, bicubic,area,nearest", crop="center")
+    assert _task().options.downsample == ("bilinear", "bicubic", "lanczos", "area")  # paper's
+    methods = ("bilinear", "bicubic", "lanczos", "area", "nearest")
+    task = _task(downsample="bilinear, bicubic,lanczos,area,nearest", crop="center",
+                 grayscale=0.0)
     assert task.options.downsample == methods
-    images = _images(16)
+    images = _images(24)
     batch = task.collator(images)
     opt = task.options
     crops = resized_crop(images, batch.meta["boxes"], 32).float()
-    assert len(set(batch.meta["downsample"].tolist())) > 1
+    assert set(batch.meta["downsample"].tolist()) == set(range(5))
     for i, m in enumerate(batch.meta["downsample"].tolist()):
-        kw = dict(antialias=True, align_corners=False) if m < 2 else {}
-        ref = F.interpolate(crops[i:i + 1], size=16, mode=methods[m], **kw).clamp(0, 255)
+        if methods[m] == "lanczos":
+            ref = lanczos_resize(crops[i:i + 1], 16).clamp(0, 255)
+        else:
+            kw = dict(antialias=True, align_corners=False) if m < 2 else {}
+            ref = F.interpolate(crops[i:i + 1], size=16, mode=methods[m], **kw).clamp(0, 255)
         torch.testing.assert_close(batch.inputs[0][i:i + 1], normalize(ref, opt.mean, opt.std))
 
 
+def test_one_filter_per_batch_option() -> None:
+    batch = _task(downsample_per="batch", seed=1).collator(_images(8))
+    assert len(set(batch.meta["downsample"].tolist())) == 1
+
+
 def test_other_image_is_a_derangement() -> None:
-    batch = _task().collator(_images(6))
+    batch = _task(grayscale=0.0).collator(_images(6))
     other = batch.meta["other"]
     assert sorted(other.tolist()) == list(range(6))
     assert (other != torch.arange(6)).all()
@@ -67,6 +78,43 @@ def test_other_image_is_a_derangement() -> None:
         assert sorted(d.tolist()) == list(range(n)) and (d != torch.arange(n)).all()
     with pytest.raises(ValueError, match="at least 2 images"):
         _task().collator(_images(1))
+
+
+def _is_gray(x: torch.Tensor, opt) -> torch.Tensor:
+    """Per leading index: are the three RGB channels equal (``... x 3 x H x W`` inputs)?"""
+    rgb = denormalize(x, opt.mean, opt.std)
+    flat = rgb.flatten(0, -4) if rgb.ndim > 4 else rgb
+    same = (flat - flat[:, :1]).abs().flatten(1).amax(1) < 1e-4
+    return same.view(x.shape[:-3])
+
+
+def test_gray_choice_is_consistent_across_all_terms() -> None:
+    """The paper: 67 % gray, and an image's D(x), tiles and D(y) are all gray or all colour."""
+    task = _task(grayscale=0.5, seed=7)
+    opt = task.options
+    batch = task.collator(_images(24))
+    dx, tiles, dy = batch.inputs
+    gray = batch.meta["grayscale"]
+    assert 0 < int(gray.sum()) < 24
+    assert torch.equal(_is_gray(dx, opt), gray)
+    assert torch.equal(_is_gray(tiles, opt), gray.view(24, 1).expand(24, 4))
+    assert torch.equal(_is_gray(dy, opt), gray)  # the image's choice, not its partner's
+    # D(y) is the partner's downsampled crop in the image's own colour mode
+    other = batch.meta["other"]
+    mixed = torch.nonzero(gray != gray[other])[:, 0]
+    assert len(mixed) > 0
+    same = torch.nonzero(gray == gray[other])[:, 0]
+    torch.testing.assert_close(dy[same], dx[other[same]])
+    colour = _task(grayscale=0.0, seed=7).collator(_images(24))
+    for i in mixed.tolist():
+        partner = colour.inputs[0][other[i]]
+        rgb = denormalize(partner, opt.mean, opt.std).mean(0, keepdim=True).expand(3, -1, -1)
+        expected = rgb if gray[i] else denormalize(partner, opt.mean, opt.std)
+        torch.testing.assert_close(denormalize(dy[i], opt.mean, opt.std), expected,
+                                   atol=1e-4, rtol=0)
+    # the paper's rate by default
+    rate = _task(seed=0).collator(_images(400)).meta["grayscale"].float().mean()
+    assert abs(float(rate) - 0.67) < 0.08
 
 
 def test_loss_matches_hand_computed_values() -> None:
@@ -108,7 +156,8 @@ def test_seed_reproduces_batch_and_mixed_inputs() -> None:
 
 
 @pytest.mark.parametrize("options", [
-    dict(size=0), dict(crop="top"), dict(downsample=("lanczos",)), dict(downsample=()),
+    dict(size=0), dict(crop="top"), dict(downsample=("sinc",)), dict(downsample=()),
+    dict(downsample_per="epoch"), dict(grayscale=1.5),
     dict(downsample=""), dict(num_features=0), dict(margin=-1.0), dict(contrastive_weight=-0.1),
     dict(tiles=4),
 ])
