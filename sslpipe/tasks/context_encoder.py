@@ -1,20 +1,29 @@
-"""Context encoder (Pathak et al., "Context Encoders: Feature Learning by Inpainting", CVPR 2016).
+"""Context encoder (Pathak et al., "Context Encoders: Feature Learning by Inpainting", CVPR 2016;
+official code ``pathak22/context-encoder``).
 
-A region of each image is blanked and the network paints it back from its context. Masks:
+A region of each image is blanked and the network paints it back from its context. Input: a
+random square of ``crop_side`` (128/350) of the shorter side, resized to ``size``, flipped with
+probability ``flip`` (the official ``donkey_folder.lua``: shorter side resized to 350 px, a random
+128 px window, a flip with probability 1/2). Masks (``sslpipe.ops.masks``):
 
-* ``"center"`` (default): the central square of side ``size / 2``. As in the paper, the blank
-  hole is that square shrunk by ``overlap`` pixels on each side (7 px at 128, scaled with
-  ``size``); the model predicts the whole central square, and the visible ``overlap`` band
-  around the hole weighs ``overlap_weight`` (10) times the hole in the L2 loss;
+* ``"center"`` (default): the central square of side ``size / 2``. The blank hole is that square
+  shrunk by ``overlap`` pixels on each side (4 px at 128, the official commands'
+  ``overlapPred=4``, scaled with ``size``); the model predicts the whole central square, and the
+  visible ``overlap`` band around the hole weighs ``overlap_weight`` (10) times the hole in the L2
+  loss (``train.lua``);
 * ``"random_block"``: random squares of side ``size/8 .. size/4`` until about ``coverage``
-  (1/4) of the image is blank;
-* ``"random_region"``: smooth random noise thresholded per image at its ``1 - coverage``
-  quantile: blobs covering ``coverage`` of the image.
+  (1/4) of the image is blank (the paper; no official code);
+* ``"random_region"``: smooth random noise (``train_random.lua``'s scale) thresholded per image:
+  blobs covering ``coverage`` of the image.
 
-For the random masks the model predicts the full image; the hole weighs 1, the visible band of
-``overlap`` pixels around it ``overlap_weight``, the rest 0. Blank pixels hold the dataset mean
-(0 after normalisation). The model decodes the backbone's last feature map (``forward_features``)
-with a channel-wise fully connected layer, a 1x1 conv and up-convolutions.
+For the random masks the model predicts the full image, weighted by ``random_weights``: by
+default 1 on every pixel, as ``train_random.lua`` in the README's command
+(``useOverlapPred=0``); ``"context"`` (hole 1, every visible pixel ``overlap_weight``:
+``useOverlapPred=1``), ``"band"`` (hole 1, a visible band of ``overlap`` px ``overlap_weight``,
+the rest 0) and ``"hole"`` (the paper's masked L2) are the alternatives. Blank pixels hold the
+dataset mean (0 after normalisation). The model decodes the backbone's last feature map
+(``forward_features``) with a channel-wise fully connected layer, a 1x1 conv and
+up-convolutions.
 
 With ``adversarial_weight > 0`` the model also holds a small DCGAN discriminator and the loss
 adds ``adversarial_weight * G_adv + D_loss``; the two adversarial parts touch disjoint
@@ -31,12 +40,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import denormalize, normalize
-from sslpipe.ops.geometry import hflip, square_crops
+from sslpipe.ops.geometry import hflip, resized_crop
 from sslpipe.ops.images import Images
+from sslpipe.ops.masks import (
+    OVERLAP_WEIGHT,
+    RANDOM_WEIGHTS,
+    block_masks,
+    center_region,
+    random_mask_weights,
+    region_masks,
+)
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
     Collator,
@@ -48,6 +64,7 @@ from sslpipe.tasks.base import (
     labels_on,
     meta_on,
 )
+from sslpipe.tasks.gan import Discriminator, adversarial_losses
 from sslpipe.tasks.heads import feature_map
 
 MASKS = ("center", "random_block", "random_region")
@@ -60,12 +77,19 @@ class ContextEncoderOptions(CollatorOptions):
     Attributes:
         size: image side in pixels (128 in the paper).
         mask: ``"center"``, ``"random_block"`` or ``"random_region"``.
-        overlap: width of the weighted visible band around the hole; None scales the paper's
-            7 px at 128 to ``size`` (``round(7 * size / 128)``).
-        overlap_weight: loss weight of the band relative to the hole (10 in the paper).
+        overlap: width of the weighted visible band around the hole; None scales the official
+            commands' 4 px at 128 to ``size`` (``round(4 * size / 128)``; the paper says 7).
+        overlap_weight: loss weight of the band relative to the hole (10, as the official
+            ``overlapL2Weight`` and the paper).
+        random_weights: loss weights of the random masks' whole-image prediction:
+            ``"uniform"`` (official README command), ``"context"``, ``"band"`` or ``"hole"``
+            (``ops.masks.random_mask_weights``).
         coverage: fraction of the image the random masks blank (about 1/4).
-        crop: square crop of non-square images, ``"random"`` or ``"center"``.
-        flip: probability of a horizontal flip.
+        crop: position of the square crop, ``"random"`` or ``"center"``.
+        crop_side: side of the square crop as a fraction of the image's shorter side: 128/350,
+            the official 128 px window of an image resized to 350 px; 1.0 keeps the whole
+            shorter side.
+        flip: probability of a horizontal flip (0.5, as the official loader).
         adversarial_weight: weight of the generator's adversarial loss; 0 (default) builds no
             discriminator.
         decoder_dim: channels after the channel-wise fully connected layer.
@@ -74,10 +98,12 @@ class ContextEncoderOptions(CollatorOptions):
     size: int = 128
     mask: str = "center"
     overlap: int | None = None
-    overlap_weight: float = 10.0
+    overlap_weight: float = OVERLAP_WEIGHT
+    random_weights: str = "uniform"
     coverage: float = 0.25
     crop: str = "random"
-    flip: float = 0.0
+    crop_side: float = 128 / 350
+    flip: float = 0.5
     adversarial_weight: float = 0.0
     decoder_dim: int = 512
 
@@ -92,6 +118,9 @@ class ContextEncoderOptions(CollatorOptions):
                 f"must stay non-empty). Got {self.overlap}"
             )
         check_positive("overlap_weight", self.overlap_weight)
+        check_choice("random_weights", self.random_weights, RANDOM_WEIGHTS)
+        if not 0.0 < self.crop_side <= 1.0:
+            raise ValueError(f"crop_side must be in (0, 1]. Got {self.crop_side}")
         if not 0.0 < self.coverage < 1.0:
             raise ValueError(f"coverage must be in (0, 1). Got {self.coverage}")
         check_choice("crop", self.crop, ("random", "center"))
@@ -101,10 +130,10 @@ class ContextEncoderOptions(CollatorOptions):
 
     @property
     def overlap_px(self) -> int:
-        """The overlap band width in pixels (the option, or 7 px at 128 scaled to ``size``)."""
+        """The overlap band width in pixels (the option, or 4 px at 128 scaled to ``size``)."""
         if self.overlap is not None:
             return self.overlap
-        return min(int(7 * self.size / 128 + 0.5), self.size // 4 - 1)
+        return min(int(4 * self.size / 128 + 0.5), self.size // 4 - 1)
 
     @property
     def output_size(self) -> int:
@@ -122,8 +151,9 @@ class ContextEncoderCollator(Collator):
     * ``image``: float normalised original pixels of the predicted area, ``B x 3 x R x R``
       (``R = size // 2``, the central square, for ``mask="center"``; ``R = size`` otherwise);
     * ``mask``: bool ``B x 1 x size x size``, True where the input is blank;
-    * ``weights``: float ``B x 1 x R x R`` loss weight of each target pixel: 1 in the hole,
-      ``overlap_weight`` in the visible band around it, 0 elsewhere.
+    * ``weights``: float ``B x 1 x R x R`` loss weight of each target pixel: for the centre
+      mask 1 in the hole and ``overlap_weight`` in the visible band around it; for the random
+      masks the ``random_weights`` rule.
     """
 
     options: ContextEncoderOptions
@@ -131,7 +161,8 @@ class ContextEncoderCollator(Collator):
     def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
         opt = self.options
         n, s = len(images), opt.size
-        x, boxes = square_crops(images.images, s, opt.crop, generator)
+        boxes = _square_windows(images.sizes(), opt.crop_side, opt.crop, generator)
+        x = resized_crop(images.images, boxes, s)
         flip = torch.rand(n, generator=generator) < opt.flip
         meta = {"boxes": boxes, "flip": flip}
         if opt.mask == "random_block":
@@ -158,8 +189,7 @@ class ContextEncoderCollator(Collator):
             meta["mask"] = mask
         else:
             mask = meta["mask"]
-            band = dilate(mask, o) & ~mask
-            weights = mask.float() + band.float() * opt.overlap_weight
+            weights = random_mask_weights(mask, opt.random_weights, o, opt.overlap_weight)
             target = original
         inputs = original.masked_fill(mask, 0.0)
         targets = {"image": target.contiguous(), "mask": mask, "weights": weights}
@@ -307,95 +337,21 @@ class ContextEncoderModel(nn.Module):
         return out
 
 
-class Discriminator(nn.Module):
-    """DCGAN-style discriminator: 4x4 stride-2 convs (BN, LeakyReLU 0.2) down to 4x4, then one
-    logit per image. ``B x 3 x R x R`` -> ``B``."""
-
-    def __init__(self, size: int, width: int = 64) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
-        dim, side = width, size // 2
-        while side > 4:
-            layers += [nn.Conv2d(dim, dim * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(dim * 2),
-                       nn.LeakyReLU(0.2, inplace=True)]
-            dim, side = dim * 2, side // 2
-        layers.append(nn.Conv2d(dim, 1, max(side, 1)))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten(1).mean(1)
-
-
-def adversarial_losses(discriminator: nn.Module, fake: torch.Tensor,
-                       real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(G_adv, D_loss)`` of the non-saturating GAN, built so that one backward trains both.
-
-    ``G_adv = BCE(D(fake), 1)`` is evaluated with the discriminator's parameters detached, so
-    it moves only the generator; ``D_loss = BCE(D(real), 1) + BCE(D(fake.detach()), 0)`` sees a
-    detached fake, so it moves only the discriminator.
-    """
-    frozen = {k: v.detach() for k, v in discriminator.named_parameters()}
-    frozen.update(dict(discriminator.named_buffers()))
-    g_logit = functional_call(discriminator, frozen, (fake,))
-    g_adv = F.binary_cross_entropy_with_logits(g_logit, torch.ones_like(g_logit))
-    d_real = discriminator(real)
-    d_fake = discriminator(fake.detach())
-    d_loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + (
-        F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-    return g_adv, d_loss
-
-
-def center_region(size: int) -> tuple[int, int]:
-    """``(start, side)`` of the central square of side ``size // 2``."""
-    side = size // 2
-    return (size - side) // 2, side
-
-
-def block_masks(n: int, size: int, coverage: float,
-                generator: torch.Generator | None, max_blocks: int = 64) -> torch.Tensor:
-    """Random square blocks (side ``size/8 .. size/4``) added until each image is at least
-    ``coverage`` blank: bool ``n x 1 x size x size`` on the CPU."""
-    lo, hi = max(1, size // 8), max(1, size // 4)
-    sides = torch.randint(lo, hi + 1, (max_blocks, n), generator=generator)
-    corner = torch.rand(max_blocks, 2, n, generator=generator)
-    coords = torch.arange(size)
-    mask = torch.zeros(n, 1, size, size, dtype=torch.bool)
-    for k in range(max_blocks):
-        need = mask.float().mean((1, 2, 3)) < coverage
-        if not bool(need.any()):
-            break
-        x0 = (corner[k, 0] * (size - sides[k] + 1)).long()
-        y0 = (corner[k, 1] * (size - sides[k] + 1)).long()
-        cols = (coords >= x0[:, None]) & (coords < (x0 + sides[k])[:, None])
-        rows = (coords >= y0[:, None]) & (coords < (y0 + sides[k])[:, None])
-        block = rows[:, :, None] & cols[:, None, :]
-        mask |= (block & need[:, None, None])[:, None]
-    return mask
-
-
-def region_masks(n: int, size: int, coverage: float,
-                 generator: torch.Generator | None) -> torch.Tensor:
-    """Smooth random blobs covering ``coverage`` of each image: bool ``n x 1 x size x size``.
-
-    Two octaves of uniform noise (4x4 and 8x8, bicubic-upsampled) are summed and each image is
-    thresholded at its own ``1 - coverage`` quantile.
-    """
-    noise = torch.zeros(n, 1, size, size)
-    for cells, amplitude in ((4, 1.0), (8, 0.5)):
-        coarse = torch.rand(n, 1, cells, cells, generator=generator)
-        noise += amplitude * F.interpolate(coarse, size=(size, size), mode="bicubic",
-                                           align_corners=False)
-    flat = noise.flatten(1)
-    k = max(1, min(flat.shape[1], int(round((1 - coverage) * flat.shape[1]))))
-    threshold = flat.kthvalue(k, dim=1).values
-    return (flat > threshold[:, None]).view(n, 1, size, size)
-
-
-def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Binary dilation of a bool ``B x 1 x H x W`` mask by a ``(2r+1)`` square."""
-    if radius <= 0:
-        return mask
-    return F.max_pool2d(mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0
+def _square_windows(sizes: list[tuple[int, int]], side: float, crop: str,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """``B x 4`` boxes of squares of ``side`` times each image's shorter side, centred
+    (``crop="center"``) or at a uniformly random integer position (``"random"``; x and y
+    drawn independently, as ``donkey_folder.lua``'s random window)."""
+    hw = torch.tensor(sizes, dtype=torch.float32).reshape(len(sizes), 2)
+    h, w = hw[:, 0], hw[:, 1]
+    s = torch.clamp(torch.round(torch.minimum(h, w) * side), min=1)
+    u = torch.rand(len(sizes), 2, generator=generator)
+    if crop == "center":
+        x0, y0 = torch.floor((w - s) / 2), torch.floor((h - s) / 2)
+    else:
+        x0 = torch.minimum(torch.floor(u[:, 0] * (w - s + 1)), w - s)
+        y0 = torch.minimum(torch.floor(u[:, 1] * (h - s + 1)), h - s)
+    return torch.stack([x0, y0, x0 + s, y0 + s], 1)
 
 
 def _probe_feature_map(backbone: nn.Module, size: int) -> tuple[int, tuple[int, int]]:

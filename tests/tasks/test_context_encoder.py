@@ -18,7 +18,8 @@ def _images(n=3, h=64, w=64, seed=0):
 
 @pytest.mark.parametrize("mask", ["center", "random_block", "random_region"])
 def test_masked_pixels_are_the_fill_value_and_the_rest_is_the_input(mask):
-    task = sslpipe.create_task("context_encoder", size=64, mask=mask, crop="center", seed=0)
+    task = sslpipe.create_task("context_encoder", size=64, mask=mask, crop="center",
+                               crop_side=1.0, flip=0.0, seed=0)
     x = _images()
     batch = task.collator(x)
     original = normalize(x)
@@ -36,29 +37,56 @@ def test_masked_pixels_are_the_fill_value_and_the_rest_is_the_input(mask):
 
 def test_center_mask_geometry_and_overlap_weights():
     task = sslpipe.create_task("context_encoder", size=128, seed=0)
-    assert task.options.overlap_px == 7
+    assert task.options.overlap_px == 4  # the official commands' overlapPred=4 at 128 px
     batch = task.collator(_images(2, 128, 128))
     mask = batch.targets["mask"][0, 0]
     rows = mask.any(1).nonzero().flatten()
-    assert (rows.min(), rows.max()) == (32 + 7, 96 - 7 - 1)
+    cols = mask.any(0).nonzero().flatten()
+    assert (rows.min(), rows.max()) == (32 + 4, 96 - 4 - 1)
+    assert (cols.min(), cols.max()) == (32 + 4, 96 - 4 - 1)
     w = batch.targets["weights"][0, 0]
     assert w.shape == (64, 64)
-    assert bool((w[7:57, 7:57] == 1).all()) and float(w[:7].min()) == 10.0
-    assert float(w[:, 57:].min()) == 10.0
+    # train.lua: 10 on the whole predicted square, 1 on [1 + o, 64 - o] (1-based) = the hole
+    expected = torch.full((64, 64), 10.0)
+    expected[4:60, 4:60] = 1.0
+    assert torch.equal(w, expected)
     assert int((w == 1).sum()) == int(mask.sum())  # weight 1 exactly on the hole
+    assert sslpipe.create_task("context_encoder", size=64).options.overlap_px == 2
 
 
-def test_random_mask_weights_are_hole_plus_band():
-    task = sslpipe.create_task("context_encoder", size=64, mask="random_region", overlap=2, seed=1)
+@pytest.mark.parametrize("rule", ["uniform", "context", "band", "hole"])
+def test_random_mask_weights_follow_the_chosen_rule(rule):
+    task = sslpipe.create_task("context_encoder", size=64, mask="random_region", overlap=2,
+                               random_weights=rule, seed=1)
     t = task.collator(_images()).targets
     hole, w = t["mask"], t["weights"]
+    assert w.shape == hole.shape == (3, 1, 64, 64)
+    near = torch.nn.functional.max_pool2d(hole.float(), 5, 1, 2) > 0  # within 2 px of the hole
+    expected_visible = {"uniform": torch.ones_like(w), "context": torch.full_like(w, 10.0),
+                        "band": near.float() * 10.0, "hole": torch.zeros_like(w)}[rule]
     assert bool((w[hole] == 1).all())
-    band = (w == 10)
-    assert bool((band & hole).sum() == 0) and int(band.sum()) > 0
-    # every band pixel is within 2 px (chessboard) of the hole
-    near = torch.nn.functional.max_pool2d(hole.float(), 5, 1, 2) > 0
-    assert bool((band <= near).all())
-    assert bool((w[~(band | hole)] == 0).all())
+    assert torch.equal(w[~hole], expected_visible[~hole])
+
+
+def test_random_weights_default_to_the_official_command():
+    opt = sslpipe.create_task("context_encoder").options
+    # README: train_random.lua useOverlapPred=0; donkey_folder.lua: 128 px of 350, flip 1/2
+    assert opt.random_weights == "uniform" and opt.overlap_weight == 10.0
+    assert opt.crop_side == pytest.approx(128 / 350) and opt.flip == 0.5
+
+
+def test_crop_is_a_window_of_the_shorter_side_and_flip_is_recorded():
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in
+              [(350, 500), (400, 350), (350, 350), (700, 900)] * 4]
+    batch = sslpipe.create_task("context_encoder", size=32, seed=3).collator(images)
+    boxes = batch.meta["boxes"]
+    for (x0, y0, x1, y1), im in zip(boxes.tolist(), images):
+        h, w = im.shape[1:]
+        assert x1 - x0 == y1 - y0 == round(min(h, w) * 128 / 350)
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    assert len({tuple(b) for b in boxes[:4].tolist()}) == 4  # random positions
+    flip = batch.meta["flip"]
+    assert flip.dtype == torch.bool and 0 < int(flip.sum()) < 16
 
 
 def test_seed_reproduces_random_masks():
@@ -123,7 +151,9 @@ def test_visualize_rows():
 
 
 @pytest.mark.parametrize("bad", [{"mask": "ring"}, {"size": 4}, {"overlap": 16, "size": 64},
-                                 {"coverage": 1.0}, {"adversarial_weight": -1}])
+                                 {"coverage": 1.0}, {"adversarial_weight": -1},
+                                 {"random_weights": "band10"}, {"crop_side": 0.0},
+                                 {"crop_side": 1.5}])
 def test_wrong_options_raise(bad):
     with pytest.raises(ValueError):
         sslpipe.create_task("context_encoder", **bad)
