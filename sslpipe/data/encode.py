@@ -27,8 +27,8 @@ import torch
 from PIL import Image
 
 from sslpipe.data.sources.base import Record
-from sslpipe.ops.geometry import resized_crop
-from sslpipe.ops.images import DamagedImageWarning, EncodedImage
+from sslpipe.ops.crops import resized_crop
+from sslpipe.ops.decoding import DamagedImageWarning, EncodedImage
 from sslpipe.ops.jpeg import jpeg_damage, jpeg_reduction
 
 FORMATS = ("auto", "jpg", "png")

@@ -149,7 +149,7 @@ def _check_sample(shard: str, key: str, files: dict[str, bytes], manifest: dict[
 
 def _check_decode(shard: str, key: str, ext: str, data: bytes, tally: _Tally) -> list[str]:
     """Decode as the loader does: a failure is a problem, damage one unless recorded."""
-    from sslpipe.ops.images import DamagedImageWarning, decode
+    from sslpipe.ops.decoding import DamagedImageWarning, decode
 
     name = f"{key}.{ext}"
     try:

@@ -28,7 +28,7 @@ def data_image_side(data: str, peek: int = 32) -> int | None:
     (None when it cannot be read)."""
     from sslpipe.data.shard_source import load_manifest, resolve_shards
     from sslpipe.data.tar_samples import iter_shard
-    from sslpipe.ops.images import EncodedImage
+    from sslpipe.ops.decoding import EncodedImage
 
     try:
         manifest = load_manifest(data)

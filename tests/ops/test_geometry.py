@@ -1,4 +1,5 @@
-"""ops.geometry: crop boxes follow their definitions, resized crops agree across methods."""
+"""ops.geometry and ops.crops: crop boxes follow their definitions, resized crops agree across
+methods."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def test_bad_boxes_and_method() -> None:
 
 
 def test_pad_ragged_nested_and_loop_agree() -> None:
-    from sslpipe.ops.geometry import pad_ragged
+    from sslpipe.ops.crops import pad_ragged
 
     gen = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
@@ -131,7 +132,7 @@ def test_pad_ragged_nested_and_loop_agree() -> None:
 
 @pytest.mark.gpu
 def test_pad_ragged_on_cuda_matches_the_cpu() -> None:
-    from sslpipe.ops.geometry import pad_ragged
+    from sslpipe.ops.crops import pad_ragged
 
     images = [torch.randint(0, 256, (3, 20 + i, 30 - i), dtype=torch.uint8) for i in range(5)]
     cpu = pad_ragged(images, "loop")
@@ -163,7 +164,7 @@ def test_ragged_roi_align_equals_each_image_alone() -> None:
 
 
 def test_size_groups_isolate_outliers_and_split_orientations() -> None:
-    from sslpipe.ops.geometry import size_groups
+    from sslpipe.ops.crops import size_groups
 
     sizes = [(375, 500)] * 6 + [(500, 375)] * 4 + [(3000, 4000)]
     groups = size_groups(sizes)
@@ -181,7 +182,7 @@ def test_size_groups_isolate_outliers_and_split_orientations() -> None:
 
 
 def test_pad_ragged_edge_fill_repeats_the_last_row_and_column() -> None:
-    from sslpipe.ops.geometry import pad_ragged
+    from sslpipe.ops.crops import pad_ragged
 
     images = [torch.arange(6, dtype=torch.uint8).view(1, 2, 3),
               torch.zeros(1, 4, 5, dtype=torch.uint8)]
@@ -195,7 +196,7 @@ def test_pad_ragged_edge_fill_repeats_the_last_row_and_column() -> None:
 
 
 def test_all_views_from_one_padding_equal_one_view_at_a_time() -> None:
-    from sslpipe.ops.geometry import _crop_roi_align_views
+    from sslpipe.ops.crops import _crop_roi_align_views
 
     gen = torch.Generator().manual_seed(2)
     sizes = [(40, 60), (64, 48), (400, 500), (33, 33)]

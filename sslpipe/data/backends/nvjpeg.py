@@ -37,7 +37,7 @@ from sslpipe.data.backends.workers import (
 )
 from sslpipe.data.prefetch import run_stages
 from sslpipe.data.reading import ReadPlan
-from sslpipe.ops.images import DEFAULT_MAX_PIXELS, DamagedImageWarning, decode, orient
+from sslpipe.ops.decoding import DEFAULT_MAX_PIXELS, DamagedImageWarning, decode, orient
 from sslpipe.ops.jpeg import exif_orientation, is_jpeg, jpeg_size
 
 JpegDecoder = Callable[..., list[torch.Tensor]]

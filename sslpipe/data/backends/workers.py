@@ -21,7 +21,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from sslpipe.data.reading import ReadPlan
 from sslpipe.data.tar_samples import IMAGE_EXTS, LABEL_EXT, MALFORMED
-from sslpipe.ops.images import DamagedImageWarning, decode, sample_index
+from sslpipe.ops.decoding import DamagedImageWarning, decode
+from sslpipe.ops.images import sample_index
 from sslpipe.ops.jpeg import is_jpeg, jpeg_damage, jpeg_size
 
 Event = tuple[str, str, str]
