@@ -242,15 +242,25 @@ def _jigsaw(size: int, grid: int) -> Reference:
     perms = [np.random.default_rng(i).permutation(grid * grid) for i in range(100)]
 
     def ref(image: Image.Image, rng: random.Random) -> Any:
-        image = T.RandomCrop(size)(T.Resize(size)(image))
+        # sslpipe's defaults: centre square, 64/85 tiles, 30 % of puzzles gray (RGB average),
+        # each channel cut up to 2 px from the others, one mean and std per tile
+        image = T.CenterCrop(size)(T.Resize(size)(image))
         cell = size // grid
-        tile = max(1, round(cell * 64 / 75))
+        tile = max(1, round(cell * 64 / 85))
+        jitter = min(2, cell - tile)
+        x = TF.to_tensor(image)
+        if rng.random() < 0.3:
+            x = x.mean(0, keepdim=True).expand(3, -1, -1)
         tiles = []
         for k in range(grid * grid):
-            y0 = (k // grid) * cell + rng.randint(0, cell - tile)
-            x0 = (k % grid) * cell + rng.randint(0, cell - tile)
-            t = TF.to_tensor(image.crop((x0, y0, x0 + tile, y0 + tile)))
-            tiles.append((t - t.mean((1, 2), keepdim=True)) / (t.std((1, 2), keepdim=True) + 1e-5))
+            y0 = (k // grid) * cell + rng.randint(0, cell - tile - jitter)
+            x0 = (k % grid) * cell + rng.randint(0, cell - tile - jitter)
+            t = torch.stack([
+                x[c, y0 + dy:y0 + dy + tile, x0 + dx:x0 + dx + tile]
+                for c, (dy, dx) in enumerate(
+                    (rng.randint(0, jitter), rng.randint(0, jitter)) for _ in range(3))
+            ])
+            tiles.append((t - t.mean()) / (t.std() + 1e-5))
         index = rng.randrange(len(perms))
         return torch.stack([tiles[j] for j in perms[index]]), index
     return ref
