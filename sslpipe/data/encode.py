@@ -14,13 +14,23 @@
   bytes before marker 0xd9"``; PIL passes over it in silence) gives its bytes (kept, or
   re-encoded from what was decoded) and the damage in ``Encoded.damage``; the caller keeps or
   skips it (``ShardOptions.damaged``) and names it either way.
+
+:func:`encode_stream` encodes a shard set's records in worker processes, in input order (the
+shards do not depend on the number of workers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import multiprocessing
+import signal
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +40,10 @@ from sslpipe.data.sources.base import Record
 from sslpipe.ops.crops import resized_crop
 from sslpipe.ops.decoding import DamagedImageWarning, EncodedImage
 from sslpipe.ops.jpeg import jpeg_damage, jpeg_reduction
+
+if TYPE_CHECKING:
+    from sslpipe.data.selection import RecordStream
+    from sslpipe.data.sharding import ShardOptions
 
 FORMATS = ("auto", "jpg", "png")
 _EOI = b"\xff\xd9"
@@ -209,3 +223,49 @@ def _encode(image: Image.Image, ext: str, quality: int) -> bytes:
             image = image.convert("RGB")
         image.save(out, "PNG", compress_level=6)
     return out.getvalue()
+
+
+def encode_stream(stream: RecordStream, options: ShardOptions, start: int) -> Iterator[Encoded]:
+    """Encoded records from ``start`` on, in stream order; replacements the consumer queues
+    while it reads (``stream.failed``) are encoded after the records, in turn."""
+    work = partial(encode_record, options=options.encode)
+    bar = _progress(len(stream.items), start, options.progress)
+    threads = torch.get_num_threads()
+    position = start
+    try:
+        # parallelism is across processes: torch's intra-op threads (the resize) would only
+        # spin against the other workers
+        torch.set_num_threads(1)
+        pool: Any = None
+        if options.workers > 1:
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            pool = context.Pool(options.workers, initializer=_worker_init)
+        with pool if pool is not None else contextlib.nullcontext():
+            while position < len(stream.items):
+                batch = stream.items[position:]
+                # imap keeps input order, so the shards do not depend on the number of workers
+                results = (map(work, batch) if pool is None
+                           else pool.imap(work, batch, chunksize=16))
+                for result in results:
+                    position += 1
+                    yield result
+                    bar.total = max(bar.total, len(stream.items))
+                    bar.update()
+    finally:
+        torch.set_num_threads(threads)
+        bar.close()
+
+
+def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: only the parent acts on it (it ends the pool);
+    # workers that raised KeyboardInterrupt themselves could leave Pool.terminate waiting
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.set_num_threads(1)
+
+
+def _progress(total: int, start: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="img", disable=not enabled, smoothing=0.1,
+                desc="shard", dynamic_ncols=True)

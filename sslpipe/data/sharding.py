@@ -11,6 +11,11 @@ temporaries a kill left (a partial shard, a half-written journal, manifest or in
 removed when a run starts or resumes in ``out``.
 ``manifest.json`` is written last.
 
+This module holds the options and the shard filling; beside it: :mod:`~sslpipe.data.selection`
+(which records, in which order, and the subset's spares), :mod:`~sslpipe.data.shard_journal`
+(the journal, resume and overwrite) and :func:`sslpipe.data.encode.encode_stream` (encoding in
+worker processes, in input order). ``JOURNAL`` is re-exported here.
+
 Nothing is dropped or damaged silently: a file that cannot be read or decoded is left out and
 listed under ``skipped``; a JPEG that libjpeg-turbo decodes only past damage (``"Corrupt JPEG
 data: ..."``, which PIL passes over) is written and listed under ``damaged`` with its key, or,
@@ -21,24 +26,15 @@ info`` count and name both.
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import json
-import multiprocessing
 import os
-import signal
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
-
-from sslpipe.atomic import atomic_write_text, remove_temporaries
-from sslpipe.data.encode import Encoded, EncodeOptions, encode_record
+from sslpipe.atomic import remove_temporaries
+from sslpipe.data.encode import Encoded, EncodeOptions, encode_stream
 from sslpipe.data.manifest import (
     FORMAT,
     MANIFEST,
@@ -46,11 +42,11 @@ from sslpipe.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from sslpipe.data.sources.base import Record, Source
-from sslpipe.data.subset import balanced_order, keys_subset, parse_subset
-from sslpipe.data.writer import ShardFile, sample_bytes, sha256_of
+from sslpipe.data.selection import RecordStream, select_records
+from sslpipe.data.shard_journal import JOURNAL, is_complete, prepare, run_fingerprint, save_journal
+from sslpipe.data.sources.base import Source
+from sslpipe.data.writer import ShardFile, sample_bytes
 
-JOURNAL = ".sslpipe-progress.json"
 _SHARD_FIELDS = ("file", "index_file", "samples", "bytes", "sha256")
 
 
@@ -106,21 +102,21 @@ def write_shards(
     name = options.name or os.path.basename(os.path.abspath(out))
     if "." in name or "/" in name or not name:
         raise ValueError(f"`name` must be a non-empty file prefix without dots. Got {name!r}")
-    records, subset, spares = _select(source, options)
+    records, subset, spares = select_records(source, options)
     os.makedirs(out, exist_ok=True)
-    if options.resume and _complete(out):
+    if options.resume and is_complete(out):
         remove_temporaries(out, exclusive=True)
         print(f"{out}: already complete (manifest.json present); nothing to resume",
               file=sys.stderr)
         return read_manifest(out)
-    fingerprint = _fingerprint(source, options, name, records)
-    done = _prepare(out, name, options, fingerprint)
+    fingerprint = run_fingerprint(source, options, name, records)
+    done = prepare(out, name, options, fingerprint)
     # what a kill left mid-write (journal, manifest, index files): one job owns ``out``
     remove_temporaries(out, exclusive=True)
-    stream = _Stream(records, spares)
+    stream = RecordStream(records, spares)
     for skip in sorted(done["skipped"], key=lambda s: s["at"]):  # a resumed run's replacements
         stream.failed(skip["at"])
-    encoded = _encoded(stream, options, done["next"])
+    encoded = encode_stream(stream, options, done["next"])
     state = _fill(out, name, encoded, options, done, fingerprint, stream)
     if subset is not None:
         subset["replaced"] = stream.replaced
@@ -145,11 +141,6 @@ def write_shards(
     return manifest
 
 
-def _complete(out: str) -> bool:
-    return os.path.exists(os.path.join(out, MANIFEST)) and not os.path.exists(
-        os.path.join(out, JOURNAL))
-
-
 def _check(options: ShardOptions) -> None:
     for field in ("shard_size", "shard_bytes"):
         value = getattr(options, field)
@@ -163,163 +154,9 @@ def _check(options: ShardOptions) -> None:
         raise ValueError(f"`damaged` must be one of ['use', 'skip']. Got {options.damaged!r}")
 
 
-class _Stream:
-    """The records to write, in order, and the subset's spares: a pick that turns out
-    undecodable is replaced by the next spare of its class (appended at the end), so a subset
-    keeps its per-class counts, and its nesting: each class holds the first ``quota``
-    decodable items of its seeded order."""
-
-    def __init__(self, records: list[Record], spares: dict[int, list[Record]]) -> None:
-        self.items = list(records)
-        self.spares = {k: list(v) for k, v in spares.items()}
-        self.replaced: list[dict[str, str]] = []
-
-    def failed(self, position: int) -> None:
-        """The record at ``position`` could not be written: queue its class's next spare."""
-        record = self.items[position]
-        spares = self.spares.get(-1 if record.label is None else int(record.label))
-        if spares:
-            spare = spares.pop(0)
-            self.items.append(spare)
-            self.replaced.append({"path": str(record.path or record.key),
-                                  "by": str(spare.path or spare.key)})
-
-
-def _select(source: Source, options: ShardOptions
-            ) -> tuple[list[Record], dict[str, Any] | None, dict[int, list[Record]]]:
-    records = source.records
-    if not records:
-        raise ValueError(f"{source.name}: no images found for split {source.split!r} in "
-                         f"{source.root!r}")
-    keys = [r.key for r in records]
-    if len(set(keys)) != len(keys):  # the built-in sources make unique keys; others may not
-        repeats = {k for k, n in Counter(keys).items() if n > 1}
-        named = [f"{r.key} ({r.path or 'array'})" for r in records if r.key in repeats]
-        raise ValueError(f"{source.name}: sample keys must be unique. Repeated: {named[:6]}")
-    subset = None
-    spares: dict[int, list[Record]] = {}
-    if options.keys is not None:
-        chosen = keys_subset(keys, list(options.keys), "`keys_from`")
-        records = [records[i] for i in chosen]
-        subset = {"rule": "keys", "seed": None, "size": len(records)}
-    elif options.subset is not None:
-        size = parse_subset(options.subset, len(records))
-        chosen, spare_ids = balanced_order([r.label for r in records], size, options.seed)
-        spares = {c: [records[i] for i in ids] for c, ids in spare_ids.items()}
-        records = [records[i] for i in chosen]
-        subset = {"rule": str(options.subset), "seed": options.seed, "size": size}
-    if options.shuffle:
-        order = np.random.default_rng([options.seed, 2]).permutation(len(records))
-        records = [records[i] for i in order.tolist()]
-    return records, subset, spares
-
-
-def _fingerprint(source: Source, options: ShardOptions, name: str,
-                 records: list[Record]) -> dict[str, Any]:
-    import hashlib
-
-    digest = hashlib.sha256("\n".join(r.key for r in records).encode()).hexdigest()
-    return {
-        "name": name, "source": source.name, "root": source.root, "split": source.split,
-        "encode": asdict(options.encode), "shard_size": options.shard_size,
-        "shard_bytes": options.shard_bytes, "damaged": options.damaged,
-        "records_sha256": digest,
-    }
-
-
-def _prepare(out: str, name: str, options: ShardOptions,
-             fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """Clear or check what ``out`` holds; return the journal state to continue from."""
-    journal = os.path.join(out, JOURNAL)
-    existing = sorted(glob.glob(os.path.join(glob.escape(out), f"{glob.escape(name)}-*")))
-    fresh = {"fingerprint": fingerprint, "next": 0, "shards": [], "skipped": [], "damaged": [],
-             "labels": []}
-    if options.overwrite:
-        for path in [*existing, journal, os.path.join(out, MANIFEST)]:
-            if os.path.exists(path):
-                os.remove(path)
-        return fresh
-    if options.resume and not os.path.exists(journal) and not os.path.exists(
-            os.path.join(out, MANIFEST)):
-        # killed before the journal's first write (during or just after the first shard):
-        # nothing is recorded, so the run starts again and rewrites the same files
-        for path in existing:
-            os.remove(path)
-        return fresh
-    if options.resume and os.path.exists(journal):
-        with open(journal, encoding="utf-8") as f:
-            state = json.load(f)
-        state.setdefault("damaged", [])
-        if state.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"`resume`: {out!r} was started with other options or data "
-                f"({state.get('fingerprint')}); rerun with the same ones or use --overwrite"
-            )
-        return _drop_bad_shards(out, state)
-    if existing or os.path.exists(os.path.join(out, MANIFEST)) or os.path.exists(journal):
-        raise ValueError(
-            f"{out!r} already holds shards named {name!r} (or a manifest): pass --resume to "
-            "finish an interrupted run or --overwrite to replace them"
-        )
-    return fresh
-
-
-def _drop_bad_shards(out: str, state: dict[str, Any]) -> dict[str, Any]:
-    """Keep the journal's shards up to the first one that is missing or altered."""
-    for i, shard in enumerate(state["shards"]):
-        path = os.path.join(out, shard["file"])
-        if not os.path.isfile(path) or sha256_of(path) != shard["sha256"]:
-            state = {**state, "shards": state["shards"][:i], "next": shard["start"],
-                     "skipped": [s for s in state["skipped"] if s["at"] < shard["start"]],
-                     "damaged": [d for d in state["damaged"] if d["at"] < shard["start"]],
-                     "labels": state["labels"][:shard["first_label"]]}
-            break
-    for path in glob.glob(os.path.join(glob.escape(out), "*.tmp")):
-        os.remove(path)
-    return state
-
-
-def _encoded(stream: _Stream, options: ShardOptions, start: int) -> Iterator[Encoded]:
-    """Encoded records from ``start`` on, in stream order; replacements the consumer queues
-    while it reads (``stream.failed``) are encoded after the records, in turn."""
-    work = partial(encode_record, options=options.encode)
-    bar = _progress(len(stream.items), start, options.progress)
-    threads = torch.get_num_threads()
-    position = start
-    try:
-        # parallelism is across processes: torch's intra-op threads (the resize) would only
-        # spin against the other workers
-        torch.set_num_threads(1)
-        pool: Any = None
-        if options.workers > 1:
-            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            pool = context.Pool(options.workers, initializer=_worker_init)
-        with pool if pool is not None else contextlib.nullcontext():
-            while position < len(stream.items):
-                batch = stream.items[position:]
-                # imap keeps input order, so the shards do not depend on the number of workers
-                results = (map(work, batch) if pool is None
-                           else pool.imap(work, batch, chunksize=16))
-                for result in results:
-                    position += 1
-                    yield result
-                    bar.total = max(bar.total, len(stream.items))
-                    bar.update()
-    finally:
-        torch.set_num_threads(threads)
-        bar.close()
-
-
-def _worker_init() -> None:
-    # Ctrl-C reaches the whole process group: only the parent acts on it (it ends the pool);
-    # workers that raised KeyboardInterrupt themselves could leave Pool.terminate waiting
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    torch.set_num_threads(1)
-
-
 def _fill(out: str, name: str, encoded: Iterator[Encoded], options: ShardOptions,
-          state: dict[str, Any], fingerprint: dict[str, Any], stream: _Stream) -> dict[str, Any]:
+          state: dict[str, Any], fingerprint: dict[str, Any], stream: RecordStream
+          ) -> dict[str, Any]:
     state = {**state, "fingerprint": fingerprint}
     position = state["next"]
     shard: ShardFile | None = None
@@ -362,7 +199,7 @@ def _fill(out: str, name: str, encoded: Iterator[Encoded], options: ShardOptions
             _publish(out, shard, state, start, first_label, pending_labels, position)
             shard = None
         state["next"] = position
-        _save_journal(out, state)
+        save_journal(out, state)
     finally:
         if shard is not None:
             shard.abort()
@@ -385,18 +222,7 @@ def _publish(out: str, shard: ShardFile, state: dict[str, Any], start: int, firs
     state["shards"].append({**entry, "start": start, "first_label": first_label})
     state["labels"].extend(labels)
     state["next"] = next_position
-    _save_journal(out, state)
-
-
-def _save_journal(out: str, state: dict[str, Any]) -> None:
-    atomic_write_text(os.path.join(out, JOURNAL), json.dumps(state))
-
-
-def _progress(total: int, start: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, unit="img", disable=not enabled, smoothing=0.1,
-                desc="shard", dynamic_ncols=True)
+    save_journal(out, state)
 
 
 def _format_name(source: Source, encode: EncodeOptions) -> str:

@@ -90,9 +90,9 @@ def write_test_manifest(directory: str, name: str, shards: list[dict], labeled: 
 def encoding_interrupted_at(monkeypatch, count: int) -> Iterator[None]:
     """Within it, `sslpipe shard`'s ``count``-th image encode raises KeyboardInterrupt (a
     Ctrl-C mid-run); the real encoder is back on the way out."""
-    import sslpipe.data.sharding as sharding
+    import sslpipe.data.encode as encode
 
-    real, calls = sharding.encode_record, []
+    real, calls = encode.encode_record, []
 
     def dying(record, options):
         calls.append(record.key)
@@ -100,8 +100,8 @@ def encoding_interrupted_at(monkeypatch, count: int) -> Iterator[None]:
             raise KeyboardInterrupt
         return real(record, options)
 
-    monkeypatch.setattr(sharding, "encode_record", dying)
+    monkeypatch.setattr(encode, "encode_record", dying)
     try:
         yield
     finally:
-        monkeypatch.setattr(sharding, "encode_record", real)
+        monkeypatch.setattr(encode, "encode_record", real)

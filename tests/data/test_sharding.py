@@ -13,6 +13,7 @@ import webdataset as wds
 from PIL import Image
 from skimage import data as photos
 
+import sslpipe.data.encode as encode
 import sslpipe.data.sharding as sharding
 from sslpipe.data import (
     EncodeOptions,
@@ -129,7 +130,7 @@ def test_resize_format_and_shard_bytes(tree, tmp_path):
 def test_interrupted_run_resumes_to_identical_result(tree, tmp_path, monkeypatch):
     source = open_source("imagenet", str(tree), "train")
     reference = write_shards(source, str(tmp_path / "full"), _options(shard_size=4, name="in"))
-    real, calls = sharding.encode_record, []
+    real, calls = encode.encode_record, []
 
     def dying(record, options):
         calls.append(record.key)
@@ -137,7 +138,7 @@ def test_interrupted_run_resumes_to_identical_result(tree, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(record, options)
 
-    monkeypatch.setattr(sharding, "encode_record", dying)
+    monkeypatch.setattr(encode, "encode_record", dying)
     out = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         write_shards(source, str(out), _options(shard_size=4, name="in"))
@@ -149,7 +150,7 @@ def test_interrupted_run_resumes_to_identical_result(tree, tmp_path, monkeypatch
         write_shards(source, str(out), _options(shard_size=4, name="in"))
 
     calls.clear()
-    monkeypatch.setattr(sharding, "encode_record", lambda r, options: (calls.append(r.key),
+    monkeypatch.setattr(encode, "encode_record", lambda r, options: (calls.append(r.key),
                                                                       real(r, options))[1])
     resumed = write_shards(source, str(out), _options(shard_size=4, name="in", resume=True))
     assert resumed == reference
