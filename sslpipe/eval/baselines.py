@@ -1,6 +1,10 @@
 """What ``--checkpoint`` names: a pretraining run, a weights file, or a baseline.
 
-* ``random``: the architecture with random initialisation (seeded), the floor of every table.
+* ``random``: the architecture with random initialisation (seeded), the floor of every table:
+  frozen random features and a probe.
+* ``scratch``: the same random initialisation, trained supervised end to end (the fine-tune
+  path, ``sslpipe eval finetune``) on exactly the evaluation's labels: what the labels alone
+  give, beside what pretraining adds.
 * ``supervised:RUN_DIR``: a run of the registered ``supervised`` task, the ceiling.
 * ``RUN_DIR``: a run directory written by ``sslpipe train`` (its exported backbone).
 * ``FILE.safetensors`` (or ``.pt``): backbone weights that load into ``timm.create_model(arch,
@@ -24,6 +28,7 @@ from torch import nn
 from sslpipe.data.writer import sha256_of
 
 RANDOM = "random"
+SCRATCH = "scratch"
 SUPERVISED_PREFIX = "supervised:"
 _WEIGHT_EXTS = (".safetensors", ".pt", ".pth")
 # where a run directory keeps its exported backbone, most specific first
@@ -67,8 +72,8 @@ def resolve_checkpoint(spec: str, arch: str | None = None,
     ``arch`` / ``small_input`` given by the user win over the run's config; one of the two
     must name the architecture.
     """
-    if spec == RANDOM:
-        info = CheckpointInfo(spec, RANDOM)
+    if spec in (RANDOM, SCRATCH):
+        info = CheckpointInfo(spec, spec)
     elif spec.startswith(SUPERVISED_PREFIX):
         info = _from_run(spec, spec[len(SUPERVISED_PREFIX):])
         task = info.pretrain.get("task")
@@ -88,8 +93,9 @@ def resolve_checkpoint(spec: str, arch: str | None = None,
         info = CheckpointInfo(spec, method, os.path.abspath(spec), sha256_of(spec),
                               meta.get("arch"), meta.get("small_input") == "True")
     else:
-        raise ValueError(f"--checkpoint must be a run directory, a .safetensors file, 'random' "
-                         f"or 'supervised:RUN_DIR'. Got {spec!r}, which does not exist")
+        raise ValueError(f"--checkpoint must be a run directory, a .safetensors file, 'random', "
+                         f"'scratch' or 'supervised:RUN_DIR'. Got {spec!r}, which does not "
+                         "exist")
     info.arch = arch or info.arch
     if info.arch is None:
         raise ValueError(f"--arch is needed: {spec!r} does not say which architecture it is")
@@ -101,7 +107,8 @@ def resolve_checkpoint(spec: str, arch: str | None = None,
 def build_backbone(info: CheckpointInfo, seed: int = 0) -> nn.Module:
     """The timm backbone (``num_classes=0``) of a resolved checkpoint, in eval mode.
 
-    ``random`` draws its weights from ``seed``, so a random baseline is reproducible.
+    ``random`` and ``scratch`` draw their weights from ``seed``, so the baselines are
+    reproducible.
     """
     from sslpipe.models import create_backbone
 

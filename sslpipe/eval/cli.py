@@ -8,6 +8,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -22,21 +23,34 @@ def eval_group() -> None:
 
     \b
     --checkpoint takes a run directory of `sslpipe train`, a .safetensors backbone file,
-    'random' (random-init baseline) or 'supervised:RUN_DIR' (supervised baseline).
-    Results go to OUT/eval_{protocol}_{dataset}_{method}.json (OUT defaults to RUN_DIR/eval).
+    'random' (random-init baseline), 'supervised:RUN_DIR' (supervised baseline) or, for
+    finetune, 'scratch' (the architecture from random init trained end to end on the labels).
+    Results go to OUT/eval_{protocol}_{dataset}_{method}[_{budget}].json (OUT defaults to
+    RUN_DIR/eval).
+
+    \b
+    Few labels: --labels-per-class N or --label-fraction P keep a class-balanced, seeded
+    subset of the training split (nested: for one seed a smaller budget's images are inside a
+    larger one's). --seeds K repeats the evaluation with seeds SEED .. SEED+K-1 (the probe
+    seed: the subset drawn, the probe's or fine-tune's initialisation and augmentation, and
+    the random-init and scratch backbones' weights; a pretrained backbone stays the same) and
+    reports mean ± sample std over the K runs.
 
     \b
     sslpipe eval linear --checkpoint runs/rotation --train shards/fm-train --test shards/fm-test
     sslpipe eval linear --checkpoint random --arch resnet18 --train ... --test ... --out evals
     sslpipe eval knn --checkpoint runs/simclr --train ... --test ...
     sslpipe eval finetune --checkpoint runs/jigsaw --freeze stage2 --train ... --test ...
+    sslpipe eval linear --checkpoint runs/rotation --label-fraction 0.01 --seeds 3 ...
+    sslpipe eval finetune --checkpoint scratch --arch nin_3block --labels-per-class 10 ...
     """
 
 
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--checkpoint", required=True,
-                     help="RUN_DIR, FILE.safetensors, 'random' or 'supervised:RUN_DIR'."),
+                     help="RUN_DIR, FILE.safetensors, 'random', 'supervised:RUN_DIR' or "
+                          "(finetune) 'scratch'."),
         click.option("--arch", default=None, help="timm architecture (default: the run's)."),
         click.option("--small-input/--standard-input", "small_input", default=None,
                      help="sslpipe's 3x3 stride-1 stem for 32 px data (default: the run's)."),
@@ -58,7 +72,21 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
                      default="auto", show_default=True,
                      help="Decode backend, as for `sslpipe train` (auto: dali or nvjpeg on "
                           "CUDA, cpu otherwise)."),
-        click.option("--seed", default=0, show_default=True),
+        click.option("--seed", default=0, show_default=True,
+                     help="The probe seed (with --seeds K: the first of K): the labelled "
+                          "subset drawn, the probe's initialisation and shuffling, and the "
+                          "weights of 'random' and 'scratch'."),
+        click.option("--seeds", "num_seeds", default=1, show_default=True,
+                     type=click.IntRange(min=1),
+                     help="Repeat with K probe seeds (SEED .. SEED+K-1); tables give mean ± "
+                          "sample std (K)."),
+        click.option("--labels-per-class", type=click.IntRange(min=1), default=None,
+                     help="Few labels: exactly N training images per class (a class with "
+                          "fewer is an error that names it)."),
+        click.option("--label-fraction", type=click.FloatRange(0, 1, min_open=True),
+                     default=None,
+                     help="Few labels: this share of every class's training images, rounded "
+                          "per class, at least 1 (0.01 = 1 %)."),
         click.option("--device", default=None, help="Default: cuda when available, else cpu."),
         click.option("--name", default=None, help="Method name in tables (default: the task)."),
         click.option("--out", default=None, type=click.Path(),
@@ -120,9 +148,14 @@ def linear(**kw: Any) -> None:
 
     wds = tuple(float(v) for v in kw["wd"].split(",") if v.strip())
     opts = LinearOptions(kw["epochs"], kw["batch_size"], kw["lr"], wds, kw["seed"])
-    _run("linear", kw, options_dict(opt=opts), lambda backbone, key, cache: linear_probe(
-        backbone, kw["train_dir"], kw["test_dir"], kw["layers"], kw["pool"], opts, kw["size"],
-        kw["batch_size"], kw["workers"], kw["device"], cache, key, backend=kw["backend"]))
+
+    def go(backbone: Any, key: Any, cache: Any, seed: int, train: Any) -> dict[str, Any]:
+        return linear_probe(
+            backbone, train.for_probe(seed, kw["size"], kw["batch_size"], _device(kw)),
+            kw["test_dir"], kw["layers"], kw["pool"], replace(opts, seed=seed), kw["size"],
+            kw["batch_size"], kw["workers"], kw["device"], cache, key, backend=kw["backend"])
+
+    _run("linear", kw, options_dict(opt=opts), go)
 
 
 @eval_group.command()
@@ -135,10 +168,14 @@ def knn(**kw: Any) -> None:
     from sslpipe.eval.probes import knn_probe
 
     config = {"k": kw["k"], "temperature": kw["temperature"]}
-    _run("knn", kw, config, lambda backbone, key, cache: knn_probe(
-        backbone, kw["train_dir"], kw["test_dir"], kw["layers"], kw["pool"], kw["k"],
-        kw["temperature"], kw["size"], kw["batch_size"], kw["workers"], kw["device"], cache, key,
-        backend=kw["backend"]))
+
+    def go(backbone: Any, key: Any, cache: Any, seed: int, train: Any) -> dict[str, Any]:
+        return knn_probe(
+            backbone, train.for_probe(seed, kw["size"], kw["batch_size"], _device(kw)),
+            kw["test_dir"], kw["layers"], kw["pool"], kw["k"], kw["temperature"], kw["size"],
+            kw["batch_size"], kw["workers"], kw["device"], cache, key, backend=kw["backend"])
+
+    _run("knn", kw, config, go)
 
 
 @eval_group.command()
@@ -146,6 +183,9 @@ def knn(**kw: Any) -> None:
 @click.option("--freeze", default=None,
               help="Last frozen stage (stage2, layer2, ...); default: train every layer.")
 @click.option("--epochs", default=10, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Optimizer steps instead of --epochs (as many passes as they take), so "
+                   "that the cost does not grow with the label budget.")
 @click.option("--lr", default=0.05, show_default=True)
 @click.option("--wd", default=5e-4, show_default=True, help="Weight decay.")
 def finetune(**kw: Any) -> None:
@@ -156,12 +196,17 @@ def finetune(**kw: Any) -> None:
     from sslpipe.eval.finetune import finetune as run_finetune
 
     opts = FinetuneOptions(kw["freeze"], kw["epochs"], kw["lr"], kw["wd"], kw["batch_size"],
-                           kw["size"], kw["seed"])
+                           kw["size"], kw["seed"], kw["steps"])
+    if kw["checkpoint"] == "scratch" and kw["freeze"]:
+        raise user_error(ValueError(
+            f"--checkpoint scratch trains every layer from random init; --freeze "
+            f"{kw['freeze']} would leave random layers frozen (that is --checkpoint random)"))
 
-    def go(backbone: Any, _key: Any, _cache: Any) -> dict[str, Any]:
-        result = run_finetune(backbone, kw["train_dir"], kw["test_dir"], opts,
-                              workers=kw["workers"], device=kw["device"],
-                              backend=kw["backend"])
+    def go(backbone: Any, _key: Any, _cache: Any, seed: int, train: Any) -> dict[str, Any]:
+        data = train.for_training(seed, kw["size"], kw["batch_size"], _device(kw))
+        result = run_finetune(backbone, data, kw["test_dir"], replace(opts, seed=seed),
+                              num_classes=train.num_classes, workers=kw["workers"],
+                              device=kw["device"], backend=kw["backend"])
         return {f"freeze:{kw['freeze'] or 'none'}": result}
 
     _run("finetune", kw, asdict(opts), go)
@@ -186,33 +231,66 @@ def report(run_dirs: tuple[str, ...], out: str) -> None:
             click.echo(f"  {path}")
 
 
-def _run(protocol: str, kw: dict[str, Any], config: dict[str, Any],
-         evaluate: Callable[[Any, dict[str, Any], str | None], dict[str, Any]]) -> None:
-    from sslpipe.eval.baselines import build_backbone, resolve_checkpoint
+Evaluate = Callable[[Any, dict[str, Any], "str | None", int, Any], dict[str, Any]]
+
+
+def _run(protocol: str, kw: dict[str, Any], config: dict[str, Any], evaluate: Evaluate) -> None:
+    from sslpipe.eval.baselines import RANDOM, SCRATCH, build_backbone, resolve_checkpoint
     from sslpipe.eval.data import describe_data
+    from sslpipe.eval.fewlabels import TrainLabels
+    from sslpipe.eval.intervals import summarize_runs
+    from sslpipe.eval.labels import LabelBudget
     from sslpipe.eval.results import make_record, write_result
 
     info = resolve_checkpoint(kw["checkpoint"], kw["arch"], kw["small_input"])
+    if info.method == SCRATCH and protocol != "finetune":
+        raise ValueError("--checkpoint scratch is trained end to end on the labels: use it with "
+                         "`sslpipe eval finetune` (its result sits beside the probes in "
+                         "`sslpipe report`)")
+    budget = None
+    if kw["labels_per_class"] is not None and kw["label_fraction"] is not None:
+        raise ValueError("--labels-per-class and --label-fraction: give one of the two")
+    if kw["labels_per_class"] is not None or kw["label_fraction"] is not None:
+        budget = LabelBudget(kw["labels_per_class"], kw["label_fraction"])
+    seeds = list(range(kw["seed"], kw["seed"] + kw["num_seeds"]))
     out = kw["out"] or _default_out(kw["checkpoint"])
     data = {"train": describe_data(kw["train_dir"]), "test": describe_data(kw["test_dir"])}
-    backbone = build_backbone(info, kw["seed"])
+    train = TrainLabels(kw["train_dir"], budget, seeds)
     cache = kw.get("cache") or os.path.join(out, ".features")
-    key = {"checkpoint": info.sha256 or f"random:{kw['seed']}", "arch": info.arch,
-           "small_input": info.small_input}
-    click.echo(f"sslpipe eval {protocol}: {info.method} ({info.arch}) on {data['test']['name']}")
+    click.echo(f"sslpipe eval {protocol}: {info.method} ({info.arch}) on {data['test']['name']}"
+               + (f", {budget.name} labels" if budget else "")
+               + (f", seeds {seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else ""))
     start = time.perf_counter()
-    results = evaluate(backbone, key, cache)
+    runs = []
+    for seed in seeds:
+        # untrained baselines draw their weights from the probe seed; a checkpoint is fixed
+        init = seed if info.method in (RANDOM, SCRATCH) else kw["seed"]
+        backbone = build_backbone(info, init)
+        key = {"checkpoint": info.sha256 or f"random:{init}", "arch": info.arch,
+               "small_input": info.small_input}
+        runs.append(evaluate(backbone, key, cache, seed, train))
+    results = summarize_runs(runs, seeds)
     seconds = time.perf_counter() - start
     config = {**config, "layers": kw.get("layers"), "pool": kw.get("pool"), "size": kw["size"],
               "batch_size": kw["batch_size"], "resize": "centre square, bilinear to size",
               "backend": kw["backend"]}
     record = make_record(protocol, kw["name"] or info.method, info.arch or "",
                          data["test"]["name"], results, info.to_json(), data, kw["seed"],
-                         config, seconds, shlex.join(["sslpipe", *sys.argv[1:]]))
+                         config, seconds, shlex.join(["sslpipe", *sys.argv[1:]]),
+                         seeds=seeds, labels=train.describe() if budget else None)
     path = write_result(record, out)
     for layer, numbers in results.items():
-        click.echo(f"  {layer:<14} top-1 {numbers['top1']:6.2f}  top-5 {numbers['top5']:6.2f}")
+        spread = f" ± {numbers['top1_std']:.2f} ({len(seeds)} seeds)" \
+            if numbers.get("top1_std") is not None else ""
+        click.echo(f"  {layer:<14} top-1 {numbers['top1']:6.2f}{spread}  "
+                   f"top-5 {numbers['top5']:6.2f}")
     click.echo(f"{seconds:.0f} s -> {path}")
+
+
+def _device(kw: dict[str, Any]) -> Any:
+    from sslpipe.devices import default_device
+
+    return default_device(kw["device"])
 
 
 def _default_out(spec: str) -> str:

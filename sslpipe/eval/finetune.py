@@ -35,6 +35,9 @@ class FinetuneOptions:
         freeze: the last frozen stage (a name from ``sslpipe.models.stage_names``, e.g.
             ``"stage2"`` or ``"layer2"``), or None to train every layer.
         epochs: passes over the training data.
+        steps: when set, the number of optimizer steps instead: training passes over the data
+            as often as it takes (the last pass cut short), so that a run's cost does not grow
+            with its label budget (the scratch baseline of a budget sweep).
         lr: peak learning rate (cosine decay to 0).
         weight_decay: L2 penalty of SGD.
         batch_size: images per step.
@@ -49,9 +52,12 @@ class FinetuneOptions:
     batch_size: int = 128
     size: int = DEFAULT_SIZE
     seed: int = 0
+    steps: int | None = None
 
     def __post_init__(self) -> None:
         check_positive("epochs", self.epochs)
+        if self.steps is not None:
+            check_positive("steps", self.steps)
         check_positive("lr", self.lr)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("batch_size", self.batch_size)
@@ -82,7 +88,8 @@ def finetune(
         backend: decode backend for shard directories (``create_loader``'s), as pretraining.
 
     Returns:
-        ``{"top1": %, "top5": %, "frozen": [module paths], "steps": n}``.
+        ``{"top1": %, "top5": %, "frozen": [module paths], "steps": n, "images": m}`` (the
+        optimizer steps taken and the training images they saw, repeats counted).
     """
     from sslpipe.models import freeze_until
 
@@ -108,15 +115,18 @@ def finetune(
     params = [p for p in model.parameters() if p.requires_grad]
     sgd = torch.optim.SGD(params, lr=opt.lr, momentum=0.9, nesterov=True,
                           weight_decay=opt.weight_decay)
-    steps = opt.epochs * _steps_per_epoch(train_batches)
+    per_epoch = _steps_per_epoch(train_batches)
+    steps = opt.steps or opt.epochs * per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
         sgd, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    done = 0
-    for epoch in range(opt.epochs):
+    done, images = 0, 0
+    for epoch in range(math.ceil(steps / per_epoch) if opt.steps else opt.epochs):
         model.train()
         if hasattr(train_batches, "set_epoch"):
             train_batches.set_epoch(epoch)
         for batch in train_batches:
+            if done >= steps:
+                break
             inputs, labels = _unpack(batch, dev)
             loss = F.cross_entropy(model(inputs), labels)
             sgd.zero_grad(set_to_none=True)
@@ -124,9 +134,10 @@ def finetune(
             sgd.step()
             sched.step()
             done += 1
+            images += int(labels.shape[0])
     result = evaluate(model, as_batches(test, opt.size, opt.batch_size, workers, dev, backend),
                       dev)
-    return {**result, "frozen": frozen, "steps": done}
+    return {**result, "frozen": frozen, "steps": done, "images": images}
 
 
 def evaluate(model: nn.Module, batches: Iterable[Batch], device: torch.device) -> dict[str, float]:

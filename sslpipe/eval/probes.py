@@ -4,6 +4,9 @@
 :func:`~sslpipe.eval.data.eval_loader` through an :class:`~sslpipe.eval.transform.EvalCollator`
 of ``size``) or any iterable of :class:`~sslpipe.Batch` with labels (a DataLoader with your
 own collator, a list of batches). ``sslpipe eval`` and ``sslpipe quickstart`` call these.
+An iterable with a ``cache_id`` attribute (a string naming its content, as
+:class:`~sslpipe.eval.labels.SampleBatches` of a labelled subset has) has its features
+cached like a shard directory's.
 
 Example::
 
@@ -72,14 +75,24 @@ def linear_probe(
         ``{layer: {"top1": %, "top5": %, "dim": D, "weight_decay": wd}}``, accuracies in
         [0, 100] with 2 decimals.
     """
-    opts = options or LinearOptions()
     feats = _features(backbone, train, test, layers, pool, size, batch_size, workers, device,
                       cache_dir, cache_key, progress, backend)
+    return linear_on_features(feats[0], feats[1], options, device)
+
+
+def linear_on_features(train: Features, test: Features, options: LinearOptions | None = None,
+                       device: torch.device | str | None = None) -> dict[str, dict[str, float]]:
+    """A linear classifier per layer of extracted features (what :func:`linear_probe` fits).
+
+    Returns ``{layer: {"top1": %, "top5": %, "dim": D, "weight_decay": wd}}``.
+    """
+    opts = options or LinearOptions()
+    classes = int(max(train.labels.max(), test.labels.max())) + 1
     out: dict[str, dict[str, float]] = {}
-    for layer in feats[0].features:
-        result = train_linear(feats[0].features[layer], feats[0].labels, feats[1].features[layer],
-                              feats[1].labels, opts, device=device)
-        out[layer] = {**result, "dim": int(feats[0].features[layer].shape[1])}
+    for layer in train.features:
+        result = train_linear(train.features[layer], train.labels, test.features[layer],
+                              test.labels, opts, num_classes=classes, device=device)
+        out[layer] = {**result, "dim": int(train.features[layer].shape[1])}
     return out
 
 
@@ -106,11 +119,21 @@ def knn_probe(
     """
     feats = _features(backbone, train, test, layers, pool, size, batch_size, workers, device,
                       cache_dir, cache_key, progress, backend)
+    return knn_on_features(feats[0], feats[1], k, temperature, device)
+
+
+def knn_on_features(train: Features, test: Features, k: int = DEFAULT_K,
+                    temperature: float = DEFAULT_TEMPERATURE,
+                    device: torch.device | str | None = None) -> dict[str, dict[str, float]]:
+    """Weighted kNN per layer of extracted features (what :func:`knn_probe` does).
+
+    Returns ``{layer: {"top1": %, "top5": %, "dim": D}}``.
+    """
     out: dict[str, dict[str, float]] = {}
-    for layer in feats[0].features:
-        result = knn_accuracy(feats[0].features[layer], feats[0].labels, feats[1].features[layer],
-                              feats[1].labels, k, temperature, device=device)
-        out[layer] = {**result, "dim": int(feats[0].features[layer].shape[1])}
+    for layer in train.features:
+        result = knn_accuracy(train.features[layer], train.labels, test.features[layer],
+                              test.labels, k, temperature, device=device)
+        out[layer] = {**result, "dim": int(train.features[layer].shape[1])}
     return out
 
 
@@ -133,10 +156,13 @@ def _features(backbone: nn.Module, train: Data, test: Data, layers: str | Sequen
     out = []
     for split, data in (("train", train), ("test", test)):
         key = None
-        # only shard directories have a manifest hash that identifies their content
+        # shard directories have a manifest hash that identifies their content; an iterable
+        # may name its content with a `cache_id` (a labelled subset: manifest hash and keys)
+        content = getattr(data, "cache_id", None)
         if cache_key and isinstance(data, (str, os.PathLike)):
-            key = {**cache_key, "data": describe_data(data)["manifest_sha256"], "size": size,
-                   "split": split}
+            content = describe_data(data)["manifest_sha256"]
+        if cache_key and content:
+            key = {**cache_key, "data": content, "size": size, "split": split}
         batches = as_batches(data, size, batch_size, workers, device, backend)
         if progress:
             from tqdm import tqdm

@@ -5,11 +5,15 @@ A record (``format: "sslpipe-eval"``, version 1)::
     {"format", "version", "protocol": "linear"|"knn"|"finetune", "method", "arch",
      "dataset", "checkpoint": {"spec", "path", "sha256", "small_input", "pretrain"},
      "data": {"train": {... "manifest_sha256"}, "test": {...}},
-     "seed", "config": {...}, "results": {layer: {"top1", "top5", ...}},
+     "seed", "seeds": [...], "labels": {...} | null, "config": {...},
+     "results": {layer: {"top1", "top5", "top1_std", "top5_std", "n", "runs", ...}},
      "seconds", "versions": {"sslpipe", "torch", "timm"}, "command": "sslpipe eval ..."}
 
 Accuracies are percentages in [0, 100] with 2 decimals; ``sslpipe report`` prints these
-numbers as they are.
+numbers as they are. With ``--seeds K`` a layer's ``top1`` / ``top5`` are the means over the
+``K`` runs, ``top1_std`` / ``top5_std`` their sample standard deviations (None for one run),
+``n`` is ``K`` and ``runs`` lists every seed's numbers. ``labels`` (few-label runs) holds the
+budget and, per seed, the number of labels, the images per class and the chosen keys' sha256.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ def make_record(
     config: dict[str, Any] | None = None,
     seconds: float | None = None,
     command: str | None = None,
+    seeds: list[int] | None = None,
+    labels: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble a result record (see the module docstring); validates ``results``."""
     for layer, numbers in results.items():
@@ -52,7 +58,8 @@ def make_record(
     return {
         "format": FORMAT, "version": VERSION, "protocol": protocol, "method": method,
         "arch": arch, "dataset": dataset, "checkpoint": checkpoint or {}, "data": data or {},
-        "seed": seed, "config": config or {}, "results": results,
+        "seed": seed, "seeds": seeds if seeds is not None else [seed],
+        "labels": labels, "config": config or {}, "results": results,
         "seconds": None if seconds is None else round(seconds, 1),
         "versions": {"sslpipe": __version__, "torch": torch.__version__,
                      "timm": timm.__version__},
@@ -61,9 +68,21 @@ def make_record(
 
 
 def result_filename(record: dict[str, Any]) -> str:
-    """``eval_{protocol}_{dataset}_{method}.json`` with unsafe characters replaced."""
+    """``eval_{protocol}_{dataset}_{method}.json`` with unsafe characters replaced; a few-label
+    result adds its budget (``..._rotation_1pct.json``, ``..._10-per-class.json``)."""
     parts = [record["protocol"], record["dataset"], record["method"]]
+    budget = budget_name(record)
+    if budget is not None:
+        from sslpipe.eval.labels import parse_budget
+
+        parts.append(parse_budget(budget).tag)
     return PREFIX + "_".join(re.sub(r"[^A-Za-z0-9.+-]+", "-", str(p)) for p in parts) + ".json"
+
+
+def budget_name(record: dict[str, Any]) -> str | None:
+    """The label budget of a result (``"1%"``, ``"10/class"``), None when it used every label."""
+    budget = (record.get("labels") or {}).get("budget")
+    return str(budget["name"]) if isinstance(budget, dict) and budget.get("name") else None
 
 
 def write_result(record: dict[str, Any], out_dir: str | os.PathLike[str]) -> str:

@@ -1,4 +1,5 @@
-"""timm backbones: ``create_backbone``, alexnet_bn registered into timm, named stages."""
+"""timm backbones: ``create_backbone``, alexnet_bn and RotNet's NIN (``nin_3block`` ..
+``nin_5block``) registered into timm, named stages."""
 
 from sslpipe.models.backbone import check_arch, create_backbone, load_backbone_weights
 from sslpipe.models.stages import freeze_until, resolve_stage, stage_names

@@ -3,7 +3,9 @@
 The backbone returns pooled features ``B x num_features`` (float) for a float ``B x C x H x W``
 input. sslpipe adds two things on top of timm: close-match suggestions for an unknown name, and
 a small-input stem (3x3 stride-1 first convolution, no max-pool) for 32 px data such as CIFAR
-and FashionMNIST, as the SimCLR/solo-learn CIFAR recipes do.
+and FashionMNIST, as the SimCLR/solo-learn CIFAR recipes do. RotNet's network-in-network
+(``nin_*``, :mod:`sslpipe.models.nin`) is built for small inputs already: ``small_input`` leaves
+it as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import timm
 from torch import nn
 
 import sslpipe.models.alexnet  # noqa: F401  (registers alexnet_bn into timm)
+import sslpipe.models.nin  # noqa: F401  (registers nin_3block .. nin_5block into timm)
 
 __all__ = ["create_backbone", "check_arch"]
 
@@ -30,11 +33,13 @@ def create_backbone(
     """A timm backbone without classifier (``num_classes=0``).
 
     Args:
-        arch: any ``timm.list_models()`` name, or ``alexnet_bn``.
+        arch: any ``timm.list_models()`` name, ``alexnet_bn`` or ``nin_3block`` ..
+            ``nin_5block``.
         pretrained: load timm's pretrained weights (needs them cached or a ``file`` in
             ``pretrained_cfg_overlay``; sslpipe never downloads).
         small_input: replace the stem by a 3x3 stride-1 convolution without max-pool, for
-            32 px inputs. ResNet-family models (``conv1`` + ``maxpool``) and ``alexnet_bn``.
+            32 px inputs. ResNet-family models (``conv1`` + ``maxpool``) and ``alexnet_bn``;
+            a no-op for the ``nin_*`` networks (stride 1 throughout).
         in_chans: input channels.
         checkpoint: a ``.safetensors`` / ``.pt`` file of backbone weights to load after the
             stem is built (use this for ``small_input`` weights, which plain timm cannot rebuild).
@@ -49,7 +54,7 @@ def create_backbone(
         kwargs["small_input"] = True
     model = timm.create_model(arch, pretrained=pretrained, num_classes=0, in_chans=in_chans,
                               **kwargs)
-    if small_input and arch != "alexnet_bn":
+    if small_input and arch != "alexnet_bn" and not _built_for_small_inputs(model):
         _small_stem(model, arch, in_chans)
     if checkpoint is not None:
         load_backbone_weights(model, checkpoint)
@@ -87,6 +92,12 @@ def load_backbone_weights(model: nn.Module, path: str) -> None:
             f"checkpoint {path!r} does not fit {type(model).__name__}: missing keys "
             f"{missing[:5]}, unexpected keys {result.unexpected_keys[:5]}"
         )
+
+
+def _built_for_small_inputs(model: nn.Module) -> bool:
+    from sslpipe.models.nin import NetworkInNetwork
+
+    return isinstance(model, NetworkInNetwork)
 
 
 def _small_stem(model: nn.Module, arch: str, in_chans: int) -> None:
