@@ -12,6 +12,9 @@ count; the backward pass's own temporaries are the measured 1.2-1.3x of the save
 (ResNet-18/50 at 32 px, peak resident memory of a real step), taken as 1.3x. On the CPU the
 loader's float batches in flight (``prefetch_factor`` x workers) are added.
 
+:func:`fit_config` compares the two before a run: the batch fits, or a smaller one is taken
+(``fit_batch``), or the run is refused with the numbers.
+
 :func:`available_memory` is what the device can still give: ``torch.cuda.mem_get_info`` on
 CUDA; on the CPU ``MemAvailable`` of ``/proc/meminfo``, capped by the cgroup's limit (a
 container's ``--memory``), shared by the processes of the node.
@@ -20,7 +23,9 @@ container's ``--memory``), shared by the processes of the node.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +35,11 @@ from torch import nn
 
 from sslpipe.batch import nbytes
 from sslpipe.ops.gather import local
+from sslpipe.train.config import TrainConfig
+from sslpipe.train.distributed import DistInfo, all_reduce_min
+from sslpipe.train.logging import plural
 
-__all__ = ["Footprint", "available_memory", "measure", "fitting_batch", "gigabytes"]
+__all__ = ["Footprint", "available_memory", "fit_config", "fitting_batch", "gigabytes", "measure"]
 
 BACKWARD_FACTOR = 1.3  # peak of a step / activations kept for backward (measured 1.18-1.30)
 USABLE = 0.9  # of the available memory: the allocator, the interpreter and the OS need some
@@ -111,6 +119,69 @@ def fitting_batch(footprint: Footprint, batch: int, budget: float, smallest: int
             return size
         size //= 2
     return 0
+
+
+def fit_config(config: TrainConfig, fp: Footprint | None, info: DistInfo, injected: bool,
+               min_batch_size: int, fit_batch: bool) -> TrainConfig:
+    """The config whose step fits in the device's memory: this one, or with ``fit_batch`` one
+    with a smaller batch (said in one line); else a ValueError naming the estimate, the memory
+    available and what to change.
+
+    Args:
+        config: the run's config; ``fp``: its step's :func:`measure` (None: not checked).
+        info: this process' rank, world and device; the ranks agree on the answer.
+        injected: the run reads an injected loader (no worker batches in flight).
+        min_batch_size: the task's fewest images per batch.
+    """
+    if fp is None:
+        return config
+    world = info.world_size
+    on_cpu = info.device.type == "cpu"
+    if injected:
+        fp = dataclasses.replace(fp, in_flight=1)
+    elif on_cpu:  # float batches wait in the workers' queues (shared memory)
+        from sslpipe.devices import default_workers
+
+        workers = config.num_workers if config.num_workers is not None else default_workers()
+        fp = dataclasses.replace(fp, in_flight=PREFETCH * workers + 1,
+                                 workers=workers * WORKER_BYTES)
+    else:  # copied and augmented ahead on the device (run_ahead, prefetch_to_device)
+        fp = dataclasses.replace(fp, in_flight=3)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if on_cpu else 1
+    available = available_memory(info.device, processes)
+    per_rank = config.batch_size // world
+    if available is None:
+        return config
+    budget = USABLE * available
+    smallest = max(1, min_batch_size)
+    fits = fitting_batch(fp, per_rank, budget, smallest)
+    if info.distributed:  # every rank the same answer (each has its own memory)
+        fits = int(all_reduce_min(torch.tensor([float(fits)], dtype=torch.float64,
+                                               device=info.device)).item())
+    if fits == per_rank:
+        return config
+    gb = gigabytes
+    share = f" ({per_rank} per process)" if world > 1 else ""
+    what = (f"a step of batch {config.batch_size}{share} ({config.task} on {config.arch}) "
+            f"needs about {gb(fp.need(per_rank))} on {info.device.type} (activations "
+            f"{gb(BACKWARD_FACTOR * fp.activations * per_rank)}, gradients and "
+            f"optimizer state {gb(fp.state)}"
+            + (f", loader {gb(fp.inputs * per_rank * fp.in_flight + fp.workers)}"
+               if on_cpu and not injected else "")
+            + f"); {gb(available)} available")
+    if fits and fit_batch and not injected:
+        if info.main:
+            print(f"memory: {what}: training with batch {fits * world} instead (about "
+                  f"{gb(fp.need(fits))}). --batch-size chooses the batch (one that does not "
+                  "fit is refused); --no-memory-check skips this check", file=sys.stderr,
+                  flush=True)
+        return config.replace(batch_size=fits * world)
+    hint = (f"{fits * world} fits: about {gb(fp.need(fits))}" if fits else
+            f"not even {plural(smallest, 'image')} per process fit")
+    raise ValueError(
+        f"memory: {what}. Pass a smaller --batch-size ({hint}), a smaller --arch or -o "
+        "size=...," + (" fewer --num-workers," if on_cpu and not injected else "")
+        + " or --no-memory-check to try anyway")
 
 
 def available_memory(device: torch.device, processes: int = 1) -> float | None:

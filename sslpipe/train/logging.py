@@ -90,3 +90,8 @@ class RunLogger:
             self.writer.close()
         if self.file is not None:
             self.file.close()
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``"1 step"``, ``"3 steps"`` (``many``: the plural when it is not ``word + "s"``)."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"

@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from sslpipe.atomic import atomic_write_text
 
-__all__ = ["RUN_FILES", "holds_run", "prepare_run_dir", "tidy_for_resume"]
+__all__ = ["RUN_FILES", "TrainResult", "holds_run", "prepare_run_dir", "read_result",
+           "tidy_for_resume"]
 
 RUN_FILES = ("config.json", "config.yaml", "metrics.jsonl", "final.json", "backbone.safetensors",
              "checkpoints", "tensorboard", "eval")
@@ -75,3 +77,21 @@ def tidy_for_resume(run_dir: str | os.PathLike[str], step: int) -> None:
         if record.get("step", 0) <= step:
             kept.append(line)
     atomic_write_text(metrics, "".join(kept))
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the run directory, the final metrics and the step count."""
+
+    run_dir: str
+    metrics: dict[str, float]
+    steps: int
+    backbone: str
+
+
+def read_result(run_dir: str) -> TrainResult:
+    # the directory as it is now: final.json's paths are where the run was written (it may
+    # have been moved or reached by another path since)
+    final = json.loads((Path(run_dir) / "final.json").read_text())
+    return TrainResult(str(run_dir), final["metrics"], final["steps"],
+                       str(Path(run_dir) / "backbone.safetensors"))
