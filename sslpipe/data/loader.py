@@ -7,6 +7,9 @@
         loader.set_epoch(epoch)
         for batch in loader:          # len(loader) steps, the same on every rank
             loss = task.loss(model(batch.inputs), batch)
+
+What the loader met on the way (bad samples and shards) is counted in ``loader.stats``, a
+:class:`~sslpipe.data.events.LoaderStats` (re-exported here).
 """
 
 from __future__ import annotations
@@ -14,14 +17,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from sslpipe.batch import Batch
 from sslpipe.data.backends import CpuBackend, DaliBackend, NvjpegBackend, select_backend
-from sslpipe.data.backends.workers import Event
+from sslpipe.data.events import LoaderStats
 from sslpipe.data.prefetch import prefetch_to_device
 from sslpipe.data.reading import ReadPlan, rank_quota, single_pass_steps, steps_per_epoch
 from sslpipe.data.shard_source import ShardSource, peek_labeled, resolve_shards
@@ -192,38 +194,6 @@ def _single_pass_plan(source: ShardSource, batch_size: int, rank: int, world_siz
     steps = single_pass_steps(source, batch_size, rank, world_size, num_workers)
     return ReadPlan(source, batch_size, steps, 0, rank, world_size, seed,
                     shuffle_buffer=shuffle_buffer, single_pass=True)
-
-
-@dataclass
-class LoaderStats:
-    """What a loader met: counts by kind and the events.
-
-    Attributes:
-        batches, samples: delivered so far (all epochs).
-        skipped: counts by kind of what was left out: ``"corrupt"`` (a sample that could not
-            be decoded or collated, or lacked its image or label), ``"damaged"`` (an image a
-            decoder reported damaged, under ``damaged="skip"``), ``"truncated"`` (a shard that
-            ended early: mid-file, at a damaged header, or short of its manifest count),
-            ``"unreadable"`` (a shard that could not be opened).
-        used_damaged: images a decoder reported damaged and that were used
-            (``damaged="use"``).
-        events: ``(kind, where, why)`` of every one, ``where`` naming the shard (and key);
-            a used damaged image's kind is ``"damaged-used"``.
-    """
-
-    batches: int = 0
-    samples: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    used_damaged: int = 0
-    events: list[Event] = field(default_factory=list)
-
-    def add(self, events: list[Event]) -> None:
-        for event in events:
-            if event[0] == "damaged-used":
-                self.used_damaged += 1
-            else:
-                self.skipped[event[0]] += 1
-            self.events.append(tuple(event))  # type: ignore[arg-type]
 
 
 class Loader:

@@ -145,7 +145,7 @@ def test_nvjpeg_backend_on_cuda_matches_cpu_decode(tmp_path, share, workers):
     gpu = list(create_loader(str(tmp_path), raw_collator, 4, device="cuda", backend="nvjpeg",
                              cpu_decode_share=share, **args))
     cpu = list(create_loader(str(tmp_path), raw_collator, 4, backend="cpu", **args))
-    from sslpipe.data.backends.nvjpeg import jpeg_decoder
+    from sslpipe.data.backends.gpu_jpeg import jpeg_decoder
 
     # nvImageCodec upsamples chroma as the CPU decoders do; torchvision's nvJPEG by nearest
     # neighbour, far off at these images' sharp colour edges (tests/data/test_decode_policy)

@@ -19,7 +19,7 @@ from PIL import Image
 from sslpipe.batch import Batch
 from sslpipe.data import create_loader
 from sslpipe.data.backends import NvjpegBackend
-from sslpipe.data.backends.nvjpeg import NvImageCodecDecoder, TorchvisionJpegDecoder
+from sslpipe.data.backends.gpu_jpeg import NvImageCodecDecoder, TorchvisionJpegDecoder
 from sslpipe.data.reading import ReadPlan, resolve_shards
 from sslpipe.ops.images import DamagedImageWarning, collect
 from sslpipe.ops.jpeg import jpeg_damage

@@ -17,7 +17,7 @@ import webdataset as wds
 from sslpipe.batch import Batch
 from sslpipe.data import create_loader
 from sslpipe.data.backends import NvjpegBackend
-from sslpipe.data.backends.nvjpeg import NvImageCodecDecoder, TorchvisionJpegDecoder
+from sslpipe.data.backends.gpu_jpeg import NvImageCodecDecoder, TorchvisionJpegDecoder
 from sslpipe.data.encode import EncodeOptions, encode_record
 from sslpipe.data.reading import ReadPlan, resolve_shards
 from sslpipe.data.sources.base import Record

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sslpipe import Batch
 from sslpipe.data import create_loader
 from sslpipe.data.backends import NvjpegBackend
-from sslpipe.data.backends.nvjpeg import TorchvisionJpegDecoder
+from sslpipe.data.backends.gpu_jpeg import TorchvisionJpegDecoder
 from sslpipe.data.dali_index import index_text, members_of_tar
 from sslpipe.data.reading import ReadPlan, resolve_shards
 from sslpipe.ops.images import collect

@@ -29,7 +29,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from sslpipe.batch import Batch, HostBatch
-from sslpipe.data.backends.workers import BatchStream, Event, min_batch_size
+from sslpipe.data.backends.batches import min_batch_size
+from sslpipe.data.backends.workers import BatchStream
+from sslpipe.data.events import Event
 from sslpipe.data.prefetch import run_ahead
 from sslpipe.data.reading import ReadPlan
 

@@ -31,7 +31,7 @@ import torch
 
 from sslpipe.batch import Batch
 from sslpipe.data.backends.nvjpeg import NvjpegBackend
-from sslpipe.data.backends.workers import Event
+from sslpipe.data.events import Event
 from sslpipe.data.reading import ReadPlan
 
 INSTALL_HINT = "pip install 'sslpipe[dali]'"
