@@ -61,6 +61,10 @@ class SslpipeBackend:
         from sslpipe.eval.cli import eval_group
 
         args = eval_args(cell, checkpoint, out_dir)
+        # one feature cache for the study: a checkpoint's test features serve every budget
+        root = out_dir[:-len(cell.id)] if out_dir.endswith(cell.id) else out_dir
+        args += ["--cache", os.path.join(root, "features")] if cell.evaluation.kind != \
+            "finetune" else []
         eval_group.main(args, prog_name="sslpipe eval", standalone_mode=False)
         found = sorted(glob.glob(os.path.join(out_dir, "eval_*.json")))
         if len(found) != 1:
@@ -108,6 +112,14 @@ def eval_args(cell: EvalCell, checkpoint: str, out_dir: str) -> list[str]:
             "--train", resolve_data(cell.downstream.train),
             "--test", resolve_data(cell.downstream.test),
             "--seed", str(cell.seed), "--name", cell.label, "--out", out_dir]
+    if cell.num_seeds > 1:
+        args += ["--seeds", str(cell.num_seeds)]
+    if cell.budget is not None:
+        from sslpipe.eval.labels import parse_budget
+
+        budget = parse_budget(cell.budget)
+        args += (["--labels-per-class", str(budget.per_class)] if budget.per_class else
+                 ["--label-fraction", repr(budget.fraction)])
     # the study's names for options whose flag is spelled differently
     if "weight_decays" in options:
         options["wd"] = ",".join(str(v) for v in options.pop("weight_decays"))

@@ -4,8 +4,14 @@ Training cost of a run = images it reads (``epochs x num_samples`` of the pretra
 manifest, or ``max_steps x batch_size`` when that is smaller) x the task's ``TASK_COST`` /
 the images/s of a training step. Evaluation: linear and kNN extract features once per cell
 (train + test images at ``FORWARD_SPEEDUP`` x the training rate: a forward pass without
-backward); fine-tuning trains ``epochs`` over the train split at the training rate. The probe
-fits on cached features are left out (seconds next to the rest).
+backward); fine-tuning trains ``epochs`` over the train split (or ``steps`` batches) at the
+training rate. With a label budget the train split counts the budget's images
+(``round(P x n)`` or ``N x classes``), and with ``probe_seeds = K`` every seed extracts its own
+subset's features and trains its own probe or fine-tune (the test features of a trained
+checkpoint, and the features of a 100 % budget, are extracted once and cached; the random
+baseline's change with each seed's init). A linear probe's fit costs ``6 x epochs x n_train x
+D x classes`` floating-point operations at ``FIT_FLOPS``, ``D`` the probe's feature widths
+summed over its layers (about ``pool`` per stage).
 
 Images/s come, first, from the ``img_per_s`` that finished training runs of the same arch in
 the study's output directory recorded; else from ``DEFAULT_IMG_PER_S``, measured per arch:
@@ -23,6 +29,7 @@ A rate measured at side ``s0`` is scaled by ``(s0 / s)**2`` to the task's input 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -37,6 +44,10 @@ DEFAULT_IMG_PER_S: dict[tuple[str, str, bool], tuple[float, int]] = {
     ("cpu", "resnet18", True): (8.8, 32),
     ("cpu", "resnet50", False): (45.3, 32),
     ("cpu", "alexnet_bn", False): (129.7, 64),
+    ("cpu", "nin_3block", False): (34.7, 32),
+    ("cpu", "nin_4block", False): (33.6, 32),
+    ("cpu", "nin_5block", False): (32.6, 32),
+    ("cpu", "nin_3block_w50", False): (133.2, 32),
     ("cuda", "resnet18", False): (11830.0, 224),
     ("cuda", "resnet18", True): (49012.0, 32),
     ("cuda", "resnet50", False): (3983.0, 224),
@@ -55,6 +66,8 @@ TYPICAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
                  "flowers102": (1_020, 6_149), "fashion_mnist": (60_000, 10_000),
                  "mnist": (60_000, 10_000), "imagenet": (1_281_167, 50_000)}
 DEFAULT_SIZE = 224
+# floating-point operations per second of a linear probe's fit (float32 matmuls)
+FIT_FLOPS = {"cpu": 2e10, "cuda": 5e12}
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,7 @@ def estimate(study: Study, grid: Grid, out: str | None = None,
         rate, side, source = rates[evaluation.arch]
         size = int(evaluation.evaluation.options.get("size", EVAL_SIZE))
         ips = rate * (side / size) ** 2
-        cost[evaluation.id] = Estimate(_eval_seconds(evaluation, ips), ips, source)
+        cost[evaluation.id] = Estimate(_eval_seconds(evaluation, ips, device), ips, source)
     return cost
 
 
@@ -206,17 +219,80 @@ def _train_images(study: Study, cell: TrainCell) -> float | None:
     return images
 
 
-def _eval_seconds(cell: EvalCell, ips: float) -> float | None:
+def _eval_seconds(cell: EvalCell, ips: float, device: str = "cpu") -> float | None:
     n_train, n_test = _num_samples(cell.downstream.train), _num_samples(cell.downstream.test)
     typical = TYPICAL_SIZES.get(cell.downstream.name.lower().replace("-", "_"))
     if (n_train is None or n_test is None) and typical:
         n_train, n_test = n_train or typical[0], n_test or typical[1]
     if n_train is None or n_test is None:
         return None
+    seeds = cell.num_seeds
+    labelled, subset = _labelled(cell, n_train)
+    options = cell.evaluation.options
+    forward = FORWARD_SPEEDUP * ips
     if cell.evaluation.kind == "finetune":
-        epochs = int(cell.evaluation.options.get("epochs", 10))
-        return epochs * n_train / ips + n_test / (FORWARD_SPEEDUP * ips)
-    return (n_train + n_test) / (FORWARD_SPEEDUP * ips)
+        steps = options.get("steps")
+        batch = int(options.get("batch_size", 128))
+        images = int(steps) * batch if steps else int(options.get("epochs", 10)) * labelled
+        return seeds * (images / ips + n_test / forward)
+    # features: each seed's subset (a full split once), the test set once per backbone
+    backbones = seeds if cell.train is None else 1
+    extract = (seeds if subset else backbones) * labelled + backbones * n_test
+    seconds = extract / forward
+    if cell.evaluation.kind == "linear":
+        width = _probe_width(cell)
+        epochs = int(options.get("epochs", 30))
+        seconds += seeds * 6.0 * epochs * labelled * width * 10 / FIT_FLOPS.get(device, 2e10)
+    return seconds
+
+
+def _labelled(cell: EvalCell, n_train: int) -> tuple[int, bool]:
+    """Training images of each seed under the cell's label budget, and whether it is a subset."""
+    if cell.budget is None:
+        return n_train, False
+    from sslpipe.eval.labels import parse_budget
+
+    budget = parse_budget(cell.budget)
+    if budget.keeps_all:
+        return n_train, False
+    if budget.per_class:
+        classes = _num_classes(cell.downstream.train)
+        return min(n_train, budget.per_class * classes), True
+    return max(1, round(n_train * (budget.fraction or 0))), True
+
+
+def _num_classes(path: str) -> int:
+    try:
+        from sslpipe.data import read_manifest
+
+        return len(read_manifest(resolve_data(path))["classes"]) or 10
+    except ValueError:
+        return 10
+
+
+def _probe_width(cell: EvalCell) -> int:
+    """Summed feature width of a linear probe's layers (from the model's feature_info)."""
+    from sslpipe.eval.defaults import DEFAULT_POOL
+
+    return _width(cell.arch, cell.small_input, str(cell.evaluation.options.get("layers", "last")),
+                  int(cell.evaluation.options.get("pool", DEFAULT_POOL)))
+
+
+@functools.lru_cache(maxsize=64)
+def _width(arch: str, small_input: bool, layers: str, pool: int) -> int:
+    try:
+        from sslpipe.models import create_backbone
+
+        model = create_backbone(arch, small_input=small_input)
+        stages = [int(f["num_chs"]) for f in getattr(model, "feature_info", [])]
+        pooled = int(getattr(model, "num_features", 512))
+    except ValueError:
+        stages, pooled = [], 512
+    if layers == "all":
+        return sum(min(pool, c * 64) for c in stages) + pooled
+    if layers in ("last", "pooled"):
+        return pooled
+    return min(pool, 2048) * len(layers.split(","))
 
 
 def _num_samples(path: str) -> int | None:

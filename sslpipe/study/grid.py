@@ -1,9 +1,11 @@
 """A study's grid: the training runs and the evaluation cells that follow from a :class:`Study`.
 
-Training runs are ``pretraining data x task x arch`` (plus a ``supervised`` run per data set
-and arch when that baseline is asked for). Evaluation cells are ``training run x evaluation x
-downstream dataset``, plus, for the ``random`` baseline, ``arch x evaluation x downstream``
-(an untrained backbone does not depend on pretraining data).
+Training runs are ``pretraining data x task x arch x pretraining seed`` (plus a ``supervised``
+run per data set, arch and seed when that baseline is asked for). Evaluation cells are
+``training run x evaluation x downstream dataset x label budget``, plus, for the ``random``
+baseline, ``arch x evaluation x downstream x budget`` (an untrained backbone does not depend
+on pretraining data), and for the ``scratch`` baseline ``arch x downstream x budget`` (one
+fine-tune from random init, with the study's ``[scratch]`` options).
 
 Each cell has a stable id (its path under the study's output directory) and a spec hash over
 everything that determines its result, including the content hash of the data manifests and,
@@ -23,6 +25,7 @@ from typing import Any
 from sslpipe.study.spec import Downstream, Evaluation, Pretrain, Study, resolve_data
 
 RANDOM_PRETRAIN = "none"
+SCRATCH = "scratch"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class TrainCell:
         arch: timm architecture.
         pretrain: the pretraining data.
         config: TrainConfig values other than ``out`` and ``resume``.
+        seed: the pretraining seed (``config["seed"]``).
     """
 
     id: str
@@ -42,6 +46,7 @@ class TrainCell:
     arch: str
     pretrain: Pretrain
     config: dict[str, Any]
+    seed: int = 0
 
     def spec(self) -> dict[str, Any]:
         """What determines the run's result (JSON-able)."""
@@ -62,6 +67,8 @@ class EvalCell:
         seed: seeds the probe / fine-tuning and the random backbone.
         small_input: the backbone's small-input stem (as the training runs use it).
         label: the method's name in tables (``method@arch`` when a study has several archs).
+        budget: the label budget (``"1%"``, ``"10/class"``), None for every label.
+        num_seeds: probe seeds (``sslpipe eval --seeds``), from ``seed`` on.
     """
 
     id: str
@@ -74,13 +81,19 @@ class EvalCell:
     seed: int
     small_input: bool
     label: str
+    budget: str | None = None
+    num_seeds: int = 1
 
     def spec(self) -> dict[str, Any]:
         """What determines the result, apart from the training run's own hash (JSON-able)."""
-        return {"kind": "eval", "id": self.id, "method": self.method, "arch": self.arch,
+        spec = {"kind": "eval", "id": self.id, "method": self.method, "arch": self.arch,
                 "eval_kind": self.evaluation.kind, "options": self.evaluation.options,
                 "train_data": self.downstream.train, "test_data": self.downstream.test,
                 "seed": self.seed, "small_input": self.small_input, "label": self.label}
+        if self.budget is not None or self.num_seeds != 1:
+            # only new fields that are set join the hash: older studies stay done
+            spec.update(budget=self.budget, num_seeds=self.num_seeds)
+        return spec
 
 
 @dataclass(frozen=True)
@@ -110,15 +123,21 @@ def build_grid(study: Study) -> Grid:
     for arch in study.archs:
         for pre in study.pretrain:
             for task in methods:
-                config = {**study.train, "task": task, "arch": arch, "data": pre.data,
-                          "seed": study.seed,
-                          "task_options": study.task_options.get(task, {})}
-                train_cells.append(TrainCell(f"train/{arch}/{pre.name}/{task}", task, arch, pre,
-                                             config))
+                for i in range(study.pretrain_seeds):
+                    seed = study.seed + i
+                    config = {**study.train, "task": task, "arch": arch, "data": pre.data,
+                              "seed": seed, "task_options": study.task_options.get(task, {})}
+                    suffix = f"/seed{seed}" if study.pretrain_seeds > 1 else ""
+                    train_cells.append(TrainCell(f"train/{arch}/{pre.name}/{task}{suffix}",
+                                                 task, arch, pre, config, seed))
     evals = []
-    if "random" in study.baselines:
-        for arch in study.archs:
+    for arch in study.archs:
+        if "random" in study.baselines:
             evals += _evals(study, None, "random", arch, RANDOM_PRETRAIN, small_input)
+        if "scratch" in study.baselines:
+            scratch = Evaluation(SCRATCH, "finetune", dict(study.scratch))
+            evals += _evals(study, None, SCRATCH, arch, RANDOM_PRETRAIN, small_input,
+                            (scratch,))
     for cell in train_cells:
         evals += _evals(study, cell, cell.task, cell.arch, cell.pretrain.name, small_input)
     return Grid(tuple(train_cells), tuple(evals))
@@ -159,15 +178,28 @@ def data_fingerprint(path: str) -> str:
 def describe_grid(grid: Grid) -> list[str]:
     """One line per cell, for ``--dry-run``."""
     lines = [f"{c.id}  (task {c.task}, data {c.pretrain.data})" for c in grid.train]
-    lines += [f"{c.id}  ({c.evaluation.kind} on {c.downstream.name})" for c in grid.evals]
+    lines += [f"{c.id}  ({c.evaluation.kind} on {c.downstream.name}"
+              + (f", {c.budget} labels" if c.budget else "")
+              + (f", {c.num_seeds} probe seeds" if c.num_seeds > 1 else "") + ")"
+              for c in grid.evals]
     return lines
 
 
 def _evals(study: Study, train: TrainCell | None, method: str, arch: str, pretrain: str,
-           small_input: bool) -> list[EvalCell]:
+           small_input: bool, evaluations: tuple[Evaluation, ...] | None = None
+           ) -> list[EvalCell]:
+    from sslpipe.eval.labels import parse_budget
+
     label = method if len(study.archs) == 1 else f"{method}@{arch}"
-    return [
-        EvalCell(f"eval/{arch}/{pretrain}/{method}/{ev.name}/{ds.name}", method, arch, pretrain,
-                 ev, ds, train, study.seed, small_input, label)
-        for ev in study.evaluations for ds in study.downstream
-    ]
+    seed_part = f"/seed{train.seed}" if train is not None and study.pretrain_seeds > 1 else ""
+    budgets: tuple[str | None, ...] = study.label_budgets or (None,)
+    cells = []
+    for ev in evaluations or study.evaluations:
+        for ds in study.downstream:
+            for budget in budgets:
+                tail = "" if budget is None else f"/labels-{parse_budget(budget).tag}"
+                cells.append(EvalCell(
+                    f"eval/{arch}/{pretrain}/{method}{seed_part}/{ev.name}/{ds.name}{tail}",
+                    method, arch, pretrain, ev, ds, train, study.seed, small_input, label,
+                    budget, study.probe_seeds))
+    return cells

@@ -196,9 +196,10 @@ def _prepare(folder: str, cell: TrainCell | EvalCell, previous: dict[str, Any] |
 
 
 def _checkpoint_of(cell: EvalCell, out: str) -> str:
-    """``--checkpoint`` of an evaluation: ``random``, ``supervised:RUN_DIR`` or ``RUN_DIR``."""
+    """``--checkpoint`` of an evaluation: ``random``, ``scratch``, ``supervised:RUN_DIR`` or
+    ``RUN_DIR``."""
     if cell.train is None:
-        return "random"
+        return "scratch" if cell.method == "scratch" else "random"
     run_dir = os.path.join(out, cell.train.id, RUN_SUBDIR)
     return f"supervised:{run_dir}" if cell.method == "supervised" else run_dir
 

@@ -7,8 +7,11 @@ A study file has these tables (only ``[study]``, ``[[pretrain]]``, ``[[eval]]`` 
     name = "fashion_mnist_pretext"
     archs = ["resnet18"]                    # timm names (alexnet_bn included)
     tasks = ["rotation", "jigsaw", "rotation+jigsaw"]
-    baselines = ["random", "supervised"]    # optional, default none
+    baselines = ["random", "supervised", "scratch"]   # optional, default none
     seed = 0
+    label_budgets = ["1%", "10%", "100%"]   # optional: few-label sweep ("P%", N or "N/class")
+    probe_seeds = 3                         # optional: probe seeds per evaluation (default 1)
+    pretrain_seeds = 1                      # optional: pretraining runs per cell (default 1)
 
     [train]                                 # TrainConfig fields shared by every run
     epochs = 5
@@ -30,9 +33,24 @@ A study file has these tables (only ``[study]``, ``[[pretrain]]``, ``[[eval]]`` 
     train = "shards/fmnist-train"
     test = "shards/fmnist-test"
 
+    [scratch]                               # the scratch baseline's fine-tune options
+    steps = 300                             # (those of an eval of kind finetune, no freeze)
+
     [report]
     metric = "top1"                         # the number the sensitivity table uses
     layer = "best"                          # best layer of each cell, or a layer name
+
+Seeds: ``seed`` is the first seed of everything. ``pretrain_seeds = P`` trains every training
+cell ``P`` times, with seeds ``seed .. seed+P-1`` (cell ids end in ``/seed{s}``);
+``probe_seeds = K`` runs every evaluation with ``sslpipe eval --seeds K`` (the probe seed: the
+labelled subset drawn, the probe's initialisation, and the random and scratch backbones'
+weights). Tables pool the ``P x K`` runs of a cell into ``mean ± sample std (runs)``.
+
+Label budgets: each evaluation cell runs once per budget (``--label-fraction`` for ``"P%"``,
+``--labels-per-class`` for ``N``), ids ending in ``/labels-{budget}``. The ``scratch`` baseline
+(one fine-tune from random init per arch, downstream dataset and budget, options from
+``[scratch]``) is the supervised-from-scratch row beside the probes; ``random`` is the frozen
+random-init row.
 
 Relative paths are relative to the study file's directory. :func:`load_study` parses and
 checks the file into a frozen :class:`Study`; every error is a ValueError naming the key, what
@@ -50,17 +68,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SAMPLE_PREFIX = "sample:"
-BASELINES = ("random", "supervised")
+BASELINES = ("random", "supervised", "scratch")
 EVAL_KINDS = ("linear", "knn", "finetune")
 # options of each evaluation kind (the names of `sslpipe eval KIND` flags, in snake case)
 _COMMON = ("size", "batch_size", "workers", "device")
 EVAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "linear": ("layers", "pool", "epochs", "lr", "weight_decays", *_COMMON),
     "knn": ("layers", "pool", "k", "temperature", *_COMMON),
-    "finetune": ("freeze", "epochs", "lr", "weight_decay", *_COMMON),
+    "finetune": ("freeze", "epochs", "steps", "lr", "weight_decay", *_COMMON),
 }
+SCRATCH_OPTIONS = ("epochs", "steps", "lr", "weight_decay", *_COMMON)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_TOP_KEYS = ("study", "train", "task_options", "pretrain", "eval", "downstream", "report")
+_TOP_KEYS = ("study", "train", "task_options", "pretrain", "eval", "downstream", "scratch",
+             "report")
 
 
 @dataclass(frozen=True)
@@ -99,7 +119,11 @@ class Study:
         archs, tasks, baselines: the grid's architecture and task axes; baselines are
             ``random`` (one untrained backbone per architecture) and ``supervised`` (a
             ``supervised`` training run per pretraining set and architecture).
-        seed: seeds every training run and evaluation.
+        seed: the first seed of every training run and evaluation.
+        label_budgets: few-label budgets (``"1%"``, ``"10/class"``); empty: every label.
+        probe_seeds: evaluation repeats per cell (``sslpipe eval --seeds``).
+        pretrain_seeds: training repeats per training cell (seeds ``seed ..``).
+        scratch: fine-tune options of the ``scratch`` baseline.
         train: TrainConfig fields applied to every training run.
         task_options: ``{task name: create_task options}``.
         pretrain, evaluations, downstream: the data and evaluation axes.
@@ -121,6 +145,10 @@ class Study:
     metric: str = "top1"
     layer: str = "best"
     path: str | None = None
+    label_budgets: tuple[str, ...] = ()
+    probe_seeds: int = 1
+    pretrain_seeds: int = 1
+    scratch: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -159,7 +187,8 @@ def parse_study(raw: dict[str, Any], base_dir: str = ".", path: str | None = Non
           allowed=_TOP_KEYS)
     head = _table("study", raw["study"])
     _keys("[study]", head, required=("name", "archs", "tasks"),
-          allowed=("name", "archs", "tasks", "baselines", "seed"))
+          allowed=("name", "archs", "tasks", "baselines", "seed", "label_budgets",
+                   "probe_seeds", "pretrain_seeds"))
     name = _name("study.name", head["name"])
     archs = _names("study.archs", head["archs"])
     tasks = _names("study.tasks", head["tasks"], allow_empty="baselines" in head)
@@ -171,6 +200,18 @@ def parse_study(raw: dict[str, Any], base_dir: str = ".", path: str | None = Non
     seed = head.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"study.seed must be an integer >= 0. Got {seed!r}")
+    repeats = {}
+    for key in ("probe_seeds", "pretrain_seeds"):
+        value = head.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"study.{key} must be an integer >= 1. Got {value!r}")
+        repeats[key] = value
+    budgets = _budgets(head.get("label_budgets", []))
+    scratch = dict(_table("scratch", raw.get("scratch", {})))
+    _keys("[scratch]", scratch, required=(), allowed=SCRATCH_OPTIONS)
+    if scratch and "scratch" not in baselines:
+        raise ValueError("[scratch] sets the scratch baseline's options, but study.baselines "
+                         "does not list 'scratch'")
 
     train = dict(_table("train", raw.get("train", {})))
     for key in ("task", "data", "arch", "out", "resume", "seed", "task_options"):
@@ -207,7 +248,7 @@ def parse_study(raw: dict[str, Any], base_dir: str = ".", path: str | None = Non
     return Study(name=name, archs=archs, tasks=tasks, pretrain=pretrain,
                  evaluations=evaluations, downstream=downstream, baselines=baselines,
                  seed=seed, train=train, task_options=task_options, metric=metric,
-                 layer=layer, path=path)
+                 layer=layer, path=path, label_budgets=budgets, scratch=scratch, **repeats)
 
 
 def resolve_data(value: str) -> str:
@@ -218,6 +259,23 @@ def resolve_data(value: str) -> str:
 
         return sample_path(value[len(SAMPLE_PREFIX):])
     return value
+
+
+def _budgets(value: Any) -> tuple[str, ...]:
+    from sslpipe.eval.labels import parse_budget
+
+    if not isinstance(value, list):
+        raise ValueError(f"study.label_budgets must be a list like ['1%', '10%', '100%'] or "
+                         f"[10, 100]. Got {value!r}")
+    names = []
+    for i, item in enumerate(value):
+        try:
+            names.append(parse_budget(item).name)
+        except ValueError as err:
+            raise ValueError(f"study.label_budgets[{i}]: {err}") from err
+    if len(set(names)) != len(names):
+        raise ValueError(f"study.label_budgets must not repeat a budget. Got {names}")
+    return tuple(names)
 
 
 def _check_train_keys(train: dict[str, Any]) -> None:

@@ -35,6 +35,6 @@ def test_report_tables_hold_the_cells_numbers(tmp_path):
     assert {r["layer"] for r in subsets} == {"pooled"}
     text = Path(result.report["markdown"]).read_text()
     assert "| rotation | 40.00 / 99.00 | 50.00 / 99.00 |" in text
-    assert "| knn | random | - | - | 0 |" in text
+    assert "| knn | all | random | - | - | - | 0 |" in text
     png = (folder / "study_subsets_knn_fm.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
