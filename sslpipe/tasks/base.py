@@ -46,7 +46,7 @@ from sslpipe.options import (
 
 # the option helpers live in sslpipe.options (below the tasks, so that the loader and the
 # configs can use them); re-exported here for the task modules that import them from here
-__all__ = ["Collator", "CollatorOptions", "SeededStream", "Task", "check_choice",
+__all__ = ["Collator", "CollatorOptions", "SeededStream", "StepInfo", "Task", "check_choice",
            "check_positive", "check_probability", "labels_on", "make_options", "meta_on",
            "option_docs"]
 
@@ -188,10 +188,40 @@ class SeededStream:
         return {"seed": self.seed, "_gen": None, "_key": None}
 
 
+@dataclass(frozen=True)
+class StepInfo:
+    """Where a training step stands, as the trainer hands it to :meth:`Task.begin_step` and
+    :meth:`Task.end_step`.
+
+    Attributes:
+        step: optimizer steps done before this one (0 on the first step).
+        total_steps: optimizer steps the run will do in all (>= 1).
+        steps_per_epoch: optimizer steps per epoch (>= 1).
+    """
+
+    step: int
+    total_steps: int
+    steps_per_epoch: int
+
+    @property
+    def progress(self) -> float:
+        """``step / total_steps``, clamped to [0, 1]: the fraction of training done."""
+        return min(max(self.step / max(self.total_steps, 1), 0.0), 1.0)
+
+    @property
+    def epoch(self) -> float:
+        """``step / steps_per_epoch``: epochs done, as a float (1.5 halfway through the
+        second epoch)."""
+        return self.step / max(self.steps_per_epoch, 1)
+
+
 class Task(ABC):
     """A pretext task: its collator, the model wiring (``build``) and the loss.
 
-    The trainer only ever does ``task.loss(model(batch.inputs), batch)``.
+    The trainer only ever does ``task.loss(model(batch.inputs), batch)``, with two hooks
+    around each step: :meth:`begin_step` before the forward pass and :meth:`end_step` after
+    the optimizer step (where momentum teachers follow their online network, see
+    :mod:`sslpipe.tasks.teacher`).
     """
 
     name: ClassVar[str] = ""
@@ -203,6 +233,10 @@ class Task(ABC):
     # SyncBatchNorm under DDP by default (TrainConfig.sync_bn=None): for losses that compare
     # the samples of the batch, whose authors normalise over the global batch
     sync_bn: ClassVar[bool] = False
+    # which network a run's backbone.safetensors holds: "online" (the one trained by
+    # gradient descent) or "teacher" (the momentum network of a MomentumPair: DINO's users
+    # evaluate the teacher)
+    eval_network: ClassVar[str] = "online"
 
     def __init__(self, **options: Any) -> None:
         self.options = make_options(self.Options, options, owner=f"task {self.name!r}")
@@ -215,6 +249,22 @@ class Task(ABC):
     @abstractmethod
     def loss(self, outputs: Any, batch: Batch) -> torch.Tensor:
         """The pretext loss of ``outputs = model(batch.inputs)`` (a pure function)."""
+
+    def begin_step(self, info: StepInfo) -> None:
+        """Called by the trainer before each step's forward pass; does nothing by default.
+
+        Tasks with schedules (DINO's teacher temperature) set them here. It must be a pure
+        function of ``info`` (no state carried from step to step), so that a resumed run
+        gives the same values as an uninterrupted one.
+        """
+        return None
+
+    def end_step(self, model: nn.Module, info: StepInfo) -> None:
+        """Called by the trainer after each optimizer step with the unwrapped model (not the
+        DDP wrapper) and the same ``info`` as :meth:`begin_step`; does nothing by default.
+        Momentum teachers follow their online network here (:mod:`sslpipe.tasks.teacher`);
+        it must depend only on ``info`` and the model, so resume is exact."""
+        return None
 
     def metrics(self, outputs: Any, batch: Batch) -> dict[str, torch.Tensor]:
         """Extra per-step numbers for the log (e.g. pretext accuracy): 0-dim float tensors on
