@@ -19,7 +19,8 @@ block5   3x3 192, 1x1 192, 1x1 192                              192 x 4 x 4
 All convolutions have stride 1, so the network is built for small (28 - 32 px) images: no
 small-input stem is needed. A block's output is taken after its pooling, as the authors' probes
 take it. ``width`` scales every channel count (``width=0.5``: 96 / 80 / 48, a quarter of the
-compute, for CPU-sized studies); ``nin_3block_w50`` registers that half-width 3-block network.
+compute, for CPU-sized studies); ``nin_3block_w50``, ``nin_4block_w50`` and
+``nin_5block_w50`` register the half-width networks.
 
 After ``import sslpipe``: ``timm.create_model("nin_4block", num_classes=0)`` returns pooled
 ``B x 192`` float features for a float ``B x 3 x H x W`` input; ``feature_info`` names the
@@ -161,6 +162,8 @@ default_cfgs = generate_default_cfgs({
     "nin_4block.untrained": _cfg(pool_size=(4, 4)),
     "nin_5block.untrained": _cfg(pool_size=(4, 4)),
     "nin_3block_w50.untrained": _cfg(),
+    "nin_4block_w50.untrained": _cfg(pool_size=(4, 4)),
+    "nin_5block_w50.untrained": _cfg(pool_size=(4, 4)),
 })
 
 
@@ -195,3 +198,19 @@ def nin_3block_w50(pretrained: bool = False, **kwargs: Any) -> NetworkInNetwork:
     quarter of ``nin_3block``'s compute, for studies on a CPU."""
     kwargs.setdefault("width", 0.5)
     return _create("nin_3block_w50", 3, pretrained, **kwargs)
+
+
+@register_model
+def nin_4block_w50(pretrained: bool = False, **kwargs: Any) -> NetworkInNetwork:
+    """The 4-block network at half width (96 pooled features), for the per-block study on a
+    CPU (``examples/rotnet_blocks.toml``)."""
+    kwargs.setdefault("width", 0.5)
+    return _create("nin_4block_w50", 4, pretrained, **kwargs)
+
+
+@register_model
+def nin_5block_w50(pretrained: bool = False, **kwargs: Any) -> NetworkInNetwork:
+    """The 5-block network at half width (96 pooled features), for the per-block study on a
+    CPU (``examples/rotnet_blocks.toml``)."""
+    kwargs.setdefault("width", 0.5)
+    return _create("nin_5block_w50", 5, pretrained, **kwargs)

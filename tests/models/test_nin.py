@@ -121,3 +121,17 @@ def test_linear_probe_per_block_on_the_sample() -> None:
                        options=LinearOptions(epochs=2), size=16, device="cpu")
     assert list(out) == [f"stage{i}" for i in range(1, 6)] + ["pooled"]
     assert all(0 <= v["top1"] <= 100 for v in out.values())
+
+
+@pytest.mark.parametrize("blocks", [3, 4, 5])
+def test_half_width_networks_are_registered_for_every_depth(blocks: int) -> None:
+    half = timm.create_model(f"nin_{blocks}block_w50", num_classes=0).eval()
+    full = timm.create_model(f"nin_{blocks}block", num_classes=0)
+    assert half.num_features == 96 and full.num_features == 192
+    assert {f"block{i}" for i in range(1, blocks + 1)} <= set(stage_names(half))
+    assert f"block{blocks + 1}" not in stage_names(half)
+    with torch.no_grad():
+        assert half(torch.zeros(2, 3, 28, 28)).shape == (2, 96)
+    # a quarter of the weights of the paper's network, give or take the input layer
+    ratio = sum(p.numel() for p in half.parameters()) / sum(p.numel() for p in full.parameters())
+    assert 0.2 < ratio < 0.3
