@@ -205,18 +205,23 @@ def _resume(config: Any, given: set[str]) -> Any:
               help="Output file, e.g. backbone.safetensors.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
               help="A specific checkpoint (default: the run's newest).")
-def export(run_dir: str, out: str, checkpoint: str | None) -> None:
+@click.option("--network", type=click.Choice(["online", "teacher"]), default=None,
+              help="Which copy of the backbone, for tasks with a momentum teacher (BYOL, "
+                   "MoCo v3, DINO). Default: the task's evaluation network (DINO: teacher; "
+                   "others: online), the one in the run's backbone.safetensors.")
+def export(run_dir: str, out: str, checkpoint: str | None, network: str | None) -> None:
     """Write the backbone of RUN_DIR as timm weights (safetensors).
 
     \b
     sslpipe export runs/rot --out backbone.safetensors
+    sslpipe export runs/byol --out teacher.safetensors --network teacher
     timm.create_model(ARCH, pretrained=True, num_classes=0,
                       pretrained_cfg_overlay=dict(file="backbone.safetensors"))
     """
     from sslpipe.train.export import export_run
 
     try:
-        path = export_run(run_dir, out, checkpoint)
+        path = export_run(run_dir, out, checkpoint, network)
     except ValueError as err:
         raise user_error(err) from err
     click.echo(path)

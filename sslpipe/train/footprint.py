@@ -12,6 +12,13 @@ count; the backward pass's own temporaries are the measured 1.2-1.3x of the save
 (ResNet-18/50 at 32 px, peak resident memory of a real step), taken as 1.3x. On the CPU the
 loader's float batches in flight (``prefetch_factor`` x workers) are added.
 
+A momentum teacher (:class:`~sslpipe.tasks.teacher.MomentumPair`: BYOL, MoCo v3, DINO) keeps
+nothing for the backward pass, and its weights exist already (they are in the model), but its
+forward pass runs while the online network's activations are held: its largest layer's input
+and output are alive together on top of them. That peak (twice the largest output of a layer
+of the teacher, per image) is measured on the same forward pass and added; its parameters get
+no gradients and no optimizer state, so ``state`` counts trainable parameters only.
+
 :func:`fit_config` compares the two before a run: the batch fits, or a smaller one is taken
 (``fit_batch``), or the run is refused with the numbers.
 
@@ -35,6 +42,7 @@ from torch import nn
 
 from sslpipe.batch import nbytes
 from sslpipe.ops.gather import local
+from sslpipe.tasks.teacher import MomentumPair
 from sslpipe.train.config import TrainConfig
 from sslpipe.train.distributed import DistInfo, all_reduce_min
 from sslpipe.train.logging import plural
@@ -59,6 +67,7 @@ class Footprint:
             parameters, whatever the batch.
         in_flight: batches held besides the one being trained (loader queues).
         workers: bytes of the loader's worker processes.
+        teacher: the momentum teacher's forward peak per source image (0 without one).
     """
 
     activations: float
@@ -66,11 +75,12 @@ class Footprint:
     state: float
     in_flight: int = 0
     workers: float = 0.0
+    teacher: float = 0.0
 
     def need(self, batch: int) -> float:
         """Bytes a step of ``batch`` images needs beyond what is allocated already."""
         return (BACKWARD_FACTOR * self.activations * batch + self.state
-                + self.inputs * batch * self.in_flight + self.workers)
+                + self.inputs * batch * self.in_flight + self.workers + self.teacher * batch)
 
 
 def measure(task: Any, model: nn.Module, dtype: torch.dtype | None, optimizer: str,
@@ -97,15 +107,35 @@ def measure(task: Any, model: nn.Module, dtype: torch.dtype | None, optimizer: s
 
         autocast: Any = (torch.autocast("cpu", dtype=dtype) if dtype is not None
                          else torch.autocast("cpu", enabled=False))
+        teacher = _TeacherPeak(probe)
         # local(): no collective from this rank's private estimate (a CPU copy under NCCL)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast, local():
             loss = task.loss(probe(batch.inputs), batch)
+        teacher.remove()
         del loss, probe
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     states = {"sgd": 1 if momentum else 0, "lars": 1, "adamw": 2}.get(optimizer, 2)
     return Footprint(activations=sum(saved.values()) / images,
                      inputs=nbytes(batch.inputs) / images,
-                     state=float(trainable * (1 + states)))
+                     state=float(trainable * (1 + states)), teacher=2 * teacher.largest / images)
+
+
+class _TeacherPeak:
+    """Forward hooks on the layers of every momentum teacher of ``model``: ``largest`` is the
+    most bytes one of them output in a call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.largest = 0
+        self._handles = [m.register_forward_hook(self._hook)
+                         for pair in model.modules() if isinstance(pair, MomentumPair)
+                         for m in pair.target.modules() if not list(m.children())]
+
+    def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        self.largest = max(self.largest, nbytes(output))
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
 
 
 def fitting_batch(footprint: Footprint, batch: int, budget: float, smallest: int = 1) -> int:

@@ -25,11 +25,12 @@ from torch import nn
 
 from sslpipe.atomic import atomic_write_text
 from sslpipe.batch import Batch
+from sslpipe.tasks.base import StepInfo
 from sslpipe.train import checkpoint as ckpt
 from sslpipe.train import footprint
 from sslpipe.train.config import TrainConfig
 from sslpipe.train.distributed import DistInfo, all_reduce_sum, barrier, under_torchrun
-from sslpipe.train.export import backbone_prefix, export_state
+from sslpipe.train.export import export_networks, network_prefixes
 from sslpipe.train.loading import MakeLoader, default_loader
 from sslpipe.train.logging import RunLogger, write_config
 from sslpipe.train.optim import create_optimizer, lr_at, set_lr
@@ -71,7 +72,9 @@ class Trainer:
             freeze_until(backbone, config.freeze_until)
         self.backbone = backbone
         model = self.task.build(backbone)
-        self.prefix = backbone_prefix(model, backbone)
+        # the backbone's copies: online, and the teacher's when a MomentumPair holds it
+        self.prefixes = network_prefixes(model, backbone, self.task.eval_network)
+        self.prefix = self.prefixes["online"]
         # measured on a CPU copy before the model moves: the device holds nothing extra
         self._footprint = (footprint.measure(self.task, model, self.dtype, config.optimizer,
                                              config.momentum)
@@ -304,6 +307,10 @@ class Trainer:
             inputs = _channels_last(inputs)
         autocast = (torch.autocast(self.device.type, dtype=self.dtype)
                     if self.dtype is not None else contextlib.nullcontext())
+        # the task's schedules and teachers: functions of the step, so resume is exact
+        info = StepInfo(self.step, self.config.epochs * self.steps_per_epoch,
+                        self.steps_per_epoch)
+        self.task.begin_step(info)
         with self.probe.capture(), autocast:
             outputs = self.model(inputs)
             loss = self.task.loss(outputs, batch)
@@ -322,6 +329,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.task.end_step(self.module, info)  # e.g. the EMA of a momentum teacher
         return StepStats(keys, vec, n, n if probe else 0)
 
     def _diverged(self) -> None:
@@ -354,6 +362,8 @@ class Trainer:
         if self.info.main:
             state = {
                 "model": self.module.state_dict(), "backbone_prefix": self.prefix,
+                "teacher_prefix": self.prefixes.get("teacher"),
+                "eval_network": self.task.eval_network,
                 "probe": self.probe.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(),
                 "step": self.step, "epoch": self.epoch, "batch": self.start_batch,
@@ -386,7 +396,8 @@ class Trainer:
     def _finish(self, summary: dict[str, float]) -> TrainResult:
         backbone = str(self.run_dir / "backbone.safetensors")
         if self.info.main:
-            export_state(self.module.state_dict(), self.prefix, self.config.to_dict(), backbone)
+            export_networks(self.module.state_dict(), self.prefixes, self.task.eval_network,
+                            self.config.to_dict(), self.run_dir)
             final = {"metrics": summary, "steps": self.step, "backbone": backbone,
                      "run_dir": str(self.run_dir), "checkpoint": self.last_checkpoint}
             atomic_write_text(self.run_dir / "final.json", json.dumps(final, indent=2))
