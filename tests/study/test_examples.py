@@ -31,6 +31,6 @@ def test_fashion_mnist_study_fits_an_hour_on_the_cpu() -> None:
 
 def test_rotnet_blocks_probes_every_block_of_3_4_and_5() -> None:
     study = load_study(EXAMPLES / "rotnet_blocks.toml")
-    assert study.archs == ("nin_3block", "nin_4block", "nin_5block")
+    assert study.archs == ("nin_3block_w50", "nin_4block_w50", "nin_5block_w50")
     assert study.tasks == ("rotation",)
     assert all(ev.options.get("layers") == "all" for ev in study.evaluations)
