@@ -18,33 +18,47 @@ pretraining images; bar charts per dataset and per layer), then appends to ``rep
 * **per layer and architecture** (studies of several architectures, e.g. RotNet's 3, 4 and 5
   blocks): per task, evaluation, dataset, budget and pretraining set, rows the architecture,
   columns the layers (``stage1`` = block 1 ...), the shape of the RotNet paper's per-block
-  table (``study_layers.csv``, a table figure ``study_layers_{task}_{eval}_{data}_...png``);
+  table (``study_layers.csv``, a table figure ``study_layers_{task}_{eval}_{data}_...png``;
+  :mod:`sslpipe.study.layer_table`);
 * **cells**: every cell's status; failed ones with their error (``study_cells.csv``).
 
 The random-init and scratch baselines do not depend on pretraining data: their rows repeat
 one number. The generic tables before these sections (``sslpipe report``'s) carry the label
 budget tables and the verdicts in words (clear only when the ``mean ± std`` intervals do not
-overlap).
+overlap). Which cells make a table entry, and how their results pool, is
+:mod:`sslpipe.study.entries`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import statistics
 from typing import TYPE_CHECKING, Any
 
-from sslpipe.atomic import atomic_write, atomic_write_text
-from sslpipe.eval.intervals import Interval, interval, run_values
-from sslpipe.eval.report import DPI, _bars, _csv, _markdown, _safe
+from sslpipe.atomic import atomic_write_text
+from sslpipe.eval.formats import bar_chart, markdown_table, num_text, safe_name, write_csv
 from sslpipe.eval.results import load_results
+from sslpipe.study.entries import (
+    FAILED,
+    Summary,
+    budget_file,
+    budget_title,
+    dash,
+    entry_cells,
+    entry_summary,
+    eval_methods,
+    summarize,
+    summary_text,
+)
+from sslpipe.study.layer_table import layers_section
 
 if TYPE_CHECKING:
-    from sslpipe.study.grid import EvalCell, Grid
+    from sslpipe.study.grid import Grid
     from sslpipe.study.spec import Study
 
-FAILED = "failed"
+# summarize and FAILED (sslpipe.study.entries) are re-exported: they were this module's
+__all__ = ["FAILED", "Summary", "sensitivity", "summarize", "write_study_report"]
 
 
 def write_study_report(study: Study, grid: Grid, records: dict[str, dict[str, Any]],
@@ -71,20 +85,20 @@ def write_study_report(study: Study, grid: Grid, records: dict[str, dict[str, An
         md += ["No evaluation finished, so there is no result table yet.", ""]
     numbers = {c.id: _numbers(records.get(c.id)) for c in grid.evals}
     rows = _subset_section(study, grid, numbers, out_dir, md, paths)
-    paths["study_subsets_csv"] = _csv(os.path.join(out_dir, "study_subsets.csv"),
+    paths["study_subsets_csv"] = write_csv(os.path.join(out_dir, "study_subsets.csv"),
                                       ["eval", "dataset", "labels", "method", "pretrain",
                                        "layer", "top1", "top1_std", "top5", "n"], rows)
     rows = _sensitivity_section(study, grid, numbers, md)
-    paths["study_sensitivity_csv"] = _csv(os.path.join(out_dir, "study_sensitivity.csv"),
+    paths["study_sensitivity_csv"] = write_csv(os.path.join(out_dir, "study_sensitivity.csv"),
                                           ["eval", "labels", "method", "metric", "std",
                                            "seed_std", "mean", "datasets"], rows)
     if len(study.archs) > 1:
-        rows = _layers_section(study, grid, numbers, out_dir, md, paths)
-        paths["study_layers_csv"] = _csv(os.path.join(out_dir, "study_layers.csv"),
+        rows = layers_section(study, grid, numbers, out_dir, md, paths)
+        paths["study_layers_csv"] = write_csv(os.path.join(out_dir, "study_layers.csv"),
                                          ["task", "eval", "dataset", "labels", "pretrain",
                                           "arch", "layer", "top1", "top1_std", "n"], rows)
     rows = _cells_section(grid, records, md)
-    paths["study_cells_csv"] = _csv(os.path.join(out_dir, "study_cells.csv"),
+    paths["study_cells_csv"] = write_csv(os.path.join(out_dir, "study_cells.csv"),
                                     ["cell", "status", "seconds", "error"], rows)
     paths["markdown"] = os.path.join(out_dir, "report.md")
     atomic_write_text(paths["markdown"], "\n".join(md) + "\n")
@@ -125,62 +139,6 @@ def _numbers(record: dict[str, Any] | None) -> dict[str, Any] | str | None:
         return dict(json.load(f)["results"])
 
 
-Summary = tuple[str, Interval, Interval | None]
-
-
-def summarize(results: list[dict[str, Any]], layer: str) -> Summary | None:
-    """``(layer, top-1, top-5)`` intervals of cells' results pooled (a cell's probe seeds and
-    the cells of several pretraining seeds), at ``layer`` or the best layer by mean top-1."""
-    layers = [name for name in results[0] if all(name in r for r in results)] if results else []
-    if layer != "best":
-        layers = [layer] if layer in layers else []
-    best: Summary | None = None
-    for name in layers:
-        top1 = interval(v for r in results for v in run_values(r[name], "top1"))
-        top5s = [v for r in results for v in run_values(r[name], "top5")]
-        if best is None or top1.mean > best[1].mean:
-            best = (name, top1, interval(top5s) if top5s else None)
-    return best
-
-
-def _methods(grid: Grid) -> list[str]:
-    return list(dict.fromkeys(c.label for c in grid.evals))
-
-
-def _cells(grid: Grid, label: str, ev: str, ds: str, pre: str, budget: str | None,
-           arch: str | None = None) -> list[EvalCell]:
-    """The cells (one per pretraining seed) of one table entry. The scratch baseline has one
-    evaluation of its own and sits in every evaluation's table; baselines match any set."""
-    return [c for c in grid.evals
-            if c.label == label and c.downstream.name == ds and c.budget == budget
-            and (c.evaluation.name == ev or c.method == "scratch")
-            and (c.pretrain == pre or c.train is None) and (arch is None or c.arch == arch)]
-
-
-def _entry(grid: Grid, numbers: dict[str, Any], layer: str, *where: Any
-           ) -> Summary | str | None:
-    cells = _cells(grid, *where)
-    values = [numbers.get(c.id) for c in cells]
-    if any(v == FAILED for v in values):
-        return FAILED
-    done = [v for v in values if isinstance(v, dict)]
-    if not done or len(done) < len(values):
-        return None
-    return summarize(done, layer)
-
-
-def _budget_title(budget: str | None) -> str:
-    return "" if budget is None else f", {budget} labels"
-
-
-def _budget_file(budget: str | None) -> str:
-    if budget is None:
-        return ""
-    from sslpipe.eval.labels import parse_budget
-
-    return "_" + parse_budget(budget).tag
-
-
 def _subset_section(study: Study, grid: Grid, numbers: dict[str, Any], out_dir: str,
                     md: list[str], paths: dict[str, str]) -> list[list[Any]]:
     sizes = [p.name for p in study.pretrain]
@@ -193,30 +151,31 @@ def _subset_section(study: Study, grid: Grid, numbers: dict[str, Any], out_dir: 
         for ds in study.downstream:
             for budget in study.label_budgets or (None,):
                 table, chart, errors = [], {}, {}
-                for label in _methods(grid):
+                for label in eval_methods(grid):
                     row, ys, es = [label], [], []
-                    if not any(_cells(grid, label, ev.name, ds.name, size, budget)
+                    if not any(entry_cells(grid, label, ev.name, ds.name, size, budget)
                                for size in sizes):
                         continue
                     for size in sizes:
-                        value = _entry(grid, numbers, study.layer, label, ev.name, ds.name,
-                                       size, budget)
-                        row.append(_cell_text(value))
+                        value = entry_summary(grid, numbers, study.layer, label, ev.name,
+                                              ds.name, size, budget)
+                        row.append(summary_text(value))
                         ys.append(value[1].mean if isinstance(value, tuple) else None)
                         es.append(value[1].std if isinstance(value, tuple) else None)
                         if isinstance(value, tuple):
                             name, top1, top5 = value
                             csv_rows.append([ev.name, ds.name, budget or "all", label, size,
-                                             name, _num(top1.mean), _num(top1.std),
-                                             _num(top5.mean if top5 else None), top1.n])
+                                             name, num_text(top1.mean), num_text(top1.std),
+                                             num_text(top5.mean if top5 else None), top1.n])
                     table.append(row)
                     chart[label], errors[label] = ys, es
-                md += [f"### {ev.name} on {ds.name}{_budget_title(budget)}", ""]
-                md += _markdown(["method", *sizes], table)
-                name = f"study_subsets_{_safe(ev.name)}_{_safe(ds.name)}{_budget_file(budget)}"
-                paths[f"png:{name}"] = _bars(
+                md += [f"### {ev.name} on {ds.name}{budget_title(budget)}", ""]
+                md += markdown_table(["method", *sizes], table)
+                name = (f"study_subsets_{safe_name(ev.name)}_{safe_name(ds.name)}"
+                        f"{budget_file(budget)}")
+                paths[f"png:{name}"] = bar_chart(
                     os.path.join(out_dir, name + ".png"), sizes, chart,
-                    f"{ev.name} on {ds.name}{_budget_title(budget)}: top-1 per pretraining set",
+                    f"{ev.name} on {ds.name}{budget_title(budget)}: top-1 per pretraining set",
                     errors)
                 md += ["", f"![{name}]({name}.png)", ""]
     return csv_rows
@@ -234,145 +193,36 @@ def _sensitivity_section(study: Study, grid: Grid, numbers: dict[str, Any],
     table, csv_rows = [], []
     for ev in study.evaluations:
         for budget in study.label_budgets or (None,):
-            for label in _methods(grid):
+            for label in eval_methods(grid):
                 by_ds: dict[str, list[float]] = {}
                 seed_stds: list[float] = []
                 for ds in study.downstream:
-                    cells = [_cells(grid, label, ev.name, ds.name, p.name, budget)
+                    cells = [entry_cells(grid, label, ev.name, ds.name, p.name, budget)
                              for p in study.pretrain]
                     if any(c.train is None for group in cells for c in group):
                         by_ds = {}
                         break  # a baseline: no pretraining data, nothing to be sensitive to
-                    found = [_entry(grid, numbers, study.layer, label, ev.name, ds.name, p.name,
-                                    budget) for p in study.pretrain]
+                    found = [entry_summary(grid, numbers, study.layer, label, ev.name, ds.name,
+                                           p.name, budget) for p in study.pretrain]
                     spreads = [v[1] if metric_index == 1 else v[2] for v in found
                                if isinstance(v, tuple)]
                     by_ds[ds.name] = [x.mean for x in spreads if x is not None]
                     seed_stds += [x.std for x in spreads if x is not None and x.std is not None]
-                if not any(_cells(grid, label, ev.name, ds.name, p.name, budget)
+                if not any(entry_cells(grid, label, ev.name, ds.name, p.name, budget)
                            for ds in study.downstream for p in study.pretrain):
                     continue
                 std, used = sensitivity(by_ds)
                 values = [x for v in by_ds.values() for x in v]
                 mean = round(sum(values) / len(values), 2) if values else None
                 seed_std = round(statistics.fmean(seed_stds), 2) if seed_stds else None
-                table.append([ev.name, budget or "all", label, _dash(std), _dash(seed_std),
-                              _dash(mean), str(used)])
+                table.append([ev.name, budget or "all", label, dash(std), dash(seed_std),
+                              dash(mean), str(used)])
                 if std is not None:
                     csv_rows.append([ev.name, budget or "all", label, study.metric, std,
                                      seed_std, mean, used])
-    md += _markdown(["eval", "labels", "method", "std", "seed std", "mean", "datasets"],
+    md += markdown_table(["eval", "labels", "method", "std", "seed std", "mean", "datasets"],
                     table) + [""]
     return csv_rows
-
-
-def _layers_section(study: Study, grid: Grid, numbers: dict[str, Any], out_dir: str,
-                    md: list[str], paths: dict[str, str]) -> list[list[Any]]:
-    """Rows the architectures, columns the layers: RotNet's per-block table."""
-    csv_rows: list[list[Any]] = []
-    md += ["## Per layer and architecture", "",
-           "Top-1 in % of each layer's probe (`stageN` = the N-th block), `mean ± sample std "
-           "(runs)`; a row per architecture, as the RotNet paper's table of 3, 4 and 5 conv "
-           "blocks.", ""]
-    tasks = list(dict.fromkeys(c.method for c in grid.evals))
-    for task in tasks:
-        for ev in study.evaluations:
-            for ds in study.downstream:
-                for budget in study.label_budgets or (None,):
-                    for pre in ([RANDOM_NAME] if task in BASELINE_NAMES
-                                else [p.name for p in study.pretrain]):
-                        grid_rows: dict[str, dict[str, Interval]] = {}
-                        for arch in study.archs:
-                            cells = [c for c in _cells(grid, _label(study, task, arch), ev.name,
-                                                       ds.name, pre, budget, arch)
-                                     if c.method == task and c.evaluation.name == ev.name]
-                            done = [numbers.get(c.id) for c in cells]
-                            results = [d for d in done if isinstance(d, dict)]
-                            if not results or len(results) < len(done):
-                                continue
-                            layers = [n for n in results[0] if all(n in r for r in results)]
-                            grid_rows[arch] = {n: interval(v for r in results
-                                                           for v in run_values(r[n]))
-                                               for n in layers}
-                        if not grid_rows:
-                            continue
-                        columns = _stage_columns(grid_rows)
-                        title = (f"{task}, {ev.name} on {ds.name}{_budget_title(budget)}"
-                                 + ("" if pre == RANDOM_NAME else f", pretrained on {pre}"))
-                        md += [f"### {title}", ""]
-                        md += _markdown(["arch", *columns], [
-                            [arch] + [row[c].text() if c in row else "-" for c in columns]
-                            for arch, row in grid_rows.items()])
-                        for arch, row in grid_rows.items():
-                            csv_rows += [[task, ev.name, ds.name, budget or "all", pre, arch,
-                                          c, _num(row[c].mean), _num(row[c].std), row[c].n]
-                                         for c in columns if c in row]
-                        name = (f"study_layers_{_safe(task)}_{_safe(ev.name)}_{_safe(ds.name)}"
-                                f"{_budget_file(budget)}_{_safe(pre)}")
-                        paths[f"png:{name}"] = _table_figure(
-                            os.path.join(out_dir, name + ".png"), grid_rows, columns, title)
-                        md += ["", f"![{name}]({name}.png)", ""]
-    return csv_rows
-
-
-RANDOM_NAME = "none"
-BASELINE_NAMES = ("random", "scratch")
-
-
-def _label(study: Study, method: str, arch: str) -> str:
-    return method if len(study.archs) == 1 else f"{method}@{arch}"
-
-
-def _stage_columns(rows: dict[str, dict[str, Interval]]) -> list[str]:
-    names = {n for row in rows.values() for n in row}
-
-    def key(name: str) -> tuple[int, int, str]:
-        match = re.fullmatch(r"stage(\d+)", name)
-        return (0, int(match.group(1)), name) if match else (1, 0, name)
-
-    return sorted(names, key=key)
-
-
-def _table_figure(path: str, rows: dict[str, dict[str, Interval]], columns: list[str],
-                  title: str) -> str:
-    """The per-layer table as a figure: a cell per (architecture, layer), shaded by top-1."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    values = np.full((len(rows), len(columns)), np.nan)
-    for i, row in enumerate(rows.values()):
-        for j, column in enumerate(columns):
-            if column in row:
-                values[i, j] = row[column].mean
-    fig, ax = plt.subplots(figsize=(1.4 * len(columns) + 2.0, 0.6 * len(rows) + 1.6), dpi=DPI)
-    ax.imshow(np.ma.masked_invalid(values), cmap="Greens", vmin=np.nanmin(values) - 5,
-              vmax=np.nanmax(values), aspect="auto")
-    for i, row in enumerate(rows.values()):
-        for j, column in enumerate(columns):
-            text = "-" if column not in row else (
-                f"{row[column].mean:.1f}" + (f"\n± {row[column].std:.1f}"
-                                             if row[column].std is not None else ""))
-            ax.text(j, i, text, ha="center", va="center", fontsize="small")
-    ax.set_xticks(range(len(columns)), columns)
-    ax.set_yticks(range(len(rows)), list(rows))
-    ax.set_title(title, fontsize="small")
-    fig.tight_layout()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
-    finally:
-        plt.close(fig)
-    return path
-
-
-def _dash(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}"
 
 
 def _cells_section(grid: Grid, records: dict[str, dict[str, Any]],
@@ -390,19 +240,8 @@ def _cells_section(grid: Grid, records: dict[str, dict[str, Any]],
            f"{sum(1 for r in rows if r[1] not in ('ok', FAILED))} not run.", ""]
     if failed:
         md += ["Failed cells (their numbers are missing from every table above):", ""]
-        md += _markdown(["cell", "error"], failed) + [""]
+        md += markdown_table(["cell", "error"], failed) + [""]
     return rows
-
-
-def _cell_text(value: Summary | str | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    top1, top5 = value[1], value[2]
-    text = f"{top1.mean:.2f}" + (f" ± {top1.std:.2f}" if top1.std is not None else "")
-    text += "" if top5 is None else f" / {top5.mean:.2f}"
-    return text + (f" ({top1.n})" if top1.n > 1 else "")
 
 
 def _layer_words(layer: str) -> str:
