@@ -54,7 +54,9 @@ random-init row.
 
 Relative paths are relative to the study file's directory. :func:`load_study` parses and
 checks the file into a frozen :class:`Study`; every error is a ValueError naming the key, what
-was expected and what was given.
+was expected and what was given. The ``[[pretrain]]``, ``[[eval]]`` and ``[[downstream]]``
+tables are parsed by :mod:`sslpipe.study.axes`, every value checked by
+:mod:`sslpipe.study.checks`.
 """
 
 from __future__ import annotations
@@ -63,51 +65,31 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-SAMPLE_PREFIX = "sample:"
+from sslpipe.study.axes import (
+    EVAL_KINDS,
+    EVAL_OPTIONS,
+    SCRATCH_OPTIONS,
+    Downstream,
+    Evaluation,
+    Pretrain,
+    parse_downstream,
+    parse_evaluation,
+    parse_pretrain,
+)
+from sslpipe.study.checks import SAMPLE_PREFIX, as_array, as_name, as_names, as_table, check_keys
+
+# the axes' classes and option lists (sslpipe.study.axes) and SAMPLE_PREFIX
+# (sslpipe.study.checks) are re-exported: they were this module's
+__all__ = ["BASELINES", "EVAL_KINDS", "EVAL_OPTIONS", "SAMPLE_PREFIX", "SCRATCH_OPTIONS",
+           "Downstream", "Evaluation", "Pretrain", "Study", "load_study", "parse_study",
+           "resolve_data"]
+
 BASELINES = ("random", "supervised", "scratch")
-EVAL_KINDS = ("linear", "knn", "finetune")
-# options of each evaluation kind (the names of `sslpipe eval KIND` flags, in snake case)
-_COMMON = ("size", "batch_size", "workers", "device")
-EVAL_OPTIONS: dict[str, tuple[str, ...]] = {
-    "linear": ("layers", "pool", "epochs", "lr", "weight_decays", *_COMMON),
-    "knn": ("layers", "pool", "k", "temperature", *_COMMON),
-    "finetune": ("freeze", "epochs", "steps", "lr", "weight_decay", *_COMMON),
-}
-SCRATCH_OPTIONS = ("epochs", "steps", "lr", "weight_decay", *_COMMON)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _TOP_KEYS = ("study", "train", "task_options", "pretrain", "eval", "downstream", "scratch",
              "report")
-
-
-@dataclass(frozen=True)
-class Pretrain:
-    """One pretraining data set: ``name`` (its label, e.g. ``30k``) and a shard ``data`` dir."""
-
-    name: str
-    data: str
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """One evaluation protocol: ``kind`` (linear, knn, finetune), a unique ``name`` (default
-    the kind) and its ``options`` (see ``EVAL_OPTIONS``)."""
-
-    name: str
-    kind: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Downstream:
-    """A labelled downstream dataset: ``name`` and ``train`` / ``test`` shard directories."""
-
-    name: str
-    train: str
-    test: str
 
 
 @dataclass(frozen=True)
@@ -183,16 +165,16 @@ def load_study(path: str | os.PathLike[str]) -> Study:
 
 def parse_study(raw: dict[str, Any], base_dir: str = ".", path: str | None = None) -> Study:
     """Check a study given as a dict (the parsed TOML); relative paths join ``base_dir``."""
-    _keys("the study file", raw, required=("study", "pretrain", "eval", "downstream"),
-          allowed=_TOP_KEYS)
-    head = _table("study", raw["study"])
-    _keys("[study]", head, required=("name", "archs", "tasks"),
-          allowed=("name", "archs", "tasks", "baselines", "seed", "label_budgets",
-                   "probe_seeds", "pretrain_seeds"))
-    name = _name("study.name", head["name"])
-    archs = _names("study.archs", head["archs"])
-    tasks = _names("study.tasks", head["tasks"], allow_empty="baselines" in head)
-    baselines = _names("study.baselines", head.get("baselines", []), allow_empty=True)
+    check_keys("the study file", raw, required=("study", "pretrain", "eval", "downstream"),
+               allowed=_TOP_KEYS)
+    head = as_table("study", raw["study"])
+    check_keys("[study]", head, required=("name", "archs", "tasks"),
+               allowed=("name", "archs", "tasks", "baselines", "seed", "label_budgets",
+                        "probe_seeds", "pretrain_seeds"))
+    name = as_name("study.name", head["name"])
+    archs = as_names("study.archs", head["archs"])
+    tasks = as_names("study.tasks", head["tasks"], allow_empty="baselines" in head)
+    baselines = as_names("study.baselines", head.get("baselines", []), allow_empty=True)
     for base in baselines:
         if base not in BASELINES:
             raise ValueError(f"study.baselines: each must be one of {', '.join(BASELINES)}. "
@@ -207,31 +189,31 @@ def parse_study(raw: dict[str, Any], base_dir: str = ".", path: str | None = Non
             raise ValueError(f"study.{key} must be an integer >= 1. Got {value!r}")
         repeats[key] = value
     budgets = _budgets(head.get("label_budgets", []))
-    scratch = dict(_table("scratch", raw.get("scratch", {})))
-    _keys("[scratch]", scratch, required=(), allowed=SCRATCH_OPTIONS)
+    scratch = dict(as_table("scratch", raw.get("scratch", {})))
+    check_keys("[scratch]", scratch, required=(), allowed=SCRATCH_OPTIONS)
     if scratch and "scratch" not in baselines:
         raise ValueError("[scratch] sets the scratch baseline's options, but study.baselines "
                          "does not list 'scratch'")
 
-    train = dict(_table("train", raw.get("train", {})))
+    train = dict(as_table("train", raw.get("train", {})))
     for key in ("task", "data", "arch", "out", "resume", "seed", "task_options"):
         if key in train:
             raise ValueError(f"train.{key} is set by the study grid, not in [train] "
                              f"(use [study] or [task_options]). Got {train[key]!r}")
     _check_train_keys(train)
-    options = _table("task_options", raw.get("task_options", {}))
+    options = as_table("task_options", raw.get("task_options", {}))
     task_options = {}
     for task, opts in options.items():
         if task not in tasks and not (task == "supervised" and "supervised" in baselines):
             raise ValueError(f"task_options.{task}: {task!r} is not in study.tasks "
                              f"({', '.join(tasks) or 'none'})")
-        task_options[task] = dict(_table(f"task_options.{task}", opts))
+        task_options[task] = dict(as_table(f"task_options.{task}", opts))
 
-    pretrain = tuple(_pretrain(i, t, base_dir) for i, t in
-                     enumerate(_array("pretrain", raw["pretrain"])))
-    evaluations = tuple(_evaluation(i, t) for i, t in enumerate(_array("eval", raw["eval"])))
-    downstream = tuple(_downstream(i, t, base_dir) for i, t in
-                       enumerate(_array("downstream", raw["downstream"])))
+    pretrain = tuple(parse_pretrain(i, t, base_dir) for i, t in
+                     enumerate(as_array("pretrain", raw["pretrain"])))
+    evaluations = tuple(parse_evaluation(i, t) for i, t in enumerate(as_array("eval", raw["eval"])))
+    downstream = tuple(parse_downstream(i, t, base_dir) for i, t in
+                       enumerate(as_array("downstream", raw["downstream"])))
     for key, items in (("pretrain", pretrain), ("eval", evaluations),
                        ("downstream", downstream)):
         names = [item.name for item in items]
@@ -239,12 +221,12 @@ def parse_study(raw: dict[str, Any], base_dir: str = ".", path: str | None = Non
         if dupes:
             raise ValueError(f"[[{key}]] names must be unique. Got {', '.join(dupes)} twice")
 
-    report = _table("report", raw.get("report", {}))
-    _keys("[report]", report, required=(), allowed=("metric", "layer"))
+    report = as_table("report", raw.get("report", {}))
+    check_keys("[report]", report, required=(), allowed=("metric", "layer"))
     metric = report.get("metric", "top1")
     if metric not in ("top1", "top5"):
         raise ValueError(f"report.metric must be 'top1' or 'top5'. Got {metric!r}")
-    layer = _name("report.layer", report.get("layer", "best"))
+    layer = as_name("report.layer", report.get("layer", "best"))
     return Study(name=name, archs=archs, tasks=tasks, pretrain=pretrain,
                  evaluations=evaluations, downstream=downstream, baselines=baselines,
                  seed=seed, train=train, task_options=task_options, metric=metric,
@@ -286,80 +268,3 @@ def _check_train_keys(train: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"[train]: unknown key(s) {', '.join(unknown)}. Valid keys: "
                          f"{', '.join(sorted(valid))}")
-
-
-def _pretrain(index: int, table: Any, base_dir: str) -> Pretrain:
-    where = f"pretrain[{index}]"
-    table = _table(where, table)
-    _keys(where, table, required=("name", "data"), allowed=("name", "data"))
-    return Pretrain(_name(f"{where}.name", table["name"]),
-                    _path(f"{where}.data", table["data"], base_dir))
-
-
-def _evaluation(index: int, table: Any) -> Evaluation:
-    where = f"eval[{index}]"
-    table = dict(_table(where, table))
-    kind = table.pop("kind", None)
-    if kind not in EVAL_KINDS:
-        raise ValueError(f"{where}.kind must be one of {', '.join(EVAL_KINDS)}. Got {kind!r}")
-    name = _name(f"{where}.name", table.pop("name", kind))
-    _keys(where, table, required=(), allowed=EVAL_OPTIONS[kind])
-    return Evaluation(name, kind, table)
-
-
-def _downstream(index: int, table: Any, base_dir: str) -> Downstream:
-    where = f"downstream[{index}]"
-    table = _table(where, table)
-    _keys(where, table, required=("name", "train", "test"), allowed=("name", "train", "test"))
-    return Downstream(_name(f"{where}.name", table["name"]),
-                      _path(f"{where}.train", table["train"], base_dir),
-                      _path(f"{where}.test", table["test"], base_dir))
-
-
-def _keys(where: str, table: dict[str, Any], required: tuple[str, ...],
-          allowed: tuple[str, ...]) -> None:
-    missing = [k for k in required if k not in table]
-    if missing:
-        raise ValueError(f"{where}: missing key(s) {', '.join(missing)}. Expected "
-                         f"{', '.join(required)}")
-    unknown = sorted(set(table) - set(allowed))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}. Valid keys: "
-                         f"{', '.join(allowed)}")
-
-
-def _table(key: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValueError(f"{key} must be a table of keys and values. Got "
-                         f"{type(value).__name__} {value!r}")
-    return value
-
-
-def _array(key: str, value: Any) -> list[Any]:
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"{key} must be one or more [[{key}]] tables. Got {value!r}")
-    return value
-
-
-def _name(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise ValueError(f"{key} must be a name of letters, digits and _ . + - . Got {value!r}")
-    return value
-
-
-def _names(key: str, value: Any, allow_empty: bool = False) -> tuple[str, ...]:
-    if not isinstance(value, list) or (not value and not allow_empty):
-        raise ValueError(f"{key} must be a list of one or more names. Got {value!r}")
-    names = tuple(_name(f"{key}[{i}]", v) for i, v in enumerate(value))
-    if len(set(names)) != len(names):
-        raise ValueError(f"{key} must not repeat a name. Got {list(names)}")
-    return names
-
-
-def _path(key: str, value: Any, base_dir: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{key} must be a directory path or 'sample:train'/'sample:test'. "
-                         f"Got {value!r}")
-    if value.startswith(SAMPLE_PREFIX) or os.path.isabs(value):
-        return value
-    return os.path.normpath(os.path.join(base_dir, value))
