@@ -13,59 +13,42 @@ baseline's change with each seed's init). A linear probe's fit costs ``6 x epoch
 D x classes`` floating-point operations at ``FIT_FLOPS``, ``D`` the probe's feature widths
 summed over its layers (about ``pool`` per stage).
 
-Images/s come, first, from the ``img_per_s`` that finished training runs of the same arch in
-the study's output directory recorded; else from ``DEFAULT_IMG_PER_S``, measured per arch:
-
-* ``cpu``: on this project's 2-core CPU, one thread, batch 64, a ResNet training step (forward,
-  backward, SGD) at 32 px; shared machine, so figures vary by tens of percent;
-* ``cuda``: one H100, bf16, channels-last (BASELINES.md).
+Images/s come from :mod:`sslpipe.study.rates`: the rates the study's finished training runs
+recorded, else a default measured per arch and device, scaled to the task's input side.
 
 While the data is not sharded yet, a pretraining set named like a subset rule (``30k``) counts
 that many images and a downstream dataset with a common name (``cifar10``, ``svhn``, ...) its
 usual split sizes (``TYPICAL_SIZES``); anything else is estimated as ``?``.
-
-A rate measured at side ``s0`` is scaled by ``(s0 / s)**2`` to the task's input side ``s``.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
 from dataclasses import dataclass
-from typing import Any
 
 from sslpipe.study.grid import EvalCell, Grid, TrainCell
+from sslpipe.study.rates import (
+    DEFAULT_IMG_PER_S,
+    DEFAULT_SIZE,
+    FALLBACK_ARCH,
+    TASK_COST,
+    measured_rates,
+    step_rate,
+    task_cost,
+    task_size,
+)
 from sslpipe.study.spec import Study, resolve_data
 
-# (device, arch, small_input) -> (images/s of a training step, image side it was measured at)
-DEFAULT_IMG_PER_S: dict[tuple[str, str, bool], tuple[float, int]] = {
-    ("cpu", "resnet18", False): (58.9, 32),
-    ("cpu", "resnet18", True): (8.8, 32),
-    ("cpu", "resnet50", False): (45.3, 32),
-    ("cpu", "alexnet_bn", False): (129.7, 64),
-    ("cpu", "nin_3block", False): (34.7, 32),
-    ("cpu", "nin_4block", False): (33.6, 32),
-    ("cpu", "nin_5block", False): (32.6, 32),
-    ("cpu", "nin_3block_w50", False): (133.2, 32),
-    ("cuda", "resnet18", False): (11830.0, 224),
-    ("cuda", "resnet18", True): (49012.0, 32),
-    ("cuda", "resnet50", False): (3983.0, 224),
-    ("cuda", "vit_small_patch16_224", False): (5275.0, 224),
-}
-# an arch measured nowhere borrows this one's figure (and the estimate says so)
-FALLBACK_ARCH = "resnet50"
-# images a task pushes through the backbone per input image, relative to one plain view
-TASK_COST = {"rotation": 4.0, "jigsaw": 1.0, "relative_patch": 2.0, "context_encoder": 1.5,
-             "colorization": 1.0, "counting": 6.0, "simclr": 2.0, "vicreg": 2.0,
-             "supervised": 1.0}
+# the rates (sslpipe.study.rates) are re-exported: they were this module's
+__all__ = ["DEFAULT_IMG_PER_S", "DEFAULT_SIZE", "FALLBACK_ARCH", "TASK_COST", "Estimate",
+           "estimate", "format_dry_run", "measured_rates"]
+
 FORWARD_SPEEDUP = 3.0
 # (train, test) images of common downstream datasets, used while their shards are not made yet
 TYPICAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
                  "stl10": (5_000, 8_000), "svhn": (73_257, 26_032),
                  "flowers102": (1_020, 6_149), "fashion_mnist": (60_000, 10_000),
                  "mnist": (60_000, 10_000), "imagenet": (1_281_167, 50_000)}
-DEFAULT_SIZE = 224
 # floating-point operations per second of a linear probe's fit (float32 matmuls)
 FIT_FLOPS = {"cpu": 2e10, "cuda": 5e12}
 
@@ -89,12 +72,12 @@ def estimate(study: Study, grid: Grid, out: str | None = None,
     device = device or _device(study)
     measured = measured_rates(out) if out else {}
     small = bool(study.train.get("small_input", False))
-    rates = {arch: _rate(arch, small, device, measured) for arch in study.archs}
+    rates = {arch: step_rate(arch, small, device, measured) for arch in study.archs}
     cost: dict[str, Estimate] = {}
     for cell in grid.train:
         rate, side, source = rates[cell.arch]
-        size = _task_size(cell.task, cell.config.get("task_options", {}))
-        ips = rate * (side / size) ** 2 / _task_cost(cell.task, cell.config["task_options"])
+        size = task_size(cell.task, cell.config.get("task_options", {}))
+        ips = rate * (side / size) ** 2 / task_cost(cell.task, cell.config["task_options"])
         images = _train_images(study, cell)
         cost[cell.id] = Estimate(None if images is None else images / ips, ips, source)
     from sslpipe.eval.transform import DEFAULT_SIZE as EVAL_SIZE
@@ -124,85 +107,6 @@ def format_dry_run(study: Study, grid: Grid, costs: dict[str, Estimate]) -> list
         total += f" (+{unknown} cell(s) whose data size is unknown: missing manifest)"
     lines.append(total)
     return lines
-
-
-def measured_rates(out: str) -> dict[str, float]:
-    """Arch -> median rate, in pixels/s of one plain view (``img_per_s x TASK_COST x
-    side**2``), of the finished training runs in study directory ``out``."""
-    found: dict[str, list[float]] = {}
-    root = os.path.join(out, "train")
-    for folder, _, files in os.walk(root):
-        if "cell.json" not in files:
-            continue
-        try:
-            with open(os.path.join(folder, "cell.json"), encoding="utf-8") as f:
-                record = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            continue
-        ips = (record.get("result") or {}).get("img_per_s")
-        parts = os.path.relpath(folder, root).split(os.sep)
-        if record.get("status") == "ok" and ips and len(parts) == 3:
-            arch, _, task = parts
-            options = _run_task_options(folder)
-            size = _task_size(task, options)
-            # stored as pixels/s of one plain view, so any task and size can be derived
-            found.setdefault(arch, []).append(float(ips) * _task_cost(task, options) * size**2)
-    return {arch: sorted(v)[len(v) // 2] for arch, v in found.items()}
-
-
-def _run_task_options(folder: str) -> dict[str, Any]:
-    try:
-        with open(os.path.join(folder, "run", "config.json"), encoding="utf-8") as f:
-            options = json.load(f).get("task_options", {})
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return {}
-    return options if isinstance(options, dict) else {}
-
-
-def _rate(arch: str, small: bool, device: str, measured: dict[str, float]
-          ) -> tuple[float, int, str]:
-    if arch in measured:
-        return measured[arch], 1, "measured in this study"
-    for key in ((device, arch, small), (device, arch, not small)):
-        if key in DEFAULT_IMG_PER_S:
-            rate, side = DEFAULT_IMG_PER_S[key]
-            return rate, side, f"default {device}"
-    rate, side = DEFAULT_IMG_PER_S[(device, FALLBACK_ARCH, False)]
-    return rate, side, f"no figure for {arch}: {FALLBACK_ARCH}'s on {device}"
-
-
-def _task_cost(task: str, options: dict[str, Any] | None = None) -> float:
-    options = options or {}
-    total = 0.0
-    for name in task.split("+"):
-        member: dict[str, Any] = (options.get(name) or {}) if "+" in task else options
-        # rotation's default feeds all four rotations; mode="random" one
-        one = name == "rotation" and member.get("mode") == "random"
-        total += 1.0 if one else TASK_COST.get(name, 1.0)
-    return total
-
-
-def _task_size(task: str, options: dict[str, Any]) -> int:
-    """Input side of a task: its ``size`` option, else the task's default, else 224."""
-    if isinstance(options.get("size"), int):
-        return int(options["size"])
-    import dataclasses
-
-    from sslpipe.registry import task_class
-
-    sizes = []
-    for name in task.split("+"):
-        member: dict[str, Any] = options.get(name) or {} if "+" in task else {}
-        if isinstance(member.get("size"), int):
-            sizes.append(int(member["size"]))
-            continue
-        try:
-            owner: Any = task_class(name)
-            default = {f.name: f.default for f in dataclasses.fields(owner.Options)}.get("size")
-        except ValueError:
-            default = None
-        sizes.append(default if isinstance(default, int) else DEFAULT_SIZE)
-    return max(sizes)
 
 
 def _train_images(study: Study, cell: TrainCell) -> float | None:
