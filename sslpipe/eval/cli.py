@@ -1,12 +1,13 @@
-"""``sslpipe eval {linear,knn,finetune}`` and ``sslpipe report``."""
+"""``sslpipe eval {linear,knn,finetune}`` and ``sslpipe report``: the commands and their options.
+
+What every protocol does around its own evaluation (checkpoint, label budget, seeds, the result
+record) is :func:`sslpipe.eval.protocol.run_protocol`.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
-import shlex
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -15,6 +16,7 @@ import click
 
 from sslpipe.cli import user_error
 from sslpipe.eval.defaults import DEFAULT_K, DEFAULT_POOL, DEFAULT_SIZE, DEFAULT_TEMPERATURE
+from sslpipe.eval.protocol import run_protocol
 
 
 @click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
@@ -155,7 +157,7 @@ def linear(**kw: Any) -> None:
             kw["test_dir"], kw["layers"], kw["pool"], replace(opts, seed=seed), kw["size"],
             kw["batch_size"], kw["workers"], kw["device"], cache, key, backend=kw["backend"])
 
-    _run("linear", kw, options_dict(opt=opts), go)
+    run_protocol("linear", kw, options_dict(opt=opts), go)
 
 
 @eval_group.command()
@@ -175,7 +177,7 @@ def knn(**kw: Any) -> None:
             kw["test_dir"], kw["layers"], kw["pool"], kw["k"], kw["temperature"], kw["size"],
             kw["batch_size"], kw["workers"], kw["device"], cache, key, backend=kw["backend"])
 
-    _run("knn", kw, config, go)
+    run_protocol("knn", kw, config, go)
 
 
 @eval_group.command()
@@ -209,7 +211,7 @@ def finetune(**kw: Any) -> None:
                               device=kw["device"], backend=kw["backend"])
         return {f"freeze:{kw['freeze'] or 'none'}": result}
 
-    _run("finetune", kw, asdict(opts), go)
+    run_protocol("finetune", kw, asdict(opts), go)
 
 
 @click.command()
@@ -231,72 +233,7 @@ def report(run_dirs: tuple[str, ...], out: str) -> None:
             click.echo(f"  {path}")
 
 
-Evaluate = Callable[[Any, dict[str, Any], "str | None", int, Any], dict[str, Any]]
-
-
-def _run(protocol: str, kw: dict[str, Any], config: dict[str, Any], evaluate: Evaluate) -> None:
-    from sslpipe.eval.baselines import RANDOM, SCRATCH, build_backbone, resolve_checkpoint
-    from sslpipe.eval.data import describe_data
-    from sslpipe.eval.fewlabels import TrainLabels
-    from sslpipe.eval.intervals import summarize_runs
-    from sslpipe.eval.labels import LabelBudget
-    from sslpipe.eval.results import make_record, write_result
-
-    info = resolve_checkpoint(kw["checkpoint"], kw["arch"], kw["small_input"])
-    if info.method == SCRATCH and protocol != "finetune":
-        raise ValueError("--checkpoint scratch is trained end to end on the labels: use it with "
-                         "`sslpipe eval finetune` (its result sits beside the probes in "
-                         "`sslpipe report`)")
-    budget = None
-    if kw["labels_per_class"] is not None and kw["label_fraction"] is not None:
-        raise ValueError("--labels-per-class and --label-fraction: give one of the two")
-    if kw["labels_per_class"] is not None or kw["label_fraction"] is not None:
-        budget = LabelBudget(kw["labels_per_class"], kw["label_fraction"])
-    seeds = list(range(kw["seed"], kw["seed"] + kw["num_seeds"]))
-    out = kw["out"] or _default_out(kw["checkpoint"])
-    data = {"train": describe_data(kw["train_dir"]), "test": describe_data(kw["test_dir"])}
-    train = TrainLabels(kw["train_dir"], budget, seeds)
-    cache = kw.get("cache") or os.path.join(out, ".features")
-    click.echo(f"sslpipe eval {protocol}: {info.method} ({info.arch}) on {data['test']['name']}"
-               + (f", {budget.name} labels" if budget else "")
-               + (f", seeds {seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else ""))
-    start = time.perf_counter()
-    runs = []
-    for seed in seeds:
-        # untrained baselines draw their weights from the probe seed; a checkpoint is fixed
-        init = seed if info.method in (RANDOM, SCRATCH) else kw["seed"]
-        backbone = build_backbone(info, init)
-        key = {"checkpoint": info.sha256 or f"random:{init}", "arch": info.arch,
-               "small_input": info.small_input}
-        runs.append(evaluate(backbone, key, cache, seed, train))
-    results = summarize_runs(runs, seeds)
-    seconds = time.perf_counter() - start
-    config = {**config, "layers": kw.get("layers"), "pool": kw.get("pool"), "size": kw["size"],
-              "batch_size": kw["batch_size"], "resize": "centre square, bilinear to size",
-              "backend": kw["backend"]}
-    record = make_record(protocol, kw["name"] or info.method, info.arch or "",
-                         data["test"]["name"], results, info.to_json(), data, kw["seed"],
-                         config, seconds, shlex.join(["sslpipe", *sys.argv[1:]]),
-                         seeds=seeds, labels=train.describe() if budget else None)
-    path = write_result(record, out)
-    for layer, numbers in results.items():
-        spread = f" ± {numbers['top1_std']:.2f} ({len(seeds)} seeds)" \
-            if numbers.get("top1_std") is not None else ""
-        click.echo(f"  {layer:<14} top-1 {numbers['top1']:6.2f}{spread}  "
-                   f"top-5 {numbers['top5']:6.2f}")
-    click.echo(f"{seconds:.0f} s -> {path}")
-
-
 def _device(kw: dict[str, Any]) -> Any:
     from sslpipe.devices import default_device
 
     return default_device(kw["device"])
-
-
-def _default_out(spec: str) -> str:
-    from sslpipe.eval.baselines import SUPERVISED_PREFIX
-
-    run_dir = spec[len(SUPERVISED_PREFIX):] if spec.startswith(SUPERVISED_PREFIX) else spec
-    if os.path.isdir(run_dir):
-        return os.path.join(run_dir, "eval")
-    raise ValueError(f"--out is needed when --checkpoint is {spec!r} (not a run directory)")

@@ -13,8 +13,8 @@ Positions count the split's samples in manifest order (shards in the manifest's 
 in each tar's order): the same images whatever the number of DataLoader workers. The chosen
 samples are read from the shards (encoded bytes, kept in memory: about 1 KB per FashionMNIST
 image, 110 KB per ImageNet one) and turned into Batches by the evaluation's own collators, in
-this process. A budget that keeps every image (``100%``) reads the shard directory as a plain
-evaluation does.
+this process (:class:`~sslpipe.eval.batches.SampleBatches`). A budget that keeps every image
+(``100%``) reads the shard directory as a plain evaluation does.
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from sslpipe.batch import Batch
+from sslpipe.eval.batches import SampleBatches
+
+# SampleBatches (sslpipe.eval.batches) is re-exported: it was this module's
+__all__ = ["LabelBudget", "LabeledSplit", "SampleBatches", "label_subset", "parse_budget",
+           "subset_digest"]
 
 _PER_CLASS = re.compile(r"^\s*(\d+)\s*(?:/\s*class)?\s*$")
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
@@ -223,71 +227,6 @@ class LabeledSplit:
         if position != expected:
             raise ValueError(f"{self.directory}: read {position} samples but the manifest lists "
                              f"{expected}")
-
-
-class SampleBatches:
-    """Labelled samples held in memory as a re-iterable of Batches, made by ``collator``.
-
-    Args:
-        samples: webdataset sample dicts (encoded image and ``cls``).
-        collator: e.g. :class:`~sslpipe.eval.transform.EvalCollator` or ``TrainCollator``.
-        batch_size: images per batch (the last batch may be smaller).
-        device: where the Batches are delivered.
-        shuffle_seed: None keeps the order; an int reshuffles every epoch with
-            ``(shuffle_seed, epoch)`` (call :meth:`set_epoch`, as ``finetune`` does).
-        positions: each sample's position in its split (default ``0 .. len - 1``).
-        cache_id: a string naming the content (split and chosen keys), with which the probes
-            cache these samples' features.
-
-    Every Batch's ``meta["index"]`` holds the int64 ``positions`` of its samples.
-    """
-
-    def __init__(self, samples: Sequence[dict[str, Any]], collator: Callable[..., Batch],
-                 batch_size: int, device: torch.device | str = "cpu",
-                 shuffle_seed: int | None = None,
-                 positions: Sequence[int] | np.ndarray | None = None,
-                 cache_id: str | None = None) -> None:
-        if not samples:
-            raise ValueError("samples: expected at least one labelled sample. Got none")
-        if batch_size <= 0:
-            raise ValueError(f"`batch_size` must be > 0. Got {batch_size}")
-        if positions is not None and len(positions) != len(samples):
-            raise ValueError(f"positions must give one position per sample ({len(samples)}). "
-                             f"Got {len(positions)}")
-        self.positions = torch.as_tensor(
-            np.arange(len(samples)) if positions is None else np.asarray(positions),
-            dtype=torch.int64)
-        self.cache_id = cache_id
-        self.samples = list(samples)
-        self.collator = collator
-        self.batch_size = int(batch_size)
-        self.device = torch.device(device)
-        self.shuffle_seed = shuffle_seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return -(-len(self.samples) // self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        n = len(self.samples)
-        if self.shuffle_seed is None:
-            order = torch.arange(n)
-        else:
-            shuffle = torch.Generator().manual_seed(self.shuffle_seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=shuffle)
-        for step, start in enumerate(range(0, n, self.batch_size)):
-            idx = order[start:start + self.batch_size]
-            gen: torch.Generator | None = None
-            if self.shuffle_seed is not None:
-                # each step's augmentations from its own generator, as create_loader does
-                gen = torch.Generator().manual_seed(
-                    (self.shuffle_seed * 1_000_003 + self.epoch * 10_007 + step) % 2**63)
-            batch = self.collator([self.samples[i] for i in idx.tolist()], generator=gen)
-            batch.meta["index"] = self.positions[idx]
-            yield batch.to(self.device, non_blocking=True)
 
 
 def _label_of(sample: dict[str, Any], where: str) -> int:
