@@ -24,13 +24,16 @@ pooled   512          -      512
 =======  ===========  =====  =====
 
 ``pool=1`` gives global average pooling at every stage.
+
+ViT blocks give tokens, not maps: by default each block's layer is its class token beside the
+mean of its patch tokens (``2C`` values; ``vit_tiny_patch4_32``: 384 per block), see
+``tokens`` and :mod:`sslpipe.eval.taps`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -39,15 +42,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sslpipe.atomic import atomic_write
 from sslpipe.batch import Batch
 from sslpipe.devices import default_device
 from sslpipe.eval.defaults import DEFAULT_POOL
+from sslpipe.eval.taps import (
+    POOLED,
+    TOKEN_MODES,
+    LayerTaps,
+    pooled_grid,
+    stage_index,
+    token_model,
+)
 
-POOLED = "pooled"
+# LayerTaps, pooled_grid, stage_index (sslpipe.eval.taps) are re-exported: callers import
+# them from here
+__all__ = ["DEFAULT_POOL", "POOLED", "TOKEN_MODES", "Features", "LayerTaps", "extract_features",
+           "layer_names", "parse_layers", "pooled_grid", "stage_index"]
 
 
 @dataclass
@@ -70,6 +83,7 @@ def extract_features(
     device: torch.device | str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_key: dict[str, Any] | None = None,
+    tokens: str = "cls+mean",
 ) -> Features:
     """Run the frozen ``backbone`` over ``batches`` and keep each layer's pooled features.
 
@@ -84,6 +98,9 @@ def extract_features(
         cache_dir, cache_key: with both, each layer is stored under a hash of ``cache_key``
             (checkpoint hash, data manifest hash, arch, size...), ``layer`` and ``pool``, and
             read back on the next call instead of being extracted again.
+        tokens: how a ViT block's tokens become features: ``"cls+mean"`` (class token and mean
+            of the patch tokens, ``2C``), ``"cls"``, ``"mean"`` or ``"grid"`` (patch tokens
+            folded to their grid and pooled as a map); ignored for feature maps.
 
     Returns:
         :class:`Features` with float16 ``N x D`` per requested layer, on the CPU.
@@ -91,14 +108,19 @@ def extract_features(
     names = parse_layers(layers, backbone)
     if pool <= 0:
         raise ValueError(f"`pool` must be > 0. Got {pool}")
-    cache = _Cache(cache_dir, cache_key, pool) if cache_dir is not None and cache_key else None
+    if tokens not in TOKEN_MODES:
+        raise ValueError(f"`tokens` must be one of {', '.join(TOKEN_MODES)}. Got {tokens!r}")
+    # the token mode is part of a ViT's cache key only: ConvNet caches keep their names
+    mode = tokens if token_model(backbone) else None
+    cache = (_Cache(cache_dir, cache_key, pool, mode) if cache_dir is not None and cache_key
+             else None)
     found = {name: cache.load(name) for name in names} if cache else {}
     cached = {name: hit for name, hit in found.items() if hit is not None}
     missing = [name for name in names if name not in cached]
     if not missing:
         labels = next(iter(cached.values()))[1]
         return Features({n: cached[n][0] for n in names}, labels)
-    fresh = _extract(backbone, batches, missing, pool, device)
+    fresh = _extract(backbone, batches, missing, pool, device, tokens)
     labels = fresh.labels
     for name, (_, cached_labels) in cached.items():
         if not torch.equal(cached_labels, labels):
@@ -123,16 +145,6 @@ def layer_names(backbone: nn.Module) -> list[str]:
     return [name for _, name in stages] + [POOLED]
 
 
-def stage_index(backbone: nn.Module) -> dict[str, int]:
-    """``{stage name, alias or module path: index into feature_info}``."""
-    if not getattr(backbone, "feature_info", None):
-        return {}
-    from sslpipe.models import stage_names
-
-    modules = [entry["module"] for entry in _feature_info(backbone)]
-    return {name: modules.index(module) for name, module in stage_names(backbone).items()}
-
-
 def parse_layers(layers: str | Sequence[str], backbone: nn.Module) -> list[str]:
     """Resolve ``"all"``, ``"last"`` or names (a string with commas, or a list) to layer names.
 
@@ -155,85 +167,11 @@ def parse_layers(layers: str | Sequence[str], backbone: nn.Module) -> list[str]:
     return list(dict.fromkeys(canonical[name] for name in layers))
 
 
-def pooled_grid(channels: int, height: int, width: int, pool: int) -> tuple[int, int]:
-    """The ``(h, w)`` grid a ``channels x height x width`` map is pooled to (module docstring)."""
-    side = max(1, round(math.sqrt(pool / channels)))
-    return min(side, height), min(side, width)
-
-
-class LayerTaps(nn.Module):
-    """``forward(x)`` -> ``{layer: float B x D}``: the requested layers of a frozen backbone.
-
-    Uses timm's ``forward_intermediates`` where the model has it, else forward hooks on the
-    ``feature_info`` modules. Token outputs (``B x N x C``) lose their prefix (class) tokens
-    and are laid out on their square grid.
-    """
-
-    def __init__(self, backbone: nn.Module, layers: Sequence[str], pool: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.layers = list(layers)
-        self.pool = pool
-        index = stage_index(backbone)
-        self.index = {name: index[name] for name in self.layers if name != POOLED}
-        self.stages = sorted(set(self.index.values()))
-        self.use_intermediates = hasattr(backbone, "forward_intermediates")
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        pooled, maps = self._run(x)
-        out: dict[str, torch.Tensor] = {}
-        for name in self.layers:
-            if name == POOLED:
-                out[name] = pooled.flatten(1)
-            else:
-                fmap = maps[self.index[name]]
-                grid = pooled_grid(fmap.shape[1], fmap.shape[2], fmap.shape[3], self.pool)
-                out[name] = F.adaptive_avg_pool2d(fmap, grid).flatten(1)
-        return out
-
-    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        if not self.stages:
-            return self.backbone(x), {}
-        want_pooled = POOLED in self.layers
-        if self.use_intermediates:
-            try:
-                return self._intermediates(x, want_pooled)
-            except (NotImplementedError, TypeError, AttributeError):
-                self.use_intermediates = False  # e.g. a model whose method is a stub
-        return self._hooks(x)
-
-    def _intermediates(self, x: torch.Tensor, want_pooled: bool) -> tuple[Any, dict[int, Any]]:
-        indices = self.stages
-        model: Any = self.backbone
-        fn = model.forward_intermediates
-        if want_pooled:
-            final, maps = fn(x, indices=indices)
-            pooled = model.forward_head(final)
-        else:
-            maps, pooled = fn(x, indices=indices, intermediates_only=True), None
-        return pooled, {i: _as_map(m, self.backbone) for i, m in zip(indices, maps)}
-
-    def _hooks(self, x: torch.Tensor) -> tuple[Any, dict[int, Any]]:
-        info = _feature_info(self.backbone)
-        captured: dict[int, torch.Tensor] = {}
-        handles = []
-        for i in set(self.stages):
-            module = self.backbone.get_submodule(info[i]["module"])
-            handles.append(module.register_forward_hook(
-                lambda _m, _inp, out, i=i: captured.__setitem__(i, out)))
-        try:
-            pooled = self.backbone(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return pooled, {i: _as_map(m, self.backbone) for i, m in captured.items()}
-
-
 def _extract(backbone: nn.Module, batches: Iterable[Batch], layers: list[str], pool: int,
-             device: torch.device | str | None) -> Features:
+             device: torch.device | str | None, tokens: str) -> Features:
     dev = default_device(device)
     was_training = backbone.training
-    taps = LayerTaps(backbone.to(dev).eval(), layers, pool)
+    taps = LayerTaps(backbone.to(dev).eval(), layers, pool, tokens)
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     labels: list[torch.Tensor] = []
     with torch.inference_mode():
@@ -252,40 +190,21 @@ def _extract(backbone: nn.Module, batches: Iterable[Batch], layers: list[str], p
     return Features({n: torch.cat(c) for n, c in chunks.items()}, torch.cat(labels))
 
 
-def _feature_info(backbone: nn.Module) -> list[dict[str, Any]]:
-    info = getattr(backbone, "feature_info", None)
-    if info is None:
-        raise ValueError(f"backbone {type(backbone).__name__} has no timm `feature_info`; only "
-                         "the 'pooled' layer can be evaluated")
-    return [dict(entry) for entry in info]
-
-
-def _as_map(x: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
-    if isinstance(x, (tuple, list)):
-        x = x[0]
-    if x.ndim == 4:
-        return x
-    if x.ndim == 3:  # tokens B x N x C
-        x = x[:, int(getattr(backbone, "num_prefix_tokens", 0)):]
-        n = x.shape[1]
-        side = math.isqrt(n)
-        h, w = (side, side) if side * side == n else (n, 1)
-        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)
-    if x.ndim == 2:
-        return x[:, :, None, None]
-    raise ValueError(f"cannot read a feature map of shape {tuple(x.shape)}")
-
-
 class _Cache:
     """One ``.pt`` file per (key, layer, pool), written atomically."""
 
-    def __init__(self, root: str | os.PathLike[str], key: dict[str, Any], pool: int) -> None:
+    def __init__(self, root: str | os.PathLike[str], key: dict[str, Any], pool: int,
+                 tokens: str | None = None) -> None:
         self.root = Path(root)
         self.key = key
         self.pool = pool
+        self.tokens = tokens
 
     def path(self, layer: str) -> Path:
-        blob = json.dumps({**self.key, "layer": layer, "pool": self.pool}, sort_keys=True)
+        fields = {**self.key, "layer": layer, "pool": self.pool}
+        if self.tokens is not None:
+            fields["tokens"] = self.tokens
+        blob = json.dumps(fields, sort_keys=True)
         return self.root / f"{layer}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.pt"
 
     def load(self, layer: str) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -5,7 +5,8 @@ input. sslpipe adds two things on top of timm: close-match suggestions for an un
 a small-input stem (3x3 stride-1 first convolution, no max-pool) for 32 px data such as CIFAR
 and FashionMNIST, as the SimCLR/solo-learn CIFAR recipes do. RotNet's network-in-network
 (``nin_*``, :mod:`sslpipe.models.nin`) is built for small inputs already: ``small_input`` leaves
-it as it is.
+it as it is; so are the 32 px ViTs ``vit_tiny_patch4_32`` and ``vit_small_patch4_32``
+(:mod:`sslpipe.models.vit`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 import sslpipe.models.alexnet  # noqa: F401  (registers alexnet_bn into timm)
 import sslpipe.models.nin  # noqa: F401  (registers nin_3block .. nin_5block into timm)
+import sslpipe.models.vit  # noqa: F401  (registers vit_tiny_patch4_32, vit_small_patch4_32)
 
 __all__ = ["create_backbone", "check_arch"]
 

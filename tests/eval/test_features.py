@@ -55,13 +55,58 @@ def test_grid_rule() -> None:
     assert pooled_grid(256, 13, 13, 1) == (1, 1)
 
 
-def test_vit_tokens_become_maps() -> None:
-    vit = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=8,
-                            depth=2)
-    feats = extract_features(vit, _loader(4), "stage1,stage2,pooled", device="cpu")
-    # 192 channels on a 4x4 token grid (the class token dropped), pooled to at most 4x4
-    assert feats.features["stage2"].shape == (4, 192 * 16)
+@pytest.fixture(scope="module")
+def vit() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=8,
+                             depth=2)
+
+
+def _block_tokens(vit: torch.nn.Module, loader: DataLoader, block: int) -> torch.Tensor:
+    """The raw B x N x C output of ``blocks[block]``, read with a hook (not LayerTaps)."""
+    seen: list[torch.Tensor] = []
+    handle = vit.blocks[block].register_forward_hook(lambda _m, _i, out: seen.append(out))
+    with torch.no_grad():
+        for batch in loader:
+            vit.eval()(batch.inputs)
+    handle.remove()
+    return torch.cat(seen)
+
+
+def test_vit_blocks_give_class_token_and_mean_of_patch_tokens(vit: torch.nn.Module) -> None:
+    loader = _loader(4)
+    feats = extract_features(vit, loader, "stage1,stage2,pooled", device="cpu")
+    # the documented shapes: 2C per block (class token, then the mean of the 16 patch tokens)
+    assert feats.features["stage1"].shape == (4, 2 * 192)
+    assert feats.features["stage2"].shape == (4, 2 * 192)
     assert feats.features["pooled"].shape == (4, 192)
+    tokens = _block_tokens(vit, loader, 1)
+    assert tokens.shape == (4, 1 + 16, 192)
+    expected = torch.cat([tokens[:, 0], tokens[:, 1:].mean(1)], 1)
+    torch.testing.assert_close(feats.features["stage2"].float(), expected, rtol=1e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize(("mode", "width"), [("cls", 192), ("mean", 192), ("grid", 192 * 16)])
+def test_vit_token_modes(vit: torch.nn.Module, mode: str, width: int) -> None:
+    loader = _loader(4)
+    feats = extract_features(vit, loader, "stage1", device="cpu", tokens=mode)
+    assert feats.features["stage1"].shape == (4, width)
+    tokens = _block_tokens(vit, loader, 0)
+    if mode == "cls":
+        torch.testing.assert_close(feats.features["stage1"].float(), tokens[:, 0],
+                                   rtol=1e-2, atol=2e-3)
+    if mode == "grid":  # the class token dropped, 16 patch tokens on their 4x4 grid
+        grid = tokens[:, 1:].transpose(1, 2).reshape(4, 192 * 16)
+        torch.testing.assert_close(feats.features["stage1"].float(), grid, rtol=1e-2, atol=2e-3)
+
+
+def test_vit_without_class_token_uses_the_mean() -> None:
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=8,
+                            depth=1, class_token=False, global_pool="avg")
+    feats = extract_features(vit, _loader(4), "stage1", device="cpu")
+    assert feats.features["stage1"].shape == (4, 192)
+    with pytest.raises(ValueError, match="tokens"):
+        extract_features(vit, _loader(4), "stage1", device="cpu", tokens="first")
 
 
 def test_cache_reads_back_without_running_the_model(resnet: torch.nn.Module, tmp_path) -> None:
