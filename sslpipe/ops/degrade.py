@@ -1,4 +1,5 @@
-"""Per-patch degradations against low-level shortcuts: pixelation and brightness normalisation.
+"""Per-patch degradations against low-level shortcuts: pixelation, colour dropping and
+brightness normalisation.
 
 Doersch et al. ("Unsupervised Visual Representation Learning by Context Prediction", ICCV 2015)
 degrade each patch so that a network cannot solve the task from resolution or brightness cues;
@@ -7,18 +8,25 @@ the rules here are those of the official code (``cdoersch/deepcontext``, ``train
 pixel less per side than the patch) and upsampled back, and each patch's mean is subtracted
 and its root-mean-square scaled to a constant.
 
+Colour dropping (:func:`drop_channels`, the paper's) keeps one colour channel of each patch and
+fills the others with faint Gaussian noise. Noroozi & Favaro's jigsaw standardises each tile
+to zero mean and unit std instead (:func:`standardize_tiles`, the official ``MVN``).
+
 :func:`sample_pixelation` draws the parameters on the CPU generator (a host stage);
-:func:`pixelate` and :func:`standardize_patches` are batched float math for the device stage.
+:func:`pixelate`, :func:`drop_channels`, :func:`standardize_patches` and
+:func:`standardize_tiles` are batched float math for the device stage.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 # the official code: p < .33, side sqrt(U * (95^2 - 10^2) + 10^2) at 96 px patches
 PIXELATE_P = 0.33
 PIXELATE_MIN_SIDE = 10
 _EPS = 1e-6
+_TILE_STD_FLOOR = 1e-2  # keeps a flat tile flat instead of amplifying its noise
 
 
 def sample_pixelation(n: int, size: int, p: float = PIXELATE_P, min_side: int = PIXELATE_MIN_SIDE,
@@ -98,6 +106,46 @@ def standardize_patches(x: torch.Tensor, rms: bool = True) -> torch.Tensor:
     return x / scale.clamp_min(_EPS)
 
 
+def drop_channels(x: torch.Tensor, kept: torch.Tensor, drop_noise: float,
+                  noise_seed: int) -> torch.Tensor:
+    """Colour dropping (Doersch et al. 2015): each patch keeps one colour channel; the others
+    hold Gaussian noise of std ``drop_noise`` times the kept channel's std.
+
+    Args:
+        x: float ``N x 3 x H x W``.
+        kept: int64 ``N`` (any shape of ``N`` elements; any device): the channel each patch
+            keeps.
+        drop_noise: noise std relative to the kept channel's.
+        noise_seed: seeds the noise, drawn on ``x``'s device (:func:`_randn`).
+
+    Returns:
+        float ``N x 3 x H x W``.
+    """
+    n = len(x)
+    kept = kept.reshape(n).to(x.device, non_blocking=True)
+    keep = F.one_hot(kept, 3).bool().view(n, 3, 1, 1)
+    kept_std = x[torch.arange(n, device=x.device), kept].std(dim=(-2, -1))
+    noise = _randn(x.shape, x.device, noise_seed)
+    return torch.where(keep, x, noise * (drop_noise * kept_std).view(n, 1, 1, 1))
+
+
+def standardize_tiles(x: torch.Tensor, over: str = "tile") -> torch.Tensor:
+    """Float ``N x C x h x w`` tiles to zero mean and unit (unbiased) std: one mean and std per
+    tile over its channels and pixels (``over="tile"``, the official ``MVN across_channels``)
+    or per channel of each tile (``"channel"``). A near-flat tile (std below 0.01) is only
+    centred, not amplified."""
+    if over not in ("tile", "channel"):
+        raise ValueError(f"over must be 'tile' or 'channel'. Got {over!r}")
+    flat = x.flatten(1 if over == "tile" else 2)
+    p = flat.shape[-1]
+    mean = flat.mean(-1)
+    # E[x^2] - E[x]^2: one pass less than torch.std_mean, and exact enough for unit-scale data
+    var = ((flat * flat).mean(-1) - mean * mean).clamp_min(0) * (p / max(p - 1, 1))
+    inv = var.sqrt().clamp_min(_TILE_STD_FLOOR).reciprocal()
+    shape = (-1, 1, 1, 1) if over == "tile" else (*inv.shape, 1, 1)
+    return torch.addcmul((-mean * inv).view(shape), x, inv.view(shape))
+
+
 def _linear_resize_matrix(src: torch.Tensor, dst: torch.Tensor, p: int) -> torch.Tensor:
     """``N x p x p`` matrices ``M`` with ``M[i, :dst_i, :src_i]`` the 1-D linear resize from
     ``src_i`` to ``dst_i`` samples (zeros elsewhere), as ``F.interpolate(mode="linear",
@@ -116,3 +164,11 @@ def _linear_resize_matrix(src: torch.Tensor, dst: torch.Tensor, p: int) -> torch
     m.scatter_add_(2, i0.long().unsqueeze(-1), ((1 - frac) * valid).unsqueeze(-1))
     m.scatter_add_(2, i1.long().unsqueeze(-1), (frac * valid).unsqueeze(-1))
     return m
+
+
+def _randn(shape: torch.Size, device: torch.device, seed: int) -> torch.Tensor:
+    """Gaussian noise drawn on ``device`` from a generator of ``seed`` (drawn by the host
+    stage), so no image-sized tensor crosses to the device. Noise is no pseudo-label: it is
+    reproducible per device, not across devices."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(shape, generator=generator, device=device)

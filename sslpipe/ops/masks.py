@@ -24,6 +24,25 @@ def center_region(size: int) -> tuple[int, int]:
     return (size - side) // 2, side
 
 
+def center_mask(n: int, size: int, overlap: int, overlap_weight: float,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The centre mask and its loss weights (``train.lua`` with ``overlapPred``).
+
+    Returns:
+        ``mask``: bool ``n x 1 x size x size``, True in the hole: the central square
+        (:func:`center_region`) shrunk by ``overlap`` px on each side; ``weights``: float
+        ``n x 1 x side x side`` over the central square, 1 in the hole and ``overlap_weight``
+        in the visible band of ``overlap`` px around it.
+    """
+    s, o = size, overlap
+    start, side = center_region(s)
+    mask = torch.zeros(n, 1, s, s, dtype=torch.bool, device=device)
+    mask[..., start + o:start + side - o, start + o:start + side - o] = True
+    weights = torch.full((n, 1, side, side), overlap_weight, device=device)
+    weights[..., o:side - o, o:side - o] = 1.0
+    return mask, weights
+
+
 def block_masks(n: int, size: int, coverage: float,
                 generator: torch.Generator | None, max_blocks: int = 64) -> torch.Tensor:
     """Random square blocks (side ``size/8 .. size/4``) added until each image is at least

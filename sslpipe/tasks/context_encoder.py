@@ -30,6 +30,11 @@ adds ``adversarial_weight * G_adv + D_loss``; the two adversarial parts touch di
 parameters (see :func:`adversarial_losses`), so the trainer's one backward of the sum trains
 both. The paper weighs reconstruction 0.999 and adversarial 0.001 (``adversarial_weight``
 about 0.001).
+
+Size: one task, read in one file: its options (each with the official code's value), the
+collator of its three masks, the loss with its adversarial term, the drawing and the model. The
+shared machinery is elsewhere: masks and their weights in ``sslpipe.ops.masks``, the decoder in
+``sslpipe.tasks.decoders``, the discriminator and GAN losses in ``sslpipe.tasks.gan``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from sslpipe.ops.masks import (
     OVERLAP_WEIGHT,
     RANDOM_WEIGHTS,
     block_masks,
+    center_mask,
     center_region,
     random_mask_weights,
     region_masks,
@@ -64,6 +70,7 @@ from sslpipe.tasks.base import (
     labels_on,
     meta_on,
 )
+from sslpipe.tasks.decoders import probe_feature_map, upconv_decoder
 from sslpipe.tasks.gan import Discriminator, adversarial_losses
 from sslpipe.tasks.heads import feature_map
 
@@ -181,10 +188,7 @@ class ContextEncoderCollator(Collator):
         meta = meta_on(host.meta, device)
         if opt.mask == "center":
             start, side = center_region(s)
-            mask = torch.zeros(n, 1, s, s, dtype=torch.bool, device=device)
-            mask[..., start + o:start + side - o, start + o:start + side - o] = True
-            weights = torch.full((n, 1, side, side), opt.overlap_weight, device=device)
-            weights[..., o:side - o, o:side - o] = 1.0
+            mask, weights = center_mask(n, s, o, opt.overlap_weight, device)
             target = original[..., start:start + side, start:start + side]
             meta["mask"] = mask
         else:
@@ -296,7 +300,7 @@ class ContextEncoderModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.output_size = output_size
-        channels, self.grid = _probe_feature_map(backbone, size)
+        channels, self.grid = probe_feature_map(backbone, size)
         positions = self.grid[0] * self.grid[1]
         # Channel-wise FC (the paper's bottleneck): each channel mixes all its spatial
         # positions, with no parameters shared across channels.
@@ -304,18 +308,7 @@ class ContextEncoderModel(nn.Module):
         self.channel_fc = nn.Parameter(
             torch.empty(channels, positions, positions).uniform_(-bound, bound))
         self.channel_bias = nn.Parameter(torch.zeros(channels, positions))
-        layers: list[nn.Module] = [
-            nn.Conv2d(channels, decoder_dim, 1, bias=False), nn.BatchNorm2d(decoder_dim),
-            nn.ReLU(inplace=True),
-        ]
-        dim, side = decoder_dim, min(self.grid)
-        while side < output_size:
-            out = max(dim // 2, 32)
-            layers += [nn.ConvTranspose2d(dim, out, 4, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
-            dim, side = out, side * 2
-        layers.append(nn.Conv2d(dim, 3, 3, padding=1))
-        self.decoder = nn.Sequential(*layers)
+        self.decoder = upconv_decoder(channels, decoder_dim, min(self.grid), output_size)
         self.discriminator = Discriminator(output_size) if adversarial else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | nn.Module]:
@@ -352,17 +345,3 @@ def _square_windows(sizes: list[tuple[int, int]], side: float, crop: str,
         x0 = torch.minimum(torch.floor(u[:, 0] * (w - s + 1)), w - s)
         y0 = torch.minimum(torch.floor(u[:, 1] * (h - s + 1)), h - s)
     return torch.stack([x0, y0, x0 + s, y0 + s], 1)
-
-
-def _probe_feature_map(backbone: nn.Module, size: int) -> tuple[int, tuple[int, int]]:
-    """Channels and ``(h, w)`` of the backbone's feature map at ``size`` (one dummy forward)."""
-    param = next(backbone.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            f = feature_map(backbone, torch.zeros(1, 3, size, size, device=device))
-    finally:
-        backbone.train(was_training)
-    return int(f.shape[1]), (int(f.shape[-2]), int(f.shape[-1]))

@@ -23,6 +23,11 @@ jitter (``color_jitter``, not in the paper) is folded into the same 3x4 colour m
 
 Convention: with permutation ``p`` (a row of the permutation set), input tile ``i`` is grid
 cell ``p[i]`` (cells numbered row-major), so ``tiles[:, argsort(p)]`` is back in grid order.
+
+Size: one task, read in one file: its 18 options (each with the paper's or the official code's
+value and the check of its range), collator, model, loss and drawing. The shared machinery is in
+``sslpipe.ops`` already: the tile grid (``tiling``), the permutation sets (``permutations``),
+the colour matrices (``chroma``) and the per-tile standardisation (``degrade``).
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslpipe.batch import Batch, HostBatch
-from sslpipe.ops.augment import AVERAGE_GRAY_WEIGHTS
+from sslpipe.ops.chroma import green_magenta_projection, tile_colour_matrices
 from sslpipe.ops.color import denormalize, normalize
+from sslpipe.ops.degrade import standardize_tiles
 from sslpipe.ops.geometry import square_crops
 from sslpipe.ops.images import Images
 from sslpipe.ops.permutations import PERMUTATION_RULES, permutation_set
@@ -56,20 +62,12 @@ from sslpipe.tasks.base import (
 )
 from sslpipe.tasks.heads import feature_dim, mlp
 
+# permutation_set, green_magenta_projection and standardize_tiles are re-exported from
+# sslpipe.ops (permutations, chroma, degrade), where they are shared machinery
 __all__ = ["Jigsaw", "JigsawCollator", "JigsawOptions", "SiameseTiles", "jigsaw_loss",
-           "permutation_set", "green_magenta_projection"]
+           "permutation_set", "green_magenta_projection", "standardize_tiles"]
 
 DEFAULT_CACHE_DIR = os.environ.get("SSLPIPE_CACHE", "~/.cache/sslpipe")
-_TILE_STD_FLOOR = 1e-2  # keeps a flat tile flat instead of amplifying its noise
-
-
-def green_magenta_projection() -> torch.Tensor:
-    """The ``3 x 3`` RGB projection ``I - a a^T / |a|^2``, ``a = (1, -2, 1)``: removes the
-    green-magenta colour axis (Doersch, Gupta & Efros 2015, against chromatic aberration; the
-    jigsaw ``caffe-master-jps++`` code applies it as ``[[5, 2, -1], [2, 2, 2], [-1, 2, 5]] / 6``).
-    Symmetric and idempotent; gray (R = G = B) is left unchanged."""
-    a = torch.tensor([1.0, -2.0, 1.0])
-    return torch.eye(3) - torch.outer(a, a) / a.dot(a)
 
 
 @dataclass(frozen=True)
@@ -217,7 +215,7 @@ class JigsawCollator(Collator):
         else:
             gray = torch.rand(n, k, generator=generator) < opt.grayscale
         project = (torch.rand(n, generator=generator) < opt.color_projection) & ~gray.all(1)
-        matrix = _tile_colour_matrix(gray, project, opt.color_jitter, generator)
+        matrix = tile_colour_matrices(gray, project, opt.color_jitter, generator)
         meta = {"boxes": boxes, "permutation_index": index,
                 "permutation": self.permutations[index],
                 "tile_origins": windows.unsqueeze(2) + offsets, "grayscale": gray.contiguous(),
@@ -319,36 +317,3 @@ class SiameseTiles(nn.Module):
 def jigsaw_loss(logits: torch.Tensor, permutation_index: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``B x num_permutations`` logits against int64 ``B`` indices."""
     return F.cross_entropy(logits, permutation_index)
-
-
-def standardize_tiles(x: torch.Tensor, over: str = "tile") -> torch.Tensor:
-    """Float ``N x C x h x w`` tiles to zero mean and unit (unbiased) std: one mean and std per
-    tile over its channels and pixels (``over="tile"``, the official ``MVN across_channels``)
-    or per channel of each tile (``"channel"``). A near-flat tile (std below 0.01) is only
-    centred, not amplified."""
-    if over not in ("tile", "channel"):
-        raise ValueError(f"over must be 'tile' or 'channel'. Got {over!r}")
-    flat = x.flatten(1 if over == "tile" else 2)
-    p = flat.shape[-1]
-    mean = flat.mean(-1)
-    # E[x^2] - E[x]^2: one pass less than torch.std_mean, and exact enough for unit-scale data
-    var = ((flat * flat).mean(-1) - mean * mean).clamp_min(0) * (p / max(p - 1, 1))
-    inv = var.sqrt().clamp_min(_TILE_STD_FLOOR).reciprocal()
-    shape = (-1, 1, 1, 1) if over == "tile" else (*inv.shape, 1, 1)
-    return torch.addcmul((-mean * inv).view(shape), x, inv.view(shape))
-
-
-def _tile_colour_matrix(gray: torch.Tensor, project: torch.Tensor, strength: float,
-                        generator: torch.Generator | None) -> torch.Tensor:
-    """``B x T x 3 x 4`` matrices on RGB in [0, 1]: gray (the RGB average) where ``gray``
-    (``B x T``), else the green-magenta projection where ``project`` (``B``), after per-tile
-    brightness * saturation factors of strength ``strength`` (identity at 0)."""
-    b, k = gray.shape
-    bright = 1 + (torch.rand(b, k, generator=generator) * 2 - 1) * strength
-    sat = 1 + (torch.rand(b, k, generator=generator) * 2 - 1) * strength
-    average = torch.tensor(AVERAGE_GRAY_WEIGHTS).expand(3, 3)
-    s = sat.view(b, k, 1, 1)
-    m = (s * torch.eye(3) + (1 - s) * average) * bright.view(b, k, 1, 1)
-    colour = torch.where(project.view(b, 1, 1, 1), green_magenta_projection() @ m, m)
-    m = torch.where(gray.view(b, k, 1, 1), average @ m, colour)
-    return torch.cat([m, torch.zeros(b, k, 3, 1)], dim=-1)

@@ -20,7 +20,8 @@ Against resolution and brightness cues, as the official code (``cdoersch/deepcon
 ``train.py``, ``prep_image``) does: a third of the patches (``pixelate=0.33``) are downsampled
 to between 100 pixels and 95 x 95 (at 96 px; scaled with ``size``) and upsampled back, and each
 patch has its per-channel mean subtracted and is scaled to unit root-mean-square
-(``patch_norm="rms"``; ``sslpipe.ops.degrade``).
+(``patch_norm="rms"``). The degradations (pixelation, colour dropping, standardisation) are
+shared machinery in ``sslpipe.ops.degrade``, the patch grid in ``sslpipe.ops.tiling``.
 
 ``variant="nine"`` shows all 8 neighbours with the centre in a random order; the target is the
 position of each neighbour.
@@ -38,7 +39,12 @@ from torch import nn
 
 from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.color import denormalize, normalize
-from sslpipe.ops.degrade import pixelate, sample_pixelation, standardize_patches
+from sslpipe.ops.degrade import (
+    drop_channels,
+    pixelate,
+    sample_pixelation,
+    standardize_patches,
+)
 from sslpipe.ops.geometry import square_crops
 from sslpipe.ops.images import Images
 from sslpipe.ops.tiling import assemble_grid, extract_tiles, tile_boxes, tile_origins
@@ -219,12 +225,7 @@ class RelativePatchCollator(Collator):
         x = normalize(patches, opt.mean, opt.std, matrix)
         x = pixelate(x, meta["pixelate_side"].reshape(len(x)))
         if opt.chroma == "drop":
-            n = len(patches)
-            kept = meta["kept_channel"].reshape(n).to(x.device, non_blocking=True)
-            keep = F.one_hot(kept, 3).bool().view(n, 3, 1, 1)
-            kept_std = x[torch.arange(n, device=x.device), kept].std(dim=(-2, -1))
-            noise = _randn(x.shape, x.device, int(meta["noise_seed"]))
-            x = torch.where(keep, x, noise * (opt.drop_noise * kept_std).view(n, 1, 1, 1))
+            x = drop_channels(x, meta["kept_channel"], opt.drop_noise, int(meta["noise_seed"]))
         if opt.patch_norm == "none":
             return x
         return standardize_patches(x, rms=opt.patch_norm == "rms")
@@ -295,11 +296,3 @@ class PatchPairClassifier(nn.Module):
 def relative_patch_loss(logits: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``B x 8`` (or ``B x 8 x 8``) logits against positions in 0..7."""
     return F.cross_entropy(logits.reshape(-1, NUM_POSITIONS), position.reshape(-1))
-
-
-def _randn(shape: torch.Size, device: torch.device, seed: int) -> torch.Tensor:
-    """Gaussian noise drawn on ``device`` from a generator of ``seed`` (drawn by the host
-    stage), so no image-sized tensor crosses to the device. Noise is no pseudo-label: it is
-    reproducible per device, not across devices."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    return torch.randn(shape, generator=generator, device=device)
