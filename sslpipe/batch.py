@@ -1,4 +1,4 @@
-"""The Batch that every collator returns (see DESIGN.md, "Contracts")."""
+"""The Batch that every collator returns (see docs/design.md, "Contracts")."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ class Batch:
 
 @dataclass
 class HostBatch:
-    """What a collator's host stage hands its device stage (DESIGN.md, "Two stages").
+    """What a collator's host stage hands its device stage (docs/design.md, "Two stages per
+    collator").
 
     Attributes:
         pixels: named uint8 image groups, each ``N x 3 x h x w`` at its output size (crops,

@@ -1,4 +1,4 @@
-"""The collator/task contract (DESIGN.md), checked for every registered task.
+"""The collator/task contract (docs/design.md), checked for every registered task.
 
 Every task, present and future, must accept every input kind of the contract, return a Batch
 with float inputs on the input's device, be reproducible with a seed, and train: its loss is a

@@ -1,4 +1,4 @@
-"""Datasets to WebDataset shards and back (DESIGN.md, "Shards").
+"""Datasets to WebDataset shards and back (docs/design.md, "Shards").
 
 Writing: :func:`open_source` reads a dataset in its own format, :func:`write_shards` writes it
 as shards with a manifest, :func:`verify_shards` checks a shard directory. Reading:

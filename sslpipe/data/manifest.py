@@ -1,4 +1,4 @@
-"""``manifest.json``: what a shard directory holds (DESIGN.md, "Shards").
+"""``manifest.json``: what a shard directory holds (docs/design.md, "Shards").
 
 A shard directory is ``manifest.json`` plus ``{name}-{000000}.tar`` shards, each with a DALI
 index file ``{name}-{000000}.idx`` beside it. The manifest (format ``sslpipe-shards``,

@@ -1,4 +1,4 @@
-"""Reading WebDataset shards as a stream of encoded samples (DESIGN.md, "Data flow").
+"""Reading WebDataset shards as a stream of encoded samples (docs/design.md, "Data flow").
 
 A reader is one ``(rank, worker)`` pair. Every epoch, the shard list is shuffled with a seed
 that depends only on ``(seed, epoch)`` (the same permutation on every rank), then dealt out

@@ -1,8 +1,8 @@
 """Colour ops: uint8 to normalized float, fused with per-image 3x4 colour matrices.
 
 Brightness, contrast, saturation, hue (a rotation in YIQ) and grayscale are linear in RGB
-(DESIGN.md, "Where the time goes"); composed with the mean/std normalisation they become one
-``3 x 4`` affine matrix per image, applied to the batch by one batched matmul.
+(docs/design.md, "Where the time goes"); composed with the mean/std normalisation they become
+one ``3 x 4`` affine matrix per image, applied to the batch by one batched matmul.
 """
 
 from __future__ import annotations

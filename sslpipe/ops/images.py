@@ -1,6 +1,6 @@
 """Turning what a DataLoader hands a collator into uint8 image tensors.
 
-A collator accepts (DESIGN.md, "Collator"):
+A collator accepts (docs/design.md, "Collator"):
 
 * a ``B x C x H x W`` uint8 tensor on any device, or
 * a list of samples, each ``image`` or ``(image, label)`` (also ``{"image"|"jpg"|"png": ...,
