@@ -29,6 +29,7 @@ _BUILTIN_MODULES = (
     "counting",
     "simclr",
     "vicreg",
+    "mae",
     "supervised",
     "multitask",
 )
