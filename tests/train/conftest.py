@@ -11,7 +11,8 @@ from sslpipe.registry import task_class
 # Shrinks every task to a CPU-test size; options a task does not have are left out.
 TINY = {"size": 32, "hidden_dim": 32, "projection_dim": 16, "expander_dim": 32,
         "expander_layers": 2, "tile_dim": 32, "patch_dim": 32, "num_features": 32,
-        "num_permutations": 8, "num_classes": 10, "predictor_dim": 32}
+        "num_permutations": 8, "num_classes": 10, "predictor_dim": 32, "decoder_dim": 32,
+        "decoder_depth": 1, "decoder_heads": 2}
 SIZES = {"jigsaw": 48, "relative_patch": 48, "counting": 32}
 
 
