@@ -17,7 +17,8 @@ Differences from torchvision's ``ColorJitter`` (which works on one image at a ti
 * the order of the four steps is a random permutation per image (torchvision draws one per
   call, which for a per-image pipeline is the same thing).
 
-:func:`augment_views` chains these ops into the SimCLR / VICReg view pipeline.
+The blur (:func:`sample_blur`, :func:`gaussian_blur`) lives in :mod:`sslpipe.ops.blur`.
+:func:`augment_views` chains these ops into the view pipeline of SimCLR, VICReg, BYOL and DINO.
 """
 
 from __future__ import annotations
@@ -26,11 +27,18 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from sslpipe.devices import constant
+from sslpipe.ops.blur import gaussian_blur, sample_blur
 from sslpipe.ops.color import normalize
 from sslpipe.ops.geometry import hflip
+
+# the blur lives in sslpipe.ops.blur; re-exported for the view pipeline's users
+__all__ = ["AVERAGE_GRAY_WEIGHTS", "BRIGHTNESS", "CONTRAST", "GRAY_WEIGHTS", "HUE", "SATURATION",
+           "ViewAugment", "apply_view", "augment_views", "color_jitter_matrix", "compose",
+           "gaussian_blur", "grayscale_matrix", "hue_matrix", "identity_matrix", "mean_rgb",
+           "sample_blur", "sample_color_jitter", "sample_grayscale", "sample_solarize",
+           "sample_view", "solarize"]
 
 # ITU-R 601 luma, as torchvision's rgb_to_grayscale.
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -172,50 +180,6 @@ def mean_rgb(x: torch.Tensor, step: int = 4) -> torch.Tensor:
     return x[:, :, ::step, ::step].float().mean((2, 3)) / 255.0
 
 
-def sample_blur(n: int, p: float, sigma: tuple[float, float] = (0.1, 2.0),
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """``{"blur_sigma": float32 B}``: uniform in ``sigma`` with probability ``p``, else 0."""
-    applied = torch.rand(n, generator=generator) < p
-    s = torch.empty(n).uniform_(sigma[0], sigma[1], generator=generator)
-    return {"blur_sigma": torch.where(applied, s, torch.zeros(n))}
-
-
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Separable Gaussian blur of float ``B x C x H x W`` with per-image ``sigma`` (float ``B``).
-
-    Images with ``sigma <= 0`` are returned unchanged and cost nothing. Borders are reflected.
-    The kernel has at most ``kernel_size`` taps (odd) and is cut at ``ceil(3 * sigma)`` on each
-    side when that is shorter: the weight dropped is below 0.3%, under one uint8 gray level,
-    and images with a small sigma (most of them) cost a fraction of the full kernel. Images are
-    blurred in groups of equal radius; each kernel is normalised to sum 1, so a constant image
-    stays constant and the mean is kept away from the borders.
-    """
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd and >= 1. Got {kernel_size}")
-    if sigma.shape != (x.shape[0],):
-        raise ValueError(f"sigma must have shape ({x.shape[0]},). Got {tuple(sigma.shape)}")
-    sigma = sigma.float().cpu()
-    max_radius = min(kernel_size // 2, x.shape[-1] - 1, x.shape[-2] - 1)
-    radius = torch.ceil(3 * sigma).clamp(max=max_radius).long()
-    radius[sigma <= 0] = 0
-    out = x
-    for r in sorted(set(radius.tolist()) - {0}):
-        idx = torch.nonzero(radius == r)[:, 0]
-        taps = torch.arange(-r, r + 1, dtype=torch.float32)
-        kernel = torch.exp(-(taps[None] ** 2) / (2 * sigma[idx, None] ** 2))
-        kernel = (kernel / kernel.sum(1, keepdim=True)).to(x.device, non_blocking=True)
-        whole = idx.numel() == x.shape[0]
-        rows = idx.to(x.device, non_blocking=True)
-        sub = x.float() if whole else x[rows].float()
-        sub = _blur_axis(_blur_axis(sub, kernel, -1), kernel, -2)
-        if whole:
-            return sub
-        if out is x:
-            out = x.clone()
-        out[rows] = sub.to(out.dtype)
-    return out
-
-
 def sample_solarize(n: int, p: float, generator: torch.Generator | None = None
                     ) -> dict[str, torch.Tensor]:
     """``{"solarize": bool B}``: which images are solarized (probability ``p``)."""
@@ -327,16 +291,3 @@ def augment_views(
 
 def _affine(lin: torch.Tensor) -> torch.Tensor:
     return torch.cat([lin, torch.zeros(lin.shape[0], 3, 1, dtype=lin.dtype)], 2)
-
-
-def _blur_axis(x: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
-    # Shifted multiply-adds with per-image weights: depthwise conv2d with B*C groups is several
-    # times slower on CPU for these tap counts.
-    r = kernel.shape[1] // 2
-    pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
-    padded = F.pad(x, pad, mode="reflect")
-    length = x.shape[dim]
-    out = padded.narrow(dim, 0, length) * kernel[:, 0].view(-1, 1, 1, 1)
-    for t in range(1, kernel.shape[1]):
-        out.addcmul_(padded.narrow(dim, t, length), kernel[:, t].view(-1, 1, 1, 1))
-    return out
