@@ -4,6 +4,10 @@
 photos bundled with scikit-image), :func:`show_task` runs a task's collator on them and asks
 its ``Task.visualize`` for rows of pictures, and :func:`render_grid` lays the rows out in one
 PNG with PIL: one caption line and one row of cells per row.
+
+A task whose pictures need the source images (DINO draws every crop's box on its image) may
+define ``visualize_sources(batch, images, max_images)``, which :func:`show_task` then calls
+instead of ``visualize``; :func:`draw_boxes` draws the boxes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
@@ -86,7 +91,9 @@ def show_task(task: Any, images: list[torch.Tensor], num: int) -> list[tuple[str
     """Run ``task.collator`` on ``images`` and return ``task.visualize`` rows, checked: each a
     ``(caption, N x 3 x H x W float in [0, 1])``."""
     batch = task.collator(images)
-    rows = task.visualize(batch, max_images=num)
+    with_sources = getattr(task, "visualize_sources", None)
+    rows = (with_sources(batch, images, max_images=num) if with_sources is not None
+            else task.visualize(batch, max_images=num))
     out = []
     for i, row in enumerate(rows):
         if not (isinstance(row, (tuple, list)) and len(row) == 2
@@ -99,6 +106,39 @@ def show_task(task: Any, images: list[torch.Tensor], num: int) -> list[tuple[str
         pictures = row[1].detach().float().cpu().clamp(0, 1)
         out.append((str(row[0]), pictures.expand(-1, 3, -1, -1)))
     return out
+
+
+def draw_boxes(images: list[torch.Tensor], boxes: list[tuple[torch.Tensor, str]],
+               side: int = 2 * CELL) -> torch.Tensor:
+    """The images with box outlines drawn in place, each fitted into a ``side`` square.
+
+    Args:
+        images: uint8 ``3 x H_i x W_i`` source images.
+        boxes: ``(float K x N x 4, colour)`` pairs: ``K`` boxes ``(x0, y0, x1, y1)`` per image
+            in its source pixels (``N`` images), drawn in the PIL colour name given.
+        side: the output side: each image is scaled to fit (keeping its aspect ratio) and
+            centred on a white square.
+
+    Returns:
+        float ``N x 3 x side x side`` in [0, 1].
+    """
+    out = []
+    for i, image in enumerate(images):
+        h, w = image.shape[-2:]
+        scale = side / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        pil = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy(), "RGB").resize(
+            size, Image.Resampling.BILINEAR)
+        canvas = Image.new("RGB", (side, side), "white")
+        left, top = (side - size[0]) // 2, (side - size[1]) // 2
+        canvas.paste(pil, (left, top))
+        draw = ImageDraw.Draw(canvas)
+        for group, colour in boxes:
+            for x0, y0, x1, y1 in group[:, i].tolist():
+                draw.rectangle((left + x0 * scale, top + y0 * scale, left + x1 * scale - 1,
+                                top + y1 * scale - 1), outline=colour, width=2)
+        out.append(torch.from_numpy(np.asarray(canvas).copy()))
+    return torch.stack(out).permute(0, 3, 1, 2).float() / 255
 
 
 def render_grid(rows: list[tuple[str, torch.Tensor]], out: str | os.PathLike[str],

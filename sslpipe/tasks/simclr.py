@@ -13,8 +13,10 @@ are resized in uint8, and all
 colour work is one ``3 x 4`` matrix per view fused with the normalisation. Blur is on by
 default only at ``size >= 96``: the paper omits it for CIFAR-size images.
 
-The shared two-view machinery (:class:`TwoViewOptions`, :class:`TwoViewCollator`,
-:class:`TwoViewModel`) is reused by VICReg.
+The shared two-view machinery (``TwoViewOptions``, ``TwoViewCollator``, ``TwoViewModel``) lives
+in :mod:`sslpipe.tasks.multicrop` (re-exported here) and is reused by VICReg and BYOL. With
+``multi_crop=N`` each image also gives ``N`` small local crops (SwAV's multi-crop), each compared
+with the two views by NT-Xent (:func:`sslpipe.tasks.multicrop.multi_crop_loss`).
 """
 
 from __future__ import annotations
@@ -25,59 +27,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslpipe.batch import Batch, HostBatch
-from sslpipe.ops.augment import ViewAugment, apply_view, sample_view
-from sslpipe.ops.color import denormalize
-from sslpipe.ops.geometry import crop_views, random_resized_crop_boxes
-from sslpipe.ops.images import Images
+from sslpipe.batch import Batch
+from sslpipe.ops.augment import ViewAugment
 from sslpipe.registry import register_task
-from sslpipe.tasks.base import (
-    Collator,
-    CollatorOptions,
-    Task,
-    check_positive,
-    check_probability,
-    labels_on,
-    meta_on,
-)
+from sslpipe.tasks.base import CollatorOptions, Task, check_positive, check_probability
 from sslpipe.tasks.heads import feature_dim, mlp
+from sslpipe.tasks.multicrop import (
+    TwoViewCollator,
+    TwoViewModel,
+    TwoViewOptions,
+    crop_rows,
+    multi_crop_loss,
+    split_crops,
+)
 
-
-@dataclass(frozen=True)
-class TwoViewOptions(CollatorOptions):
-    """Crop options shared by the two-view tasks (SimCLR, VICReg).
-
-    Attributes:
-        size: output side of each view in pixels.
-        crop_scale: range of the crop area as a fraction of the image area.
-        crop_ratio: range of the crop aspect ratio (log-uniform).
-    """
-
-    size: int = 224
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-
-    def __post_init__(self) -> None:
-        check_positive("size", self.size)
-        lo, hi = self.crop_scale
-        if not 0 < lo <= hi <= 1:
-            raise ValueError(
-                f"crop_scale must be (lo, hi) with 0 < lo <= hi <= 1. Got {self.crop_scale}"
-            )
-        lo, hi = self.crop_ratio
-        if not 0 < lo <= hi:
-            raise ValueError(
-                f"crop_ratio must be (lo, hi) with 0 < lo <= hi. Got {self.crop_ratio}"
-            )
-
-    def view_augments(self) -> tuple[ViewAugment, ...]:
-        """The colour/blur policy of each view (tasks override it; default: two
-        :class:`~sslpipe.ops.augment.ViewAugment` defaults with the size-scaled blur kernel)."""
-        return (ViewAugment(blur_kernel=self.default_blur_kernel()),) * 2
-
-    def default_blur_kernel(self) -> int:
-        """SimCLR's 10% of the image side, made odd: 23 taps at 224 px."""
-        return int(0.1 * self.size) // 2 * 2 + 1
+# the two-view machinery, re-exported for the tasks that import it from here
+__all__ = ["SimCLR", "SimCLROptions", "TwoViewCollator", "TwoViewModel", "TwoViewOptions",
+           "check_blur", "nt_xent", "view_rows", "wide_float"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +65,8 @@ class SimCLROptions(TwoViewOptions):
             ``--temperature`` for ImageNet, LARS and batch 4096); 0.5 is their CIFAR-10 one.
         gather: under data parallelism, every rank's embeddings are the negatives (the global
             batch, as the authors' code); False: each rank's own (see :func:`nt_xent`).
+        multi_crop, local_size, local_scale: local crops besides the two views
+            (:class:`~sslpipe.tasks.multicrop.TwoViewOptions`; none by default).
     """
 
     flip: float = 0.5
@@ -139,73 +107,6 @@ class SimCLROptions(TwoViewOptions):
         return (view, view)
 
 
-class TwoViewCollator(Collator):
-    """Two augmented views of every image.
-
-    Returns a Batch with ``inputs`` a tuple of two float ``B x 3 x size x size`` normalized
-    views, ``targets`` None, ``labels`` int64 ``B`` or None, and ``meta``: per view ``v`` (1, 2)
-    ``view{v}_boxes`` (float ``B x 4`` in source pixels), ``view{v}_flip``, ``view{v}_jitter``,
-    ``view{v}_grayscale``, ``view{v}_solarize`` (bool ``B``), ``view{v}_brightness``,
-    ``view{v}_contrast``, ``view{v}_saturation``, ``view{v}_hue``, ``view{v}_blur_sigma``
-    (float ``B``, sigma 0 = no blur), ``view{v}_jitter_order`` (int64 ``B x 4``),
-    ``decode_scale`` (int64 ``B``, the JPEG DCT reduction used; 1 for decoded inputs) and
-    ``source`` (int64 ``2B``: the image of each row of the views concatenated).
-    """
-
-    options: TwoViewOptions
-
-    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
-        opt = self.options
-        specs = opt.view_augments()
-        sizes = images.sizes()
-        boxes = [random_resized_crop_boxes(sizes, generator, opt.crop_scale, opt.crop_ratio)
-                 for _ in specs]
-        crops, scale = crop_views(images.images, boxes, opt.size)
-        pixels, meta = {}, {}
-        for v, (x, spec) in enumerate(zip(crops, specs), 1):
-            pixels[f"view{v}"] = x
-            meta[f"view{v}_boxes"] = boxes[v - 1]
-            params = sample_view(len(x), spec, generator)
-            meta.update({f"view{v}_{k}": p for k, p in params.items()})
-        meta["decode_scale"] = scale
-        return HostBatch(pixels, images.labels, meta)
-
-    def make_device(self, host: HostBatch) -> Batch:
-        opt = self.options
-        views = []
-        for v, spec in enumerate(opt.view_augments(), 1):
-            prefix = f"view{v}_"
-            params = {k[len(prefix):]: p for k, p in host.meta.items() if k.startswith(prefix)}
-            views.append(apply_view(host.pixels[f"view{v}"], spec, params, opt.mean, opt.std))
-        device = views[0].device
-        meta = meta_on(host.meta, device)
-        # the image of each row of the backbone's batch (the views concatenated: view-major)
-        meta["source"] = torch.arange(len(views[0]), device=device).repeat(len(views))
-        return Batch(tuple(views), None, labels_on(host, device), meta)
-
-
-class TwoViewModel(nn.Module):
-    """Backbone + projector applied to both views in one forward pass.
-
-    ``forward((x1, x2))`` with float ``B x 3 x H x W`` views returns ``(z1, z2)``, each
-    ``B x D``. Concatenating the views keeps batch-norm statistics over all ``2B`` views.
-    """
-
-    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projector = projector
-
-    def forward(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
-            raise ValueError(
-                f"inputs must be a tuple of two views (batch.inputs). Got {type(inputs).__name__}"
-            )
-        n = inputs[0].shape[0]
-        z = self.projector(self.backbone(torch.cat(list(inputs))))
-        return z[:n], z[n:]
-
-
 @register_task("simclr", "pick the other view of each image among the batch, NT-Xent "
                "(Chen et al. 2020)")
 class SimCLR(Task):
@@ -222,12 +123,16 @@ class SimCLR(Task):
                         self.options.projection_dim, num_layers=2)
         return TwoViewModel(backbone, projector)
 
-    def loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch) -> torch.Tensor:
-        return nt_xent(outputs[0], outputs[1], self.options.temperature, self.options.gather)
+    def loss(self, outputs: tuple[torch.Tensor, ...], batch: Batch) -> torch.Tensor:
+        """NT-Xent of the two views; with local crops, the mean over the crop pairs
+        (:func:`~sslpipe.tasks.multicrop.multi_crop_loss`)."""
+        o = self.options
+        return multi_crop_loss(lambda a, b: nt_xent(a, b, o.temperature, o.gather),
+                               split_crops(outputs))
 
-    def metrics(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch
+    def metrics(self, outputs: tuple[torch.Tensor, ...], batch: Batch
                 ) -> dict[str, torch.Tensor]:
-        z = F.normalize(torch.cat(outputs).detach().float(), dim=1)
+        z = F.normalize(torch.cat(outputs[:2]).detach().float(), dim=1)
         sim = (z @ z.T).fill_diagonal_(float("-inf"))
         partner = _partners(outputs[0].shape[0], z.device)
         return {"pretext_acc": (sim.argmax(1) == partner).float().mean()}
@@ -299,10 +204,10 @@ def check_blur(sigma: tuple[float, float], kernel: int | None) -> None:
 
 def view_rows(batch: Batch, options: CollatorOptions, max_images: int
               ) -> list[tuple[str, torch.Tensor]]:
-    """``sslpipe show`` rows of a two-view batch: the views of the same images, one row each."""
-    rows = []
+    """``sslpipe show`` rows of a two-view batch: the views of the same images, one row each,
+    then one row per local crop (``local 1`` .. ``local N``) with ``multi_crop``."""
     views = batch.inputs if isinstance(batch.inputs, tuple) else (batch.inputs,)
-    for v, x in enumerate(views, 1):
-        rows.append((f"view {v}", denormalize(x[:max_images].float().cpu(), options.mean,
-                                              options.std)))
-    return rows
+    n = views[0].shape[0]
+    named = [(f"view {v}", x, 1) for v, x in enumerate(views[:2], 1)]
+    named += [("local", x, x.shape[0] // n) for x in views[2:]]
+    return crop_rows(named, options, max_images)

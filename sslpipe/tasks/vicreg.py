@@ -7,8 +7,9 @@ probability 0.1 on view 2; solarisation only on view 2, probability 0.2), an exp
 views must agree (invariance), every dimension must keep a standard deviation of at least 1
 over the batch (variance) and dimensions must be decorrelated (covariance).
 
-The collator is SimCLR's two-view collator (:class:`sslpipe.tasks.simclr.TwoViewCollator`),
-so it has the same fast CPU path (JPEG DCT scaling, uint8 crops, fused colour matrices).
+The collator is the two-view collator of :mod:`sslpipe.tasks.multicrop`, so it has SimCLR's fast
+CPU path (JPEG DCT scaling, uint8 crops, fused colour matrices) and its ``multi_crop`` option
+(local crops compared with both views, :func:`~sslpipe.tasks.multicrop.multi_crop_loss`).
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ from sslpipe.ops.augment import ViewAugment
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import Task, check_choice, check_positive, check_probability
 from sslpipe.tasks.heads import feature_dim, mlp
-from sslpipe.tasks.simclr import (
+from sslpipe.tasks.multicrop import (
     TwoViewCollator,
     TwoViewModel,
     TwoViewOptions,
-    check_blur,
-    view_rows,
-    wide_float,
+    multi_crop_loss,
+    split_crops,
 )
+from sslpipe.tasks.simclr import check_blur, view_rows, wide_float
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class VICRegOptions(TwoViewOptions):
         gather: under data parallelism, the loss is computed on every rank's embeddings (the
             global batch, as the authors' code); False: on each rank's own (see
             :func:`vicreg_loss`).
+        multi_crop, local_size, local_scale: local crops besides the two views (not in the
+            paper; :class:`~sslpipe.tasks.multicrop.TwoViewOptions`; none by default).
     """
 
     flip: float = 0.5
@@ -123,12 +126,16 @@ class VICReg(Task):
                        num_layers=o.expander_layers)
         return TwoViewModel(backbone, expander)
 
-    def loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch) -> torch.Tensor:
+    def loss(self, outputs: tuple[torch.Tensor, ...], batch: Batch) -> torch.Tensor:
+        """:func:`vicreg_loss` of the two views; with local crops, the mean over the crop pairs
+        (:func:`~sslpipe.tasks.multicrop.multi_crop_loss`)."""
         o = self.options
-        return vicreg_loss(outputs[0], outputs[1], o.sim_coeff, o.std_coeff, o.cov_coeff,
-                           o.gather, o.variance_terms)
+        return multi_crop_loss(
+            lambda a, b: vicreg_loss(a, b, o.sim_coeff, o.std_coeff, o.cov_coeff, o.gather,
+                                     o.variance_terms),
+            split_crops(outputs))
 
-    def metrics(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch
+    def metrics(self, outputs: tuple[torch.Tensor, ...], batch: Batch
                 ) -> dict[str, torch.Tensor]:
         z = outputs[0].detach().float()
         return {"embedding_std": z.std(0).mean()}
