@@ -30,6 +30,7 @@ from sslpipe.ops.augment import ViewAugment
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import StepInfo, Task, check_positive, check_probability
 from sslpipe.tasks.heads import feature_dim, mlp
+from sslpipe.tasks.multicrop import crop_pairs
 from sslpipe.tasks.simclr import TwoViewCollator, TwoViewOptions, check_blur, view_rows, wide_float
 from sslpipe.tasks.teacher import MomentumPair, cosine_momentum, update_momentum_pairs
 
@@ -118,13 +119,16 @@ class ViewOutputs(NamedTuple):
     """What :class:`MomentumTwoViewModel` returns: float ``B x D`` each.
 
     ``q1, q2``: the online network's predictions of views 1 and 2 (with gradients);
-    ``k1, k2``: the target network's projections of views 1 and 2 (no gradients).
+    ``k1, k2``: the target network's projections of views 1 and 2 (no gradients);
+    ``q_local``: with BYOL's ``multi_crop``, the online predictions of the local crops
+    (``N*B x D``, crop-major), else None.
     """
 
     q1: torch.Tensor
     q2: torch.Tensor
     k1: torch.Tensor
     k2: torch.Tensor
+    q_local: torch.Tensor | None = None
 
 
 class Encoder(nn.Module):
@@ -150,21 +154,25 @@ class MomentumTwoViewModel(nn.Module):
     ``encoders.{online,target}.projector.*``, ``predictor.*``.
     """
 
-    def __init__(self, backbone: nn.Module, projector: nn.Module, predictor: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, projector: nn.Module, predictor: nn.Module,
+                 local_crops: bool = False) -> None:
         super().__init__()
         self.encoders = MomentumPair(Encoder(backbone, projector))
         self.predictor = predictor
+        self.local_crops = local_crops  # a third input: local crops, online network only
 
     def forward(self, inputs: tuple[torch.Tensor, ...]) -> ViewOutputs:
-        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
-            raise ValueError(
-                f"inputs must be a tuple of two views (batch.inputs). Got {type(inputs).__name__}")
-        x1, x2 = inputs
+        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2 + self.local_crops:
+            local = " and the local crops" if self.local_crops else ""
+            raise ValueError(f"inputs must be a tuple of two views{local} (batch.inputs). "
+                             f"Got {type(inputs).__name__}")
+        x1, x2 = inputs[:2]
         q1 = self.predictor(self.encoders.online(x1))
         q2 = self.predictor(self.encoders.online(x2))
         with torch.no_grad():
             k1, k2 = self.encoders.target(x1), self.encoders.target(x2)
-        return ViewOutputs(q1, q2, k1, k2)
+        q_local = self.predictor(self.encoders.online(inputs[2])) if self.local_crops else None
+        return ViewOutputs(q1, q2, k1, k2, q_local)
 
 
 @register_task("byol", "predict a momentum target's projection of the other view, "
@@ -182,10 +190,18 @@ class BYOL(Task):
         o = self.options
         projector = mlp(feature_dim(backbone), o.hidden_dim, o.projection_dim, num_layers=2)
         predictor = mlp(o.projection_dim, o.predictor_dim, o.projection_dim, num_layers=2)
-        return MomentumTwoViewModel(backbone, projector, predictor)
+        return MomentumTwoViewModel(backbone, projector, predictor, o.multi_crop > 0)
 
     def loss(self, outputs: ViewOutputs, batch: Batch) -> torch.Tensor:
-        return byol_loss(outputs.q1, outputs.q2, outputs.k1, outputs.k2)
+        """:func:`byol_loss`; with ``multi_crop``, each crop's prediction regressed on the
+        target of each other view, summed over the two views as ``byol_loss`` and averaged
+        over the crops (:func:`~sslpipe.tasks.multicrop.crop_pairs`, as solo-learn's BYOL)."""
+        if outputs.q_local is None:
+            return byol_loss(outputs.q1, outputs.q2, outputs.k1, outputs.k2)
+        qs = [outputs.q1, outputs.q2, *outputs.q_local.split(outputs.q1.shape[0])]
+        pairs = crop_pairs(len(qs), symmetric=False)
+        terms = [_regression(qs[c], (outputs.k1, outputs.k2)[g]) for g, c, _ in pairs]
+        return 2 * torch.stack(terms).mean()
 
     def end_step(self, model: nn.Module, info: StepInfo) -> None:
         o = self.options

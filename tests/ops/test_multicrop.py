@@ -179,3 +179,44 @@ def test_crop_set_checks():
         CropSet("x", 8, (0.1, 0.2), ())
     with pytest.raises(ValueError, match="blur_kernel"):
         CropSet("x", 8, (0.1, 0.2), (PLAIN, ViewAugment(blur_kernel=5)))
+
+
+def _ordered_pairs(num_crops: int) -> list[tuple[int, int]]:
+    """SwAV's and DINO's rule: every crop against each global view other than itself."""
+    return [(g, c) for g in (0, 1) for c in range(num_crops) if c != g]
+
+
+@pytest.mark.parametrize("name", ["simclr", "vicreg", "byol"])
+def test_multi_crop_loss_is_the_mean_over_the_crop_pairs(name):
+    import timm
+
+    from sslpipe.tasks.byol import _regression, byol_loss
+    from sslpipe.tasks.simclr import nt_xent
+    from sslpipe.tasks.vicreg import vicreg_loss
+
+    widths = {"simclr": {"hidden_dim": 16, "projection_dim": 8},
+              "vicreg": {"expander_dim": 16},
+              "byol": {"hidden_dim": 16, "projection_dim": 8, "predictor_dim": 16}}[name]
+    images = _ragged(4)
+    for local in (0, 3):
+        task = create_task(name, size=32, seed=0, multi_crop=local, **widths)
+        batch = task.collator(images)
+        assert len(batch.inputs) == 2 + (local > 0)
+        if local:
+            assert batch.inputs[2].shape == (local * 4, 3, 14, 14)
+        torch.manual_seed(0)
+        model = task.build(timm.create_model("resnet18", num_classes=0))
+        out = model(batch.inputs)
+        if name == "byol":
+            qs = [out.q1, out.q2, *([] if out.q_local is None else out.q_local.split(4))]
+            terms = [_regression(qs[c], (out.k1, out.k2)[g]) for g, c in _ordered_pairs(len(qs))]
+            expected = 2 * sum(terms) / len(terms)
+            if not local:
+                torch.testing.assert_close(expected, byol_loss(out.q1, out.q2, out.k1, out.k2))
+        else:
+            zs = [out[0], out[1], *(out[2].split(4) if local else [])]
+            pair = ((lambda a, b: nt_xent(a, b, 0.1)) if name == "simclr"
+                    else (lambda a, b: vicreg_loss(a, b)))
+            terms = [pair(zs[g], zs[c]) for g, c in _ordered_pairs(len(zs))]
+            expected = sum(terms) / len(terms)
+        torch.testing.assert_close(task.loss(out, batch), expected, rtol=1e-5, atol=1e-6)

@@ -120,3 +120,27 @@ def test_every_row_shows_num_source_images(task):
     rows = pipeline.visualize(batch, max_images=2)
     assert rows and all(pictures.shape[0] == 2 for _, pictures in rows), [
         (caption, tuple(p.shape)) for caption, p in rows]
+
+
+def test_show_dino_draws_every_crop_box_in_place(tmp_path):
+    import sslpipe.tasks.dino  # noqa: F401  (registers "dino")
+
+    out = tmp_path / "dino.png"
+    result = CliRunner().invoke(main, ["show", "dino", "--size", "32", "--num", "2",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    # the sources with their boxes, two global crops, six local ones
+    with Image.open(out) as im:
+        assert im.size == _expected(2, 9)
+
+
+def test_draw_boxes_outlines_the_recorded_box():
+    from sslpipe.tasks.show import draw_boxes
+
+    image = torch.zeros(3, 50, 100, dtype=torch.uint8)
+    boxes = torch.tensor([[[10.0, 5.0, 60.0, 45.0]]])  # one box of one image
+    picture = draw_boxes([image], [(boxes, "red")], side=200)  # scale 2, 50 px margin on top
+    assert picture.shape == (1, 3, 200, 200)
+    assert picture[0, :, 50 + 10, 20].tolist() == [1.0, 0.0, 0.0]  # the left edge, red
+    assert picture[0, :, 50 + 40, 70].tolist() == [0.0, 0.0, 0.0]  # inside: the image
+    assert picture[0, :, 10, 100].tolist() == [1.0, 1.0, 1.0]  # the white margin
