@@ -29,6 +29,8 @@ _BUILTIN_MODULES = (
     "counting",
     "simclr",
     "vicreg",
+    "byol",
+    "mocov3",
     "mae",
     "supervised",
     "multitask",

@@ -37,7 +37,7 @@ from sslpipe.batch import Batch, HostBatch
 from sslpipe.ops.images import Images, collect
 from sslpipe.options import check_choice, make_options
 from sslpipe.registry import register_multitask, task_class
-from sslpipe.tasks.base import Collator, CollatorOptions, Task
+from sslpipe.tasks.base import Collator, CollatorOptions, StepInfo, Task
 
 SEPARATOR = "."
 
@@ -177,6 +177,21 @@ class MultiTask(Task):
             term = self.options.weights.get(name, 1.0) * self.member_loss(name, outputs, batch)
             total = term if total is None else total + term
         return total  # type: ignore[return-value]
+
+    def begin_step(self, info: StepInfo) -> None:
+        """Every member's schedule (each sees the same step)."""
+        for member in self.members.values():
+            member.begin_step(info)
+
+    def end_step(self, model: nn.Module, info: StepInfo) -> None:
+        """Every member's update after the optimizer step (momentum teachers follow their
+        online networks), each given its own model (``model.members[name]``)."""
+        members = getattr(model, "members", None)
+        if not isinstance(members, nn.ModuleDict):
+            raise ValueError("model must be the MultiTaskModel this task built. Got "
+                             f"{type(model).__name__}")
+        for name, member in self.members.items():
+            member.end_step(members[name], info)
 
     def member_loss(self, name: str, outputs: dict[str, Any], batch: Batch) -> torch.Tensor:
         """The unweighted loss of member ``name``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import timm
 import torch
@@ -98,3 +100,27 @@ def test_shared_and_member_options_are_routed():
 def test_wrong_names_and_options_raise(name, options, match):
     with pytest.raises(ValueError, match=match):
         create_task(name, **options)
+
+
+def test_members_schedules_and_teachers_follow_the_multitask_steps():
+    from sslpipe.tasks.base import StepInfo
+    from sslpipe.tasks.teacher import MomentumPair
+
+    task = create_task("rotation+byol", size=32, byol={"hidden_dim": 16, "projection_dim": 8,
+                                                       "predictor_dim": 16})
+    model = task.build(timm.create_model("resnet18", num_classes=0))
+    pair = next(m for m in model.modules() if isinstance(m, MomentumPair))
+    with torch.no_grad():
+        for p in pair.online.parameters():
+            p.add_(1.0)  # the online network moved away from its copy
+    before = [t.detach().clone() for t in pair.target.parameters()]
+    online = [p.detach().clone() for p in pair.online.parameters()]
+    info = StepInfo(step=5, total_steps=10, steps_per_epoch=10)
+    task.begin_step(info)
+    task.end_step(model, info)
+    tau = task.members["byol"].options.base_momentum
+    tau = 1 - (1 - tau) * (math.cos(math.pi * info.progress) + 1) / 2
+    for b, o, t in zip(before, online, pair.target.parameters()):
+        torch.testing.assert_close(t, tau * b + (1 - tau) * o)
+    with pytest.raises(ValueError, match="MultiTaskModel"):
+        task.end_step(torch.nn.Linear(2, 2), info)
