@@ -12,6 +12,11 @@ each collator made, at the smallest size, to put the pseudo-label cost next to w
 
     python benchmarks/collators.py                       # every task, about 2-3 minutes
     python benchmarks/collators.py --tasks simclr --sizes 224 --iters 5 --batch-size 64
+    python benchmarks/collators.py --tasks dino --sizes 224 --iters 3 --no-train-step
+
+DINO's row is multi-crop (2 x 224 + 6 x 96 at 224 px) against the official per-image
+``DataAugmentationDINO`` written with torchvision v2 (RandomResizedCrop and the same colour
+ops, per crop).
 
 Timings are printed, never asserted.
 """
@@ -33,10 +38,12 @@ from PIL import Image, ImageFilter, ImageOps
 from torch.utils.data import default_collate
 
 import sslpipe
+import sslpipe.tasks.dino  # noqa: F401  (registers "dino" where the registry does not load it)
 from sslpipe.ops.color import IMAGENET_MEAN, IMAGENET_STD
+from sslpipe.ops.multicrop import local_size_for
 
 KNOWN_TASKS = ("rotation", "jigsaw", "relative_patch", "counting", "colorization",
-               "context_encoder", "simclr", "vicreg", "supervised")
+               "context_encoder", "simclr", "vicreg", "supervised", "dino")
 Reference = Callable[[Image.Image, random.Random], Any]
 
 
@@ -196,6 +203,7 @@ def make_reference(name: str, task: Any) -> Reference:
         "counting": lambda: _counting(o.size),
         "colorization": lambda: _colorization(o.size),
         "context_encoder": lambda: _context_encoder(o.size),
+        "dino": lambda: _dino(o),
     }
     if name not in builders:
         raise KeyError(f"no per-image reference written for {name!r}")
@@ -326,6 +334,35 @@ def _context_encoder(size: int) -> Reference:
         x[:, lo:hi, lo:hi] = 0.0  # the dataset mean after normalisation
         return x, target
     return ref
+
+
+def _dino(options: Any) -> Reference:
+    """The official ``DataAugmentationDINO`` (facebookresearch/dino ``main_dino.py``) with
+    torchvision v2 on PIL, one crop at a time: RandomResizedCrop (bilinear with antialias, as
+    sslpipe; the official code uses bicubic), flip, colour jitter p 0.8, grayscale 0.2, blur
+    (p 1.0 / 0.1 / 0.5, sigma 0.1-2, 13 taps: 3 sigma), solarisation p 0.2 on global 2."""
+    from torchvision.transforms import v2
+
+    o = options
+    local_side = o.local_size or local_size_for(o.size)
+
+    def crop(size: int, scale: tuple[float, float], blur: float, solarize: float) -> Any:
+        return v2.Compose([
+            v2.RandomResizedCrop(size, scale=scale, antialias=True),
+            v2.RandomHorizontalFlip(o.flip),
+            v2.RandomApply([v2.ColorJitter(*o.jitter)], p=o.jitter_p),
+            v2.RandomGrayscale(o.grayscale),
+            v2.RandomApply([v2.GaussianBlur(13, o.blur_sigma)], p=blur),
+            v2.RandomSolarize(128, p=solarize),
+            v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ])
+
+    global1 = crop(o.size, o.global_scale, o.blur[0], o.solarize[0])
+    global2 = crop(o.size, o.global_scale, o.blur[1], o.solarize[1])
+    local = crop(local_side, o.local_scale, o.local_blur, 0.0)
+    return lambda image, rng: (global1(image), global2(image),
+                               *(local(image) for _ in range(o.local_crops)))
 
 
 if __name__ == "__main__":
