@@ -280,6 +280,11 @@ class DINO(Task):
 
     def build(self, backbone: nn.Module) -> nn.Module:
         o = self.options
+        patch = getattr(getattr(backbone, "patch_embed", None), "patch_size", None)
+        sides = [s.size for s in o.crop_sets()]
+        if isinstance(patch, tuple) and any(side % patch[0] for side in sides):
+            raise ValueError(f"size and local_size must be multiples of the ViT's patch size "
+                             f"{patch[0]} (pass -o size=... -o local_size=...). Got {sides}")
         head = DINOHead(feature_dim(backbone), o.out_dim, o.hidden_dim, o.bottleneck_dim,
                         o.head_layers, o.head_bn, o.norm_last_layer)
         model = DINOModel(backbone, head, o.center_momentum)

@@ -230,6 +230,9 @@ def test_vit_takes_local_crops_as_timm_builds_it():
     loss = task.loss(model(batch.inputs), batch)
     loss.backward()
     assert torch.isfinite(loss) and task.eval_network == "teacher"
+    with pytest.raises(ValueError, match="multiples of the ViT's patch size 8"):
+        create_task("dino", local_size=12, **SMALL).build(
+            timm.create_model("vit_tiny_patch16_224", **kw))
 
 
 def test_metrics_visualize_and_options():
