@@ -31,6 +31,7 @@ _BUILTIN_MODULES = (
     "vicreg",
     "byol",
     "mocov3",
+    "dino",
     "mae",
     "supervised",
     "multitask",

@@ -41,7 +41,11 @@ FALLBACK_ARCH = "resnet50"
 # images a task pushes through the backbone per input image, relative to one plain view
 TASK_COST = {"rotation": 4.0, "jigsaw": 1.0, "relative_patch": 2.0, "context_encoder": 1.5,
              "colorization": 1.0, "counting": 6.0, "simclr": 2.0, "vicreg": 2.0,
-             "supervised": 1.0}
+             "supervised": 1.0,
+             # two views through the online network (forward + backward) and the teacher
+             # (forward only, about a third of a step); DINO adds 6 local crops at (96/224)^2;
+             # MAE's encoder sees a quarter of the patches, plus a light decoder
+             "byol": 2.7, "mocov3": 2.7, "dino": 3.8, "mae": 0.5}
 DEFAULT_SIZE = 224
 
 

@@ -78,6 +78,9 @@ class MoCoV3Options(AsymmetricViewOptions):
         if self.projector_layers is not None:
             check_positive("projector_layers", self.projector_layers)
         check_positive("temperature", self.temperature)
+        if self.multi_crop:
+            raise ValueError("multi_crop: MoCo v3 compares the two views only (the paper uses no "
+                             f"multi-crop). Got multi_crop={self.multi_crop}; use 0")
         check_momentum(self.base_momentum, self.final_momentum)
 
 

@@ -114,3 +114,8 @@ def test_the_official_heads_for_resnets_and_vits():
     loss.backward()
     assert vit.blocks[0].attn.qkv.weight.grad is not None
     assert all(p.grad is None for p in model.encoders.target.parameters())
+
+
+def test_multi_crop_is_refused_up_front():
+    with pytest.raises(ValueError, match="multi_crop"):
+        sslpipe.create_task("mocov3", multi_crop=2)
