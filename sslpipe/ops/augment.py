@@ -4,7 +4,7 @@ Every random op has a probability ``p``, draws per-sample (never same-on-batch) 
 a CPU ``torch.Generator`` (None: torch's global RNG) and returns them as a dict of tensors, as
 kornia's parameter generators do, so a collator can record them in ``Batch.meta``.
 
-Colour is linear (DESIGN.md, "Where the time goes"): brightness, contrast, saturation, hue and
+Colour is linear (docs/design.md, "Where the time goes"): brightness, contrast, saturation, hue and
 grayscale become one affine ``B x 3 x 4`` matrix per image acting on RGB in [0, 1], which
 :func:`sslpipe.ops.color.normalize` fuses with the mean/std normalisation in one batched matmul.
 Differences from torchvision's ``ColorJitter`` (which works on one image at a time):

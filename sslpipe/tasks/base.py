@@ -1,4 +1,4 @@
-"""Base classes of the task contract (DESIGN.md, "Collator" and "Task").
+"""Base classes of the task contract (docs/design.md, "Contracts").
 
 A task is declared in one file of ``sslpipe/tasks/``::
 

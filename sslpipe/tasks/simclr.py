@@ -5,7 +5,7 @@ Two views of every image (random resized crop, flip, colour jitter, grayscale, G
 optional solarisation), a projection MLP, and the NT-Xent loss: each of the ``2B`` views must
 pick out its partner among the other ``2B - 1``.
 
-The collator is built for throughput on CPU workers (DESIGN.md, "Where the time goes"): crop
+The collator is built for throughput on CPU workers (docs/design.md, "Where the time goes"): crop
 boxes are drawn from the JPEG header size before decoding, each JPEG is decoded at the largest
 DCT reduction (1/2, 1/4, 1/8) that keeps both views' crops at least ``size`` pixels on each
 side (``dct_scaling=True``, an option of every collator; only JPEG bytes are affected), crops
