@@ -37,7 +37,8 @@ from sslpipe.tasks.teacher import MomentumPair, cosine_momentum, update_momentum
 
 @dataclass(frozen=True)
 class AsymmetricViewOptions(TwoViewOptions):
-    """BYOL's two view policies (its Table 6), shared by MoCo v3 (whose code uses BYOL's).
+    """BYOL's two view policies (its Table 6), shared by MoCo v3 (whose code uses BYOL's) and
+    VICReg (whose paper uses BYOL's).
 
     Attributes:
         flip: probability of a horizontal flip per view.

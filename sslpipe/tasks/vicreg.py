@@ -21,33 +21,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslpipe.batch import Batch
-from sslpipe.ops.augment import ViewAugment
 from sslpipe.registry import register_task
-from sslpipe.tasks.base import Task, check_choice, check_positive, check_probability
+from sslpipe.tasks.base import Task, check_choice, check_positive
+from sslpipe.tasks.byol import AsymmetricViewOptions
 from sslpipe.tasks.heads import feature_dim, mlp
 from sslpipe.tasks.multicrop import (
     TwoViewCollator,
     TwoViewModel,
-    TwoViewOptions,
     multi_crop_loss,
     split_crops,
 )
-from sslpipe.tasks.simclr import check_blur, view_rows, wide_float
+from sslpipe.tasks.simclr import view_rows, wide_float
 
 
 @dataclass(frozen=True)
-class VICRegOptions(TwoViewOptions):
+class VICRegOptions(AsymmetricViewOptions):
     """Options of the VICReg task (defaults: the paper's ImageNet settings).
 
+    The two views' policies are BYOL's, as the paper states, with the same
+    defaults: :class:`~sslpipe.tasks.byol.AsymmetricViewOptions` (flip, jitter, jitter_p,
+    grayscale, blur and solarize per view, blur_sigma, blur_kernel).
+
     Attributes:
-        flip: probability of a horizontal flip per view.
-        jitter: ``(brightness, contrast, saturation, hue)`` strengths.
-        jitter_p: probability of the colour jitter per view.
-        grayscale: probability of grayscale per view.
-        blur: blur probability of ``(view 1, view 2)``.
-        blur_sigma: blur sigma range in pixels.
-        blur_kernel: blur taps (odd); None means 10% of ``size`` (23 at 224 px).
-        solarize: solarisation probability of ``(view 1, view 2)``.
         expander_dim: width of every expander layer (8192 in the paper).
         expander_layers: number of Linear layers (BN + ReLU between them).
         sim_coeff, std_coeff, cov_coeff: the loss weights lambda, mu, nu.
@@ -61,14 +56,6 @@ class VICRegOptions(TwoViewOptions):
             paper; :class:`~sslpipe.tasks.multicrop.TwoViewOptions`; none by default).
     """
 
-    flip: float = 0.5
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
-    jitter_p: float = 0.8
-    grayscale: float = 0.2
-    blur: tuple[float, float] = (1.0, 0.1)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_kernel: int | None = None
-    solarize: tuple[float, float] = (0.0, 0.2)
     expander_dim: int = 8192
     expander_layers: int = 3
     sim_coeff: float = 25.0
@@ -79,34 +66,11 @@ class VICRegOptions(TwoViewOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("flip", "jitter_p", "grayscale"):
-            check_probability(name, getattr(self, name))
-        for name in ("blur", "solarize"):
-            pair = getattr(self, name)
-            if len(pair) != 2:
-                raise ValueError(f"{name} must be a pair (view 1, view 2). Got {pair!r}")
-            for p in pair:
-                check_probability(name, p)
-        if len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5:
-            raise ValueError(
-                "jitter must be (brightness, contrast, saturation, hue) >= 0 with hue <= 0.5. "
-                f"Got {self.jitter!r}"
-            )
-        check_blur(self.blur_sigma, self.blur_kernel)
         check_positive("expander_dim", self.expander_dim)
         check_positive("expander_layers", self.expander_layers)
         check_choice("variance_terms", self.variance_terms, ("mean", "sum"))
         for name in ("sim_coeff", "std_coeff", "cov_coeff"):
             check_positive(name, getattr(self, name), allow_zero=True)
-
-    def view_augments(self) -> tuple[ViewAugment, ...]:
-        kernel = self.blur_kernel or self.default_blur_kernel()
-        return tuple(
-            ViewAugment(flip=self.flip, jitter=self.jitter, jitter_p=self.jitter_p,
-                        grayscale=self.grayscale, blur=blur, blur_sigma=self.blur_sigma,
-                        blur_kernel=kernel, solarize=solarize)
-            for blur, solarize in zip(self.blur, self.solarize)
-        )
 
 
 @register_task("vicreg", "invariance + variance + covariance regularisation of two views "
