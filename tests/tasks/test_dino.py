@@ -250,3 +250,11 @@ def test_metrics_visualize_and_options():
                 {"momentum": 1.5}, {"teacher_temp": 0.0}, {"jitter": (0.4, 0.4, 0.2, 0.9)}):
         with pytest.raises(ValueError):
             create_task("dino", **bad)
+
+
+def test_source_maps_each_global_crop_to_its_image_without_labels():
+    task = create_task("dino", size=32, local_size=16, local_crops=2, seed=0)
+    x = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8)  # unlabelled: no labels
+    batch = task.collator(x)
+    assert batch.inputs[0].shape[0] == 6
+    assert torch.equal(batch.meta["source"], torch.arange(3).repeat(2))
