@@ -24,12 +24,17 @@ class Batch:
             used by a pretext loss; probes and the supervised baseline read them.
         meta: the random parameters that produced the batch (crop boxes, angles, permutation
             ids, masks), enough to replay or draw it.
+        size: the number of source images B. A task's inputs may hold several rows per image
+            (RotNet's four rotations, DINO's two global crops), so the collator states it
+            (:class:`~sslpipe.tasks.base.Collator` sets it from its input); None: read from
+            ``labels`` or the first input's rows.
     """
 
     inputs: Tensors
     targets: Targets = None
     labels: torch.Tensor | None = None
     meta: dict[str, torch.Tensor] = field(default_factory=dict)
+    size: int | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """Return a copy with every tensor moved to ``device``."""
@@ -46,11 +51,15 @@ class Batch:
             targets=_map(fn, self.targets),
             labels=_map(fn, self.labels),
             meta=_map(fn, self.meta),
+            size=self.size,
         )
 
     @property
     def batch_size(self) -> int:
-        """Number of source images (B), read from ``labels`` or the first input."""
+        """Number of source images (B): ``size`` when the collator stated it, else read from
+        ``labels`` or the first input."""
+        if self.size is not None:
+            return self.size
         if self.labels is not None:
             return int(self.labels.shape[0])
         first = self.inputs[0] if isinstance(self.inputs, tuple) else self.inputs
@@ -68,6 +77,8 @@ class HostBatch:
         labels: the dataset's class labels (int64 ``B``) or None.
         meta: every random parameter the host stage drew (CPU tensors), by the names the
             Batch's ``meta`` will carry, plus any the device stage needs.
+        size: the number of source images B (a pixels entry may hold several rows per image);
+            :class:`~sslpipe.tasks.base.Collator` sets it from its input.
 
     The loader moves only ``pixels`` and ``labels`` to the device (:meth:`to`); ``meta`` stays
     on the host, so the device stage reads parameters there without waiting on the device, and
@@ -77,18 +88,19 @@ class HostBatch:
     pixels: dict[str, torch.Tensor]
     labels: torch.Tensor | None = None
     meta: dict[str, torch.Tensor] = field(default_factory=dict)
+    size: int | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> HostBatch:
         """A copy with ``pixels`` and ``labels`` on ``device`` (``meta`` stays where it is)."""
         return HostBatch(_map(lambda t: t.to(device, non_blocking=non_blocking), self.pixels),
                          _map(lambda t: t.to(device, non_blocking=non_blocking), self.labels),
-                         self.meta)
+                         self.meta, self.size)
 
     def pin_memory(self) -> HostBatch:
         """A copy in pinned host memory (called by DataLoader(pin_memory=True))."""
         return HostBatch(_map(torch.Tensor.pin_memory, self.pixels),
                          _map(torch.Tensor.pin_memory, self.labels),
-                         _map(torch.Tensor.pin_memory, self.meta))
+                         _map(torch.Tensor.pin_memory, self.meta), self.size)
 
     @property
     def device(self) -> torch.device:
@@ -97,7 +109,10 @@ class HostBatch:
 
     @property
     def batch_size(self) -> int:
-        """Number of source images (B)."""
+        """Number of source images (B): ``size`` when stated, else read from ``labels`` or the
+        first pixels entry."""
+        if self.size is not None:
+            return self.size
         if self.labels is not None:
             return int(self.labels.shape[0])
         return int(next(iter(self.pixels.values())).shape[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import sslpipe
 from sslpipe import Batch
 
 
@@ -48,3 +49,20 @@ def test_host_batch_nbytes_counts_what_crosses_to_the_device() -> None:
     moved = host.to("meta")
     assert moved.meta["angle"].device.type == "cpu"
     assert HostBatch(host.pixels).nbytes == 2 * 3 * 16 + 2 * 3 * 4
+
+
+@pytest.mark.parametrize("options", [{"mode": "all"}, {"mode": "random"}])
+def test_batch_size_counts_images_not_rows(options: dict) -> None:
+    """Rotation "all" has 4B input rows and no labels here: B is still the image count, for
+    the task alone, inside a multi-task, and across the host / device split."""
+    images = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8)
+    rotation = sslpipe.create_collator("rotation", size=32, seed=0, **options)
+    batch = rotation(images)
+    assert batch.batch_size == 3
+    host = rotation.host_stage(images)
+    assert host.batch_size == 3 and host.to("cpu").batch_size == 3
+    assert rotation.device_stage(host).batch_size == 3
+    multi = sslpipe.create_collator("rotation+dino", seed=0, size=32, rotation=options,
+                                    dino={"local_crops": 2})
+    assert multi(images).batch_size == 3
+    assert Batch(torch.zeros(12, 3, 8, 8), size=3).apply(lambda t: t * 2).batch_size == 3

@@ -102,6 +102,11 @@ def test_every_input_kind_gives_a_valid_batch(name: str, kind: str) -> None:
         assert x.ndim >= 4 and x.shape[-3] in (1, 3)
     for t in _tensors(batch.meta):
         assert isinstance(t, torch.Tensor)
+    # B is the number of source images, whatever rows per image the inputs hold (RotNet's
+    # four rotations, DINO's two global crops) and with or without labels
+    assert batch.batch_size == 4
+    assert batch.to("cpu").batch_size == 4
+    assert collator.host_stage(samples).batch_size == 4
     labeled = kind in ("pil_labeled", "numpy_labeled", "jpeg_bytes", "dict_samples")
     if labeled:
         assert batch.labels is not None and batch.labels.dtype == torch.int64

@@ -66,7 +66,8 @@ class EvalCollator:
         for the two stages)."""
         images = collect(samples)
         boxes = center_square_boxes(images.sizes())
-        return HostBatch({"crops": resized_crop(images.images, boxes, self.size)}, images.labels)
+        return HostBatch({"crops": resized_crop(images.images, boxes, self.size)}, images.labels,
+                         size=len(images))
 
     def device_stage(self, host: HostBatch) -> Batch:
         """Normalise on the device of ``host.pixels``."""
@@ -77,7 +78,7 @@ class EvalCollator:
         device = inputs.device
         labels = None if host.labels is None else host.labels.to(device, non_blocking=True)
         meta = {k: v.to(device, non_blocking=True) for k, v in host.meta.items()}
-        return Batch(inputs, None, labels, meta)
+        return Batch(inputs, None, labels, meta, size=host.size)
 
     def config(self) -> dict[str, Any]:
         """What a result file records about the input pipeline."""
@@ -120,7 +121,8 @@ class TrainCollator(EvalCollator):
         boxes = random_resized_crop_boxes(images.sizes(), gen, scale=self.scale)
         x = resized_crop(images.images, boxes, self.size)
         flip = torch.rand(len(images), generator=gen) < 0.5
-        return HostBatch({"crops": x}, images.labels, {"boxes": boxes, "flip": flip})
+        return HostBatch({"crops": x}, images.labels, {"boxes": boxes, "flip": flip},
+                         size=len(images))
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "train_augment": {"random_resized_crop_scale": list(self.scale),

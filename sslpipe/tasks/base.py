@@ -114,17 +114,31 @@ class Collator(ABC):
         bytes, the GPU for images decoded there)."""
         images = collect(samples, min_size=self.min_input_size(),
                          decode=not self.options.dct_scaling, max_pixels=self.options.max_pixels)
-        return self.make_host(images, generator if generator is not None else self.generator())
+        return self.sized_host(images, generator if generator is not None else self.generator())
 
     def device_stage(self, host: HostBatch) -> Batch:
         """The rest, as tensor math on the device of ``host.pixels``: float conversion, colour,
         blur, normalisation and the pseudo-labels. ``collator(samples)`` equals
         ``device_stage(host_stage(samples))`` exactly, for the same generator."""
-        return self.make_device(host)
+        return self.sized_device(host)
 
     def make(self, images: Images, generator: torch.Generator | None) -> Batch:
         """Both stages on collected images (what a multi-task collator calls per member)."""
-        return self.make_device(self.make_host(images, generator))
+        return self.sized_device(self.sized_host(images, generator))
+
+    def sized_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
+        """:meth:`make_host`, with the HostBatch's ``size`` set to the number of images."""
+        host = self.make_host(images, generator)
+        if host.size is None:
+            host.size = len(images)
+        return host
+
+    def sized_device(self, host: HostBatch) -> Batch:
+        """:meth:`make_device`, with the Batch's ``size`` carried over from ``host``."""
+        batch = self.make_device(host)
+        if batch.size is None:
+            batch.size = host.size
+        return batch
 
     @abstractmethod
     def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:

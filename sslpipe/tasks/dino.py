@@ -195,9 +195,7 @@ class DINOCollator(Collator):
         crops = apply_crop_sets(host.pixels, host.meta, o.crop_sets(), o.mean, o.std)
         device = crops[0].device
         meta = meta_on(host.meta, device)
-        # B from the global crops (2B rows): HostBatch.batch_size reads the first pixels entry
-        # when there are no labels, which here holds 2B rows
-        images = len(crops[0]) // GLOBAL_CROPS
+        images = len(crops[0]) // GLOBAL_CROPS  # the global crops hold 2B rows
         meta["source"] = torch.arange(images, device=device).repeat(GLOBAL_CROPS)
         return Batch(tuple(crops), None, labels_on(host, device), meta)
 

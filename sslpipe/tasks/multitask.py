@@ -81,7 +81,7 @@ class MultiCollator(Collator):
         # decoded once for every member (a lazily decoded JPEG would be decoded per member)
         images = collect(samples, min_size=self.min_input_size(),
                          max_pixels=self.options.max_pixels)
-        return self.make_host(images, generator if generator is not None else self.generator())
+        return self.sized_host(images, generator if generator is not None else self.generator())
 
     def min_input_size(self) -> tuple[int, int]:
         h, w = 1, 1
@@ -94,7 +94,7 @@ class MultiCollator(Collator):
     def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
         pixels, meta = {}, {}
         for name, task in self.members.items():
-            host = task.collator.make_host(images, generator)
+            host = task.collator.sized_host(images, generator)
             pixels.update({f"{name}{SEPARATOR}{k}": v for k, v in host.pixels.items()})
             meta.update({f"{name}{SEPARATOR}{k}": v for k, v in host.meta.items()})
         return HostBatch(pixels, images.labels, meta)
@@ -107,14 +107,15 @@ class MultiCollator(Collator):
             own = HostBatch({k[len(prefix):]: v for k, v in host.pixels.items()
                              if k.startswith(prefix)}, host.labels,
                             {k[len(prefix):]: v for k, v in host.meta.items()
-                             if k.startswith(prefix)})
-            batch = task.collator.make_device(own)
+                             if k.startswith(prefix)}, host.size)
+            batch = task.collator.sized_device(own)
             inputs.append(batch.inputs)
             if batch.targets is not None:
                 targets[name] = batch.targets
             meta.update({f"{prefix}{k}": v for k, v in batch.meta.items()})
             labels = batch.labels
-        return Batch(tuple(inputs), targets, labels, meta)  # type: ignore[arg-type]
+        return Batch(tuple(inputs), targets, labels, meta,  # type: ignore[arg-type]
+                     size=host.size)
 
 
 @register_multitask
