@@ -188,6 +188,11 @@ def knn(**kw: Any) -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Optimizer steps instead of --epochs (as many passes as they take), so "
                    "that the cost does not grow with the label budget.")
+@click.option("--min-steps", type=click.IntRange(min=1), default=None,
+              help="At least this many steps from --epochs (a few labels get enough steps "
+                   "to fit them).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="At most this many steps from --epochs (a capped cost at large budgets).")
 @click.option("--lr", default=0.05, show_default=True)
 @click.option("--wd", default=5e-4, show_default=True, help="Weight decay.")
 def finetune(**kw: Any) -> None:
@@ -197,8 +202,12 @@ def finetune(**kw: Any) -> None:
     from sslpipe.eval.finetune import FinetuneOptions
     from sslpipe.eval.finetune import finetune as run_finetune
 
-    opts = FinetuneOptions(kw["freeze"], kw["epochs"], kw["lr"], kw["wd"], kw["batch_size"],
-                           kw["size"], kw["seed"], kw["steps"])
+    try:
+        opts = FinetuneOptions(kw["freeze"], kw["epochs"], kw["lr"], kw["wd"], kw["batch_size"],
+                               kw["size"], kw["seed"], kw["steps"], kw["min_steps"],
+                               kw["max_steps"])
+    except ValueError as e:
+        raise user_error(e) from e
     if kw["checkpoint"] == "scratch" and kw["freeze"]:
         raise user_error(ValueError(
             f"--checkpoint scratch trains every layer from random init; --freeze "

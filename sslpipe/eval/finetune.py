@@ -37,7 +37,10 @@ class FinetuneOptions:
         epochs: passes over the training data.
         steps: when set, the number of optimizer steps instead: training passes over the data
             as often as it takes (the last pass cut short), so that a run's cost does not grow
-            with its label budget (the scratch baseline of a budget sweep).
+            with its label budget.
+        min_steps, max_steps: bounds on the steps that ``epochs`` gives (None: unbounded), for
+            a budget sweep: a few hundred labels get enough steps to fit them, the full set
+            a capped cost (see :func:`finetune_steps`). Not with ``steps``.
         lr: peak learning rate (cosine decay to 0).
         weight_decay: L2 penalty of SGD.
         batch_size: images per step.
@@ -53,15 +56,42 @@ class FinetuneOptions:
     size: int = DEFAULT_SIZE
     seed: int = 0
     steps: int | None = None
+    min_steps: int | None = None
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         check_positive("epochs", self.epochs)
-        if self.steps is not None:
-            check_positive("steps", self.steps)
+        for name in ("steps", "min_steps", "max_steps"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name))
+        if self.steps is not None and (self.min_steps is not None or self.max_steps is not None):
+            raise ValueError(f"steps={self.steps} sets the steps exactly; min_steps and max_steps "
+                             f"bound the steps of epochs, so they cannot be given with it")
+        if (self.min_steps is not None and self.max_steps is not None
+                and self.min_steps > self.max_steps):
+            raise ValueError(f"min_steps must be <= max_steps. Got {self.min_steps} > "
+                             f"{self.max_steps}")
         check_positive("lr", self.lr)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("batch_size", self.batch_size)
         check_positive("size", self.size)
+
+
+def finetune_steps(options: FinetuneOptions, steps_per_epoch: int) -> int:
+    """The optimizer steps a fine-tuning run takes: ``options.steps`` when set, else
+    ``options.epochs * steps_per_epoch`` clamped to ``[min_steps, max_steps]``.
+
+    With ``epochs=5, min_steps=150, max_steps=470`` and batches of 128, 600 labels (5 batches
+    per epoch) train 150 steps (30 passes), 6,000 labels 5 epochs (235 steps) and 60,000
+    labels 470 steps (one pass)."""
+    if options.steps is not None:
+        return options.steps
+    steps = options.epochs * max(1, steps_per_epoch)
+    if options.min_steps is not None:
+        steps = max(steps, options.min_steps)
+    if options.max_steps is not None:
+        steps = min(steps, options.max_steps)
+    return steps
 
 
 def finetune(
@@ -116,11 +146,11 @@ def finetune(
     sgd = torch.optim.SGD(params, lr=opt.lr, momentum=0.9, nesterov=True,
                           weight_decay=opt.weight_decay)
     per_epoch = _steps_per_epoch(train_batches)
-    steps = opt.steps or opt.epochs * per_epoch
+    steps = finetune_steps(opt, per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(
         sgd, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     done, images = 0, 0
-    for epoch in range(math.ceil(steps / per_epoch) if opt.steps else opt.epochs):
+    for epoch in range(math.ceil(steps / per_epoch)):
         model.train()
         if hasattr(train_batches, "set_epoch"):
             train_batches.set_epoch(epoch)

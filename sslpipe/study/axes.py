@@ -20,9 +20,10 @@ _COMMON = ("size", "batch_size", "workers", "device")
 EVAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "linear": ("layers", "pool", "epochs", "lr", "weight_decays", *_COMMON),
     "knn": ("layers", "pool", "k", "temperature", *_COMMON),
-    "finetune": ("freeze", "epochs", "steps", "lr", "weight_decay", *_COMMON),
+    "finetune": ("freeze", "epochs", "steps", "min_steps", "max_steps", "lr", "weight_decay",
+                 *_COMMON),
 }
-SCRATCH_OPTIONS = ("epochs", "steps", "lr", "weight_decay", *_COMMON)
+SCRATCH_OPTIONS = ("epochs", "steps", "min_steps", "max_steps", "lr", "weight_decay", *_COMMON)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Training cost of a run = images it reads (``epochs x num_samples`` of the pretra
 manifest, or ``max_steps x batch_size`` when that is smaller) x the task's ``TASK_COST`` /
 the images/s of a training step. Evaluation: linear and kNN extract features once per cell
 (train + test images at ``FORWARD_SPEEDUP`` x the training rate: a forward pass without
-backward); fine-tuning trains ``epochs`` over the train split (or ``steps`` batches) at the
+backward); fine-tuning trains the steps :func:`~sslpipe.eval.finetune.finetune_steps` gives
+(``epochs`` over the train split within ``min_steps`` / ``max_steps``, or ``steps``) at the
 training rate. With a label budget the train split counts the budget's images
 (``round(P x n)`` or ``N x classes``), and with ``probe_seeds = K`` every seed extracts its own
 subset's features and trains its own probe or fine-tune (the test features of a trained
@@ -23,9 +24,12 @@ usual split sizes (``TYPICAL_SIZES``); anything else is estimated as ``?``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 
+from sslpipe.eval.finetune import FinetuneOptions, finetune_steps
 from sslpipe.study.grid import EvalCell, Grid, TrainCell
 from sslpipe.study.rates import (
     DEFAULT_IMG_PER_S,
@@ -51,6 +55,9 @@ TYPICAL_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
                  "mnist": (60_000, 10_000), "imagenet": (1_281_167, 50_000)}
 # floating-point operations per second of a linear probe's fit (float32 matmuls)
 FIT_FLOPS = {"cpu": 2e10, "cuda": 5e12}
+
+
+_FINETUNE_FIELDS = {f.name for f in dataclasses.fields(FinetuneOptions)}
 
 
 @dataclass(frozen=True)
@@ -135,10 +142,10 @@ def _eval_seconds(cell: EvalCell, ips: float, device: str = "cpu") -> float | No
     options = cell.evaluation.options
     forward = FORWARD_SPEEDUP * ips
     if cell.evaluation.kind == "finetune":
-        steps = options.get("steps")
         batch = int(options.get("batch_size", 128))
-        images = int(steps) * batch if steps else int(options.get("epochs", 10)) * labelled
-        return seeds * (images / ips + n_test / forward)
+        steps = finetune_steps(FinetuneOptions(**{k: v for k, v in options.items() if k in
+                                                  _FINETUNE_FIELDS}), math.ceil(labelled / batch))
+        return seeds * (steps * batch / ips + n_test / forward)
     # features: each seed's subset (a full split once), the test set once per backbone
     backbones = seeds if cell.train is None else 1
     extract = (seeds if subset else backbones) * labelled + backbones * n_test

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 
-from sslpipe.eval.finetune import FinetuneOptions, finetune
+from sslpipe.eval.finetune import FinetuneOptions, finetune, finetune_steps
 from sslpipe.eval.transform import EvalCollator
 
 
@@ -56,3 +57,27 @@ def test_finetune_training_data_is_reshuffled_every_epoch():
     assert sorted(first) == sorted(second) and len(first) == 1000
     assert first != second
     assert order(0) == first
+
+
+@pytest.mark.parametrize(("per_epoch", "expected"), [(5, 150), (47, 235), (469, 470), (1, 150)])
+def test_epochs_bounded_by_min_and_max_steps(per_epoch: int, expected: int) -> None:
+    """The docstring's budget sweep: 600 / 6,000 / 60,000 labels in batches of 128."""
+    options = FinetuneOptions(epochs=5, min_steps=150, max_steps=470)
+    assert finetune_steps(options, per_epoch) == expected
+    assert finetune_steps(FinetuneOptions(epochs=5), per_epoch) == 5 * per_epoch
+    assert finetune_steps(FinetuneOptions(epochs=5, steps=7), per_epoch) == 7
+
+
+def test_min_steps_trains_that_many_steps() -> None:
+    """Two batches per pass and min_steps=5: three passes, the last cut short."""
+    backbone = timm.create_model("resnet18", num_classes=0)
+    result = finetune(backbone, _batches(2), _batches(1),
+                      FinetuneOptions(epochs=1, min_steps=5, lr=0.01), device="cpu")
+    assert result["steps"] == 5 and result["images"] == 20
+
+
+@pytest.mark.parametrize("options", [{"steps": 3, "min_steps": 2}, {"steps": 3, "max_steps": 9},
+                                     {"min_steps": 9, "max_steps": 3}, {"min_steps": 0}])
+def test_bad_step_bounds_are_named(options: dict) -> None:
+    with pytest.raises(ValueError, match="steps"):
+        FinetuneOptions(**options)

@@ -48,7 +48,9 @@ size = 16
 workers = 0
 
 [scratch]
-steps = 2
+epochs = 1             # 2 batches at 3 labels per class, 250 at 100 %: both bounded to 3
+min_steps = 3
+max_steps = 3
 batch_size = 16
 size = 16
 workers = 0
@@ -75,7 +77,10 @@ def test_tiny_few_label_study_through_the_cli(tmp_path: Path) -> None:
     scratch = out / "eval/nin_3block_w50/none/scratch/scratch/fm/labels-3-per-class"
     scratch_record = json.loads(next(scratch.glob("eval_*.json")).read_text())
     assert scratch_record["checkpoint"]["method"] == "scratch"
-    assert scratch_record["results"]["freeze:none"]["steps"] == 2
+    assert scratch_record["results"]["freeze:none"]["steps"] == 3
+    full = out / "eval/nin_3block_w50/none/scratch/scratch/fm/labels-100pct"
+    assert json.loads(next(full.glob("eval_*.json")).read_text())[
+        "results"]["freeze:none"]["steps"] == 3
     report = out / "report"
     text = (report / "report.md").read_text()
     assert "method x label budget" in text and "intervals" in text
