@@ -43,23 +43,25 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from sslpipe.batch import Batch, HostBatch
+from sslpipe.batch import Batch
 from sslpipe.ops.augment import ViewAugment
-from sslpipe.ops.images import Images
-from sslpipe.ops.multicrop import CropSet, apply_crop_sets, local_size_for, sample_crop_sets
+from sslpipe.ops.multicrop import CropSet, local_size_for
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import (
-    Collator,
     CollatorOptions,
     StepInfo,
     Task,
     check_positive,
     check_probability,
-    labels_on,
-    meta_on,
 )
 from sslpipe.tasks.heads import feature_dim
-from sslpipe.tasks.multicrop import MultiCropNet, accept_any_size, check_scale, crop_rows
+from sslpipe.tasks.multicrop import (
+    CropSetCollator,
+    MultiCropNet,
+    accept_any_size,
+    check_scale,
+    crop_rows,
+)
 from sslpipe.tasks.teacher import MomentumPair, cosine_momentum, update_momentum_pairs
 
 __all__ = ["DINO", "DINOCollator", "DINOHead", "DINOModel", "DINOOptions", "DINOOutputs",
@@ -169,7 +171,7 @@ class DINOOptions(CollatorOptions):
         return tuple(sets)
 
 
-class DINOCollator(Collator):
+class DINOCollator(CropSetCollator):
     """DINO's multi-crop: two global and ``local_crops`` local crops of every image.
 
     Returns a Batch with ``inputs`` a tuple of per-size tensors: the global crops, float
@@ -185,19 +187,6 @@ class DINOCollator(Collator):
     """
 
     options: DINOOptions
-
-    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
-        pixels, meta = sample_crop_sets(images.images, self.options.crop_sets(), generator)
-        return HostBatch(pixels, images.labels, meta)
-
-    def make_device(self, host: HostBatch) -> Batch:
-        o = self.options
-        crops = apply_crop_sets(host.pixels, host.meta, o.crop_sets(), o.mean, o.std)
-        device = crops[0].device
-        meta = meta_on(host.meta, device)
-        images = len(crops[0]) // GLOBAL_CROPS  # the global crops hold 2B rows
-        meta["source"] = torch.arange(images, device=device).repeat(GLOBAL_CROPS)
-        return Batch(tuple(crops), None, labels_on(host, device), meta)
 
 
 class DINOOutputs(NamedTuple):

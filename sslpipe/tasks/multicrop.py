@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,8 +36,9 @@ from sslpipe.ops.images import Images
 from sslpipe.ops.multicrop import CropSet, apply_crop_sets, local_size_for, sample_crop_sets
 from sslpipe.tasks.base import Collator, CollatorOptions, check_positive, labels_on, meta_on
 
-__all__ = ["MultiCropNet", "TwoViewCollator", "TwoViewModel", "TwoViewOptions", "accept_any_size",
-           "check_scale", "crop_pairs", "crop_rows", "multi_crop_loss", "split_crops"]
+__all__ = ["CropSetCollator", "MultiCropNet", "TwoViewCollator", "TwoViewModel", "TwoViewOptions",
+           "accept_any_size", "check_scale", "crop_pairs", "crop_rows", "multi_crop_loss",
+           "split_crops"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,32 @@ class TwoViewOptions(CollatorOptions):
         return odd_kernel(self.size)
 
 
-class TwoViewCollator(Collator):
+class CropSetCollator(Collator):
+    """A collator whose options list :class:`~sslpipe.ops.multicrop.CropSet` s
+    (``options.crop_sets()``): every crop drawn and cut in the host stage
+    (:func:`~sslpipe.ops.multicrop.sample_crop_sets`), coloured and normalised in the device
+    stage (:func:`~sslpipe.ops.multicrop.apply_crop_sets`). ``inputs`` is the tuple of the
+    sets' crops, ``meta`` every crop's parameters plus ``source`` (int64 ``2B``: the image of
+    each row of the backbone's first batch, the two global views). The base of
+    :class:`TwoViewCollator` and DINO's collator."""
+
+    options: Any  # CollatorOptions with a crop_sets() method (TwoViewOptions, DINOOptions)
+
+    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
+        pixels, meta = sample_crop_sets(images.images, self.options.crop_sets(), generator)
+        return HostBatch(pixels, images.labels, meta)
+
+    def make_device(self, host: HostBatch) -> Batch:
+        opt = self.options
+        crops = apply_crop_sets(host.pixels, host.meta, opt.crop_sets(), opt.mean, opt.std)
+        device = crops[0].device
+        meta = meta_on(host.meta, device)
+        images = len(host.meta["decode_scale"])  # one per source image
+        meta["source"] = torch.arange(images, device=device).repeat(2)
+        return Batch(tuple(crops), None, labels_on(host, device), meta)
+
+
+class TwoViewCollator(CropSetCollator):
     """Two augmented views of every image, and ``multi_crop`` local crops.
 
     Returns a Batch with ``inputs`` a tuple of two float ``B x 3 x size x size`` normalized
@@ -124,19 +151,6 @@ class TwoViewCollator(Collator):
     """
 
     options: TwoViewOptions
-
-    def make_host(self, images: Images, generator: torch.Generator | None) -> HostBatch:
-        pixels, meta = sample_crop_sets(images.images, self.options.crop_sets(), generator)
-        return HostBatch(pixels, images.labels, meta)
-
-    def make_device(self, host: HostBatch) -> Batch:
-        opt = self.options
-        views = apply_crop_sets(host.pixels, host.meta, opt.crop_sets(), opt.mean, opt.std)
-        device = views[0].device
-        meta = meta_on(host.meta, device)
-        # the image of each row of the backbone's first batch (the two views concatenated)
-        meta["source"] = torch.arange(len(views[0]), device=device).repeat(2)
-        return Batch(tuple(views), None, labels_on(host, device), meta)
 
 
 class TwoViewModel(nn.Module):
