@@ -9,7 +9,10 @@ their values here, so that every wrong value reads the same: ``"{name} must be .
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import numbers
+import types
+import typing
+from typing import Any, Literal, Union
 
 __all__ = ["check_choice", "check_positive", "check_probability", "make_options", "option_docs"]
 
@@ -24,7 +27,70 @@ def make_options(cls: type, options: dict[str, Any], owner: str) -> Any:
             f"{owner}: unknown option(s) {', '.join(unknown)}. Valid options: "
             f"{', '.join(sorted(valid))}"
         )
+    hints = _type_hints(cls)
+    for name, value in options.items():
+        expected = hints.get(name)
+        if expected is not None and not _matches(value, expected):
+            raise ValueError(f"{owner}: option {name} must be {_describe(expected)}. "
+                             f"Got {value!r}")
     return cls(**options)
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve here: no type checks
+        return {}
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether ``value`` fits the annotation ``tp`` (numbers loosely: an int is a float, a
+    list a tuple; classes and generics this does not know pass)."""
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+    if origin is not None:
+        return isinstance(value, origin) if isinstance(origin, type) else True
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is type(None):
+        return "None"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if tp in (int, float, bool, str):
+        return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[tp]
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a sequence of ({_describe(args[0])})"
+        return f"a sequence of {len(args)} ({', '.join(_describe(a) for a in args)})"
+    return getattr(tp, "__name__", str(tp))
 
 
 def option_docs(cls: type) -> list[tuple[str, Any]]:

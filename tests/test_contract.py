@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import pickle
+import typing
 
 import numpy as np
 import pytest
@@ -153,6 +154,25 @@ def test_loss_trains_a_timm_backbone(name: str) -> None:
 def test_unknown_option_is_named(name: str) -> None:
     with pytest.raises(ValueError, match="not_an_option"):
         sslpipe.create_task(name, not_an_option=1)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_every_option_of_the_wrong_type_is_named(name: str) -> None:
+    """Every option, given a value of the wrong type (a word for a number, a number for a
+    word), is a ValueError naming the option and the type expected, never a TypeError from
+    deep inside the options' checks."""
+    hints = typing.get_type_hints(task_class(name).Options)
+    checked = 0
+    for field in dataclasses.fields(task_class(name).Options):
+        if field.name == "generator":
+            continue
+        takes_str = str in (hints[field.name], *typing.get_args(hints[field.name]))
+        wrong = 7 if takes_str else "wrong"
+        with pytest.raises(ValueError, match=rf"option {field.name} must be") as e:
+            sslpipe.create_task(name, **{field.name: wrong})
+        assert repr(wrong) in str(e.value)
+        checked += 1
+    assert checked > 0
 
 
 @pytest.mark.parametrize("name", TASKS)
