@@ -20,6 +20,7 @@ from torch import nn
 import sslpipe.models.alexnet  # noqa: F401  (registers alexnet_bn into timm)
 import sslpipe.models.nin  # noqa: F401  (registers nin_3block .. nin_5block into timm)
 import sslpipe.models.vit  # noqa: F401  (registers vit_tiny_patch4_32, vit_small_patch4_32)
+from sslpipe.models.vit import accept_any_size
 
 __all__ = ["create_backbone", "check_arch"]
 
@@ -47,6 +48,9 @@ def create_backbone(
             stem is built (use this for ``small_input`` weights, which plain timm cannot rebuild).
         **kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``global_pool``, ...).
 
+    A Vision Transformer is returned ready for any input size that is a multiple of its patch
+    (:func:`sslpipe.models.vit.accept_any_size`, timm's ``dynamic_img_size``).
+
     Raises:
         ValueError: unknown ``arch`` (with the closest timm names), or ``small_input`` for an
             architecture without a stem that sslpipe knows how to replace.
@@ -60,7 +64,9 @@ def create_backbone(
         _small_stem(model, arch, in_chans)
     if checkpoint is not None:
         load_backbone_weights(model, checkpoint)
-    return model
+    # a ViT takes any input size (position embeddings resampled to each input's grid): tasks
+    # crop at their own sizes (DINO's local crops, 64 px views), evaluations at --size
+    return accept_any_size(model)
 
 
 def check_arch(arch: str) -> None:

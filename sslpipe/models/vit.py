@@ -11,6 +11,10 @@ They are plain timm ``VisionTransformer`` models: after ``import sslpipe``,
 without sslpipe. For a float ``B x 3 x 32 x 32`` input the backbone returns ``B x 192`` (ViT-S:
 ``B x 384``) pooled features (the class token after the final norm); ``feature_info`` names
 the blocks, so per-layer probes call them ``stage1`` .. ``stage12``.
+
+:func:`accept_any_size` lets any timm ViT take inputs of any size (a multiple of its patch):
+``create_backbone`` applies it to every ViT, so a ViT named for 224 px trains and is evaluated
+at the size a task or ``--size`` asks for.
 """
 
 from __future__ import annotations
@@ -19,8 +23,27 @@ from typing import Any
 
 from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
+from torch import nn
 
-__all__: list[str] = []
+__all__ = ["accept_any_size"]
+
+
+def accept_any_size(backbone: nn.Module) -> nn.Module:
+    """Let a timm Vision Transformer built for one input size take any (local crops of 96 px
+    beside global ones of 224), as ``timm.create_model(arch, dynamic_img_size=True)`` builds
+    it: the patch embedding keeps its grid (NHWC) and accepts other sizes, and the position
+    embeddings are resampled to each input's grid (bicubic), which is what the official DINO
+    code's ``interpolate_pos_encoding`` does. Other backbones are returned unchanged."""
+    embed = getattr(backbone, "patch_embed", None)
+    if getattr(backbone, "dynamic_img_size", True) or not hasattr(embed, "strict_img_size"):
+        return backbone
+    from timm.layers import Format
+
+    setattr(backbone, "dynamic_img_size", True)  # noqa: B010  (a Final in timm's typing)
+    embed.strict_img_size = False  # type: ignore[union-attr]
+    embed.flatten = False  # type: ignore[union-attr]
+    embed.output_fmt = Format.NHWC  # type: ignore[union-attr]
+    return backbone
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from sslpipe.ops.augment import ViewAugment
 from sslpipe.registry import register_task
 from sslpipe.tasks.base import StepInfo, Task, check_positive, check_probability
 from sslpipe.tasks.heads import feature_dim, mlp
-from sslpipe.tasks.multicrop import crop_pairs
+from sslpipe.tasks.multicrop import accept_any_size, crop_pairs
 from sslpipe.tasks.simclr import TwoViewCollator, TwoViewOptions, check_blur, view_rows, wide_float
 from sslpipe.tasks.teacher import MomentumPair, cosine_momentum, update_momentum_pairs
 
@@ -158,7 +158,8 @@ class MomentumTwoViewModel(nn.Module):
     def __init__(self, backbone: nn.Module, projector: nn.Module, predictor: nn.Module,
                  local_crops: bool = False) -> None:
         super().__init__()
-        self.encoders = MomentumPair(Encoder(backbone, projector))
+        # a ViT takes the views at the task's size and the local crops at theirs
+        self.encoders = MomentumPair(Encoder(accept_any_size(backbone), projector))
         self.predictor = predictor
         self.local_crops = local_crops  # a third input: local crops, online network only
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from sslpipe.batch import Batch, HostBatch
+from sslpipe.models.vit import accept_any_size
 from sslpipe.ops.augment import ViewAugment
 from sslpipe.ops.color import denormalize
 from sslpipe.ops.images import Images
@@ -244,24 +245,6 @@ def crop_rows(views: list[tuple[str, torch.Tensor, int]], options: CollatorOptio
             rows.append((caption, denormalize(part[:max_images].float().cpu(), options.mean,
                                               options.std)))
     return rows
-
-
-def accept_any_size(backbone: nn.Module) -> nn.Module:
-    """Let a timm Vision Transformer built for one input size take any (local crops of 96 px
-    beside global ones of 224), as ``timm.create_model(arch, dynamic_img_size=True)`` builds
-    it: the patch embedding keeps its grid (NHWC) and accepts other sizes, and the position
-    embeddings are resampled to each input's grid (bicubic), which is what the official DINO
-    code's ``interpolate_pos_encoding`` does. Other backbones are returned unchanged."""
-    embed = getattr(backbone, "patch_embed", None)
-    if getattr(backbone, "dynamic_img_size", True) or not hasattr(embed, "strict_img_size"):
-        return backbone
-    from timm.layers import Format
-
-    setattr(backbone, "dynamic_img_size", True)  # noqa: B010  (a Final in timm's typing)
-    embed.strict_img_size = False  # type: ignore[union-attr]
-    embed.flatten = False  # type: ignore[union-attr]
-    embed.output_fmt = Format.NHWC  # type: ignore[union-attr]
-    return backbone
 
 
 def check_scale(name: str, scale: tuple[float, float]) -> None:

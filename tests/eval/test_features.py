@@ -11,11 +11,11 @@ from sslpipe.eval.features import extract_features, layer_names, parse_layers, p
 from sslpipe.eval.transform import EvalCollator
 
 
-def _loader(n: int = 6, side: int = 28, batch_size: int = 4) -> DataLoader:
+def _loader(n: int = 6, side: int = 28, batch_size: int = 4, size: int = 32) -> DataLoader:
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 1, side, side), dtype=torch.uint8, generator=gen)
     samples = [(images[i], i % 3) for i in range(n)]
-    return DataLoader(samples, batch_size=batch_size, collate_fn=EvalCollator(32))
+    return DataLoader(samples, batch_size=batch_size, collate_fn=EvalCollator(size))
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,24 @@ def test_vit_token_modes(vit: torch.nn.Module, mode: str, width: int) -> None:
     if mode == "grid":  # the class token dropped, 16 patch tokens on their 4x4 grid
         grid = tokens[:, 1:].transpose(1, 2).reshape(4, 192 * 16)
         torch.testing.assert_close(feats.features["stage1"].float(), grid, rtol=1e-2, atol=2e-3)
+
+
+def test_a_vit_as_create_backbone_makes_it_is_probed_at_any_size(vit: torch.nn.Module) -> None:
+    """create_backbone lets every ViT take any size (a ViT trained at 64 px is evaluated at
+    --size 64): the same per-block features at its own size, and a finer grid at 48 px."""
+    import copy
+
+    from sslpipe.models.vit import accept_any_size
+
+    dynamic = accept_any_size(copy.deepcopy(vit))
+    fixed = extract_features(vit, _loader(4), "stage1,pooled", device="cpu")
+    same = extract_features(dynamic, _loader(4), "stage1,pooled", device="cpu")
+    for layer in ("stage1", "pooled"):
+        torch.testing.assert_close(same.features[layer], fixed.features[layer])
+    larger = extract_features(dynamic, _loader(4, size=48), "stage1,pooled", device="cpu")
+    assert larger.features["stage1"].shape == (4, 2 * 192)  # class token + mean of 6 x 6
+    with pytest.raises(AssertionError):  # what a ViT built for 32 px did before
+        extract_features(vit, _loader(4, size=48), "stage1", device="cpu")
 
 
 def test_vit_without_class_token_uses_the_mean() -> None:

@@ -119,3 +119,20 @@ def test_the_official_heads_for_resnets_and_vits():
 def test_multi_crop_is_refused_up_front():
     with pytest.raises(ValueError, match="multi_crop"):
         sslpipe.create_task("mocov3", multi_crop=2)
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("mocov3", {"size": 48}),
+    ("byol", {"size": 48}),
+    ("byol", {"size": 32, "multi_crop": 2, "local_size": 16}),
+])
+def test_momentum_two_view_tasks_take_a_vit_at_any_size(name: str, options: dict) -> None:
+    """A ViT built for 32 px (or 224) takes the views at the task's size and the local crops
+    at theirs, from the Python API (a plain timm model) as from create_backbone."""
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1,
+                            num_classes=0)
+    task = sslpipe.create_task(name, seed=0, hidden_dim=32, projection_dim=16, **options)
+    batch = task.collator(torch.randint(0, 256, (4, 3, 56, 56), dtype=torch.uint8))
+    loss = task.loss(task.build(vit)(batch.inputs), batch)
+    loss.backward()
+    assert torch.isfinite(loss)
