@@ -175,22 +175,23 @@ def _resume(config: Any, given: set[str]) -> Any:
     """``config`` with what the user did not give taken from the run in ``config.out`` (None
     when there is no run to take it from: it resumes from the start, fitted as a new run).
 
-    The settings that may change on a resume (``RESUME_FREE_FIELDS``: workers, logging,
-    ``max_steps``, ...) are not taken: their defaults apply unless given. Task options are
-    merged option by option (a multi-task's member options too).
+    Every setting is taken, those that may change on a resume (``RESUME_FREE_FIELDS``:
+    workers, logging, ``max_steps``, ...) too, so that ``sslpipe train --out RUN --resume``
+    continues the run as it was started (a run with ``--max-steps 6`` stops at 6 again);
+    only ``resume``, ``overwrite`` and ``out`` are this command's own. Task options are merged
+    option by option (a multi-task's member options too).
     """
     import dataclasses
 
     from sslpipe.train.checkpoint import saved_config
-    from sslpipe.train.config import RESUME_FREE_FIELDS, TrainConfig
+    from sslpipe.train.config import TrainConfig
 
     saved = saved_config(config.out)
     if saved is None:
         return None
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    taken = {k: v for k, v in saved.items()
-             if k in fields and k not in given and k not in RESUME_FREE_FIELDS
-             and k != "task_options"}
+    own = {"resume", "overwrite", "out", "task_options"}
+    taken = {k: v for k, v in saved.items() if k in fields and k not in given and k not in own}
     options = dict(saved.get("task_options") or {})
     for key, value in config.task_options.items():
         own = options.get(key)

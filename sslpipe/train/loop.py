@@ -67,6 +67,13 @@ class Trainer:
         self.dtype = _autocast_dtype(config.precision, self.device)
         torch.manual_seed(config.seed)
         self.task = create_task(config.task, **config.task_options)
+        per_process = config.batch_size // self.info.world_size
+        if per_process < self.task.min_batch_size:
+            raise ValueError(
+                f"batch_size: {config.task} needs at least {self.task.min_batch_size} images per "
+                f"batch in each process (its loss or its heads' BatchNorm compare the images of "
+                f"a batch). Got batch_size={config.batch_size} over {self.info.world_size} "
+                f"process(es)")
         backbone = create_backbone(config.arch, small_input=config.small_input)
         if config.freeze_until:
             freeze_until(backbone, config.freeze_until)
@@ -150,8 +157,10 @@ class Trainer:
         if config.max_steps:
             total = min(total, config.max_steps)
         final = self.run_dir / "final.json"
-        if config.resume and self.step >= total and final.is_file():
-            # a finished run: its result stands (resuming must not rewrite it with nothing)
+        if (config.resume and self.step >= total and final.is_file()
+                and read_result(str(self.run_dir)).steps == self.step):
+            # a finished run: its result stands (resuming must not rewrite it with nothing);
+            # a final.json of an earlier step (a run continued past it) is written anew
             barrier()
             return read_result(str(self.run_dir))
         if config.resume:

@@ -82,11 +82,25 @@ def test_the_same_command_with_resume_continues_a_run_fitted_to_its_data(tmp_pat
     assert config["small_input"] is True and config["task_options"] == {"size": 32}
     again = runner.invoke(main, args + ["--max-steps", "1", "--resume"])  # a finished run
     assert again.exit_code == 0, again.output
-    resumed = runner.invoke(main, args + ["--resume"])
+    # the short form keeps every setting of the run, its --max-steps too: nothing to do
+    short = runner.invoke(main, ["train", "--out", str(out), "--resume", "--no-progress"])
+    assert short.exit_code == 0, short.output
+    assert "resuming" not in short.stdout and "final:" in short.stdout
+    kept = json.loads((out / "config.json").read_text())
+    assert kept["max_steps"] == 1 and kept["log_every"] == 1 and kept["num_workers"] == 0
+    # --max-steps 0 lifts the limit: the run goes on to the end of its schedule
+    resumed = runner.invoke(main, args + ["--resume", "--max-steps", "0"])
     assert resumed.exit_code == 0, resumed.output
     assert "resuming at step 1" in resumed.stdout
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").open()
             if json.loads(x)["event"] == "step"] == [1, 2, 3, 4]
+    # a final.json older than the newest checkpoint (a run continued past its end, then
+    # stopped) is not what a resume reports: the run is finished again from the checkpoint
+    final = json.loads((out / "final.json").read_text())
+    (out / "final.json").write_text(json.dumps({**final, "steps": 2}))
+    stale = runner.invoke(main, ["train", "--out", str(out), "--resume", "--no-progress"])
+    assert stale.exit_code == 0, stale.output
+    assert json.loads((out / "final.json").read_text())["steps"] == 4
     # a given option that differs is still refused
     other = runner.invoke(main, args + ["--resume", "--no-small-input"])
     assert other.exit_code != 0 and "small_input: run has True, now False" in other.output

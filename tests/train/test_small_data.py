@@ -10,8 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import sslpipe
 from sslpipe.cli import main
 from sslpipe.data import create_loader
+from sslpipe.registry import task_class
 from sslpipe.train import TrainConfig, train
 from sslpipe.train.fit import fit_to_data
 from tests.data.loader_shards import make_shards
@@ -97,3 +99,17 @@ def test_a_short_last_batch_is_reported_not_taken_for_bad_samples(tmp_path, back
     assert [b.batch_size for b in batches] == [2, 2]
     assert [e[0] for e in loader.stats.events] == ["short-batch"]
     assert torch.is_tensor(batches[0].inputs[0])
+
+
+NEEDS_TWO = [n for n in sslpipe.list_tasks() if task_class(n).min_batch_size > 1]
+
+
+@pytest.mark.parametrize("task", NEEDS_TWO)
+def test_a_batch_smaller_than_the_task_needs_is_refused_at_the_start(tmp_path, task):
+    """Every batch would be skipped (and the run would loop over epochs without a step):
+    refused before any data is read, naming the task and the batch it needs."""
+    assert {"byol", "mocov3", "vicreg"} <= set(NEEDS_TWO)
+    make_shards(str(tmp_path / "d"), 1, 5, size=(16, 16))
+    with pytest.raises(ValueError, match=rf"{task} needs at least 2 images per batch"):
+        train(_config(tmp_path, task=task, data=str(tmp_path / "d"), batch_size=1,
+                      task_options={"size": 16}))
