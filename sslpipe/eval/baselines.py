@@ -128,8 +128,11 @@ def _from_run(spec: str, run_dir: str) -> CheckpointInfo:
     config = _run_config(run_dir)
     weights = _run_weights(spec, run_dir, config)
     task = config.get("task")
-    keys = ("task", "data", "epochs", "seed")
+    keys = ("task", "data", "epochs", "max_steps", "seed")
     pretrain: dict[str, Any] = {key: config[key] for key in keys if key in config}
+    steps = _steps_done(run_dir)
+    if steps is not None:  # what the run did (epochs and max_steps are what it was asked)
+        pretrain["steps"] = steps
     num_images = _pretrain_images(config)
     if num_images is not None:
         pretrain["num_images"] = num_images
@@ -179,6 +182,17 @@ def _file_metadata(path: str) -> dict[str, str]:
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
     return {k: v for k, v in meta.items() if v not in ("", "None")}
+
+
+def _steps_done(run_dir: str) -> int | None:
+    """The optimizer steps of a finished run (its final.json), else None."""
+    import json
+
+    try:
+        with open(os.path.join(run_dir, "final.json"), encoding="utf-8") as f:
+            return int(json.load(f)["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _pretrain_images(config: dict[str, Any]) -> int | None:

@@ -190,8 +190,9 @@ def _resume(config: Any, given: set[str]) -> Any:
     if saved is None:
         return None
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    own = {"resume", "overwrite", "out", "task_options"}
-    taken = {k: v for k, v in saved.items() if k in fields and k not in given and k not in own}
+    this_command = {"resume", "overwrite", "out", "task_options"}
+    taken = {k: v for k, v in saved.items()
+             if k in fields and k not in given and k not in this_command}
     options = dict(saved.get("task_options") or {})
     for key, value in config.task_options.items():
         own = options.get(key)

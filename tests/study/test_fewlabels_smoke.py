@@ -74,6 +74,9 @@ def test_tiny_few_label_study_through_the_cli(tmp_path: Path) -> None:
     record = json.loads(next(cell.glob("eval_*.json")).read_text())
     assert record["seeds"] == [0, 1] and record["labels"]["budget"]["per_class"] == 3
     assert record["checkpoint"]["pretrain"]["seed"] == 1
+    # what the run did beside what it was asked (1 epoch, stopped at 2 steps)
+    assert record["checkpoint"]["pretrain"]["steps"] == 2
+    assert record["checkpoint"]["pretrain"]["max_steps"] == 2
     scratch = out / "eval/nin_3block_w50/none/scratch/scratch/fm/labels-3-per-class"
     scratch_record = json.loads(next(scratch.glob("eval_*.json")).read_text())
     assert scratch_record["checkpoint"]["method"] == "scratch"
