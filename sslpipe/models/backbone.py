@@ -74,7 +74,9 @@ def check_arch(arch: str) -> None:
     if timm.is_model(arch):
         return
     names = timm.list_models()
-    close = difflib.get_close_matches(arch, names, n=5, cutoff=0.6)
+    # a family's prefix ("vit_tiny") first, then names spelled alike ("resnet5")
+    prefixed = [n for n in names if n.startswith(arch)]
+    close = prefixed[:5] or difflib.get_close_matches(arch, names, n=5, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(f"arch: unknown timm architecture {arch!r}.{hint} "
                      "See timm.list_models() for every name.")

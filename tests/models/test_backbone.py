@@ -17,6 +17,9 @@ def test_timm_backbone_without_classifier():
 def test_unknown_arch_lists_close_matches():
     with pytest.raises(ValueError, match="unknown timm architecture 'resnet19'.*resnet18"):
         create_backbone("resnet19")
+    # a family's prefix lists the family, not names spelled alike from other families
+    with pytest.raises(ValueError, match="Did you mean: vit_tiny_patch4_32, vit_tiny_patch16"):
+        create_backbone("vit_tiny")
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet18d"])
