@@ -25,7 +25,6 @@ here.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,6 +42,7 @@ from sslpipe.options import (
     make_options,
     option_docs,
 )
+from sslpipe.tasks.seeding import SeededStream
 
 # the option helpers live in sslpipe.options (below the tasks, so that the loader and the
 # configs can use them); re-exported here for the task modules that import them from here
@@ -175,31 +175,6 @@ def meta_on(meta: dict[str, torch.Tensor], device: torch.device) -> dict[str, to
 def labels_on(host: HostBatch, device: torch.device) -> torch.Tensor | None:
     """The host batch's labels on ``device`` (None for unlabeled data)."""
     return None if host.labels is None else host.labels.to(device, non_blocking=True)
-
-
-class SeededStream:
-    """A CPU generator for ``seed`` that is reproducible per process and DataLoader worker.
-
-    Each worker draws its own stream (the worker id is mixed into the seed), and a forked
-    process never continues its parent's stream: the generator is re-seeded whenever the
-    process or worker changes, and not pickled.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self._gen: torch.Generator | None = None
-        self._key: tuple[int, int] | None = None
-
-    def __call__(self) -> torch.Generator:
-        info = torch.utils.data.get_worker_info()
-        key = (os.getpid(), info.id if info is not None else -1)
-        if self._gen is None or self._key != key:
-            self._gen = torch.Generator().manual_seed(self.seed + 7919 * (key[1] + 1))
-            self._key = key
-        return self._gen
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"seed": self.seed, "_gen": None, "_key": None}
 
 
 @dataclass(frozen=True)
