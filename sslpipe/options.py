@@ -31,8 +31,10 @@ def make_options(cls: type, options: dict[str, Any], owner: str) -> Any:
     for name, value in options.items():
         expected = hints.get(name)
         if expected is not None and not _matches(value, expected):
+            hint = (f" (on the command line a sequence is written in brackets: "
+                    f"-o {name}=[{value}])" if isinstance(value, str) and "," in value else "")
             raise ValueError(f"{owner}: option {name} must be {_describe(expected)}. "
-                             f"Got {value!r}")
+                             f"Got {value!r}{hint}")
     return cls(**options)
 
 

@@ -175,6 +175,11 @@ def test_every_option_of_the_wrong_type_is_named(name: str) -> None:
     assert checked > 0
 
 
+def test_a_sequence_written_without_brackets_says_how_to_write_it() -> None:
+    with pytest.raises(ValueError, match=r"-o crop_scale=\[0.2,1.0\]"):
+        sslpipe.create_task("simclr", crop_scale="0.2,1.0")
+
+
 @pytest.mark.parametrize("name", TASKS)
 def test_bad_input_is_a_clear_value_error(name: str) -> None:
     collator = sslpipe.create_collator(name, **_options(name))
